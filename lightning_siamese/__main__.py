@@ -1,0 +1,7 @@
+"""``python -m lightning_siamese``: the same entry point as the console script."""
+
+import sys
+
+from lightning_siamese.cli import main
+
+sys.exit(main())

@@ -1,0 +1,137 @@
+"""``lightning-siamese data check|show|emoji|glyphs``: look at and build pair folders."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightning_siamese.pairs import PairDataError, discover_pairs
+from lightning_siamese.splits import SPLITS, assign_splits
+from lightning_siamese.triplets import TripletDataset, draw_negatives
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        report = discover_pairs(args.root, check_images=not args.no_decode)
+    except PairDataError as error:
+        if args.json:
+            import json
+
+            print(
+                json.dumps(
+                    {
+                        "root": str(args.root),
+                        "pairs": 0,
+                        "error": str(error),
+                        "problems": [{"path": str(args.root), "reason": str(error)}],
+                    }
+                )
+            )
+        else:
+            print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.to_json() if args.json else report.format())
+    if not report.pairs:
+        if not args.json:
+            print("error: no usable pair left", file=sys.stderr)
+        return 1
+    return 1 if args.strict and report.problems else 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from lightning_siamese.images import load_image
+    from lightning_siamese.viz import plot_triplets
+
+    report = discover_pairs(args.root, check_images=False)
+    pairs = report.pairs
+    if args.split != "all":
+        pairs = assign_splits(pairs, seed=args.seed)[args.split]
+    if len(pairs) < 2:
+        print(
+            f"error: {len(pairs)} usable pair(s) in {args.root} ({args.split}); need 2",
+            file=sys.stderr,
+        )
+        return 1
+    dataset = TripletDataset(pairs, transform=lambda image: image)
+    negatives = draw_negatives(dataset.groups, f"show:{args.seed}")
+    chosen = random.Random(args.seed).sample(range(len(pairs)), min(args.rows, len(pairs)))
+    triplets, captions = [], []
+    for index in chosen:
+        negative = dataset.image_path(negatives[index])
+        pair = pairs[index]
+        triplets.append(tuple(load_image(path) for path in (pair.left, pair.right, negative)))
+        captions.append(
+            tuple(f"{path.parent.name}/{path.name}" for path in (pair.left, pair.right, negative))
+        )
+    figure = plot_triplets(triplets, captions)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=100)
+    print(f"wrote {len(triplets)} triplets to {args.out}")
+    return 0
+
+
+def _emoji(args: argparse.Namespace) -> int:
+    from lightning_siamese.emoji import NpmError, build_emoji
+
+    try:
+        result = build_emoji(args.out, skin_tones=args.skin_tones, cache_dir=args.cache_dir)
+    except NpmError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {result['pairs']} emoji pairs to {args.out} in {result['seconds']:.1f} s")
+    return 0
+
+
+def _glyphs(args: argparse.Namespace) -> int:
+    from lightning_siamese.glyphs import build_glyphs
+
+    result = build_glyphs(args.out, font_pairs=args.font_pairs, size=args.size)
+    print(f"wrote {result['pairs']} glyph pairs to {args.out} in {result['seconds']:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-siamese data", description="Check, show and build left/right pair folders."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="report the pairs and every problem in a folder")
+    check.add_argument("root", type=Path, help="folder with left/ and right/")
+    check.add_argument("--json", action="store_true", help="print a JSON object")
+    check.add_argument("--strict", action="store_true", help="exit non-zero on any problem")
+    check.add_argument("--no-decode", action="store_true", help="skip decoding every image")
+    check.set_defaults(run=_check)
+
+    show = commands.add_parser("show", help="draw a grid of anchor/positive/negative triplets")
+    show.add_argument("root", type=Path)
+    show.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    show.add_argument("--rows", type=int, default=4)
+    show.add_argument("--split", choices=("all", *SPLITS), default="all")
+    show.add_argument("--seed", type=int, default=0)
+    show.set_defaults(run=_show)
+
+    emoji = commands.add_parser("emoji", help="build the emoji look-alike set (needs npm)")
+    emoji.add_argument("--out", type=Path, required=True)
+    emoji.add_argument("--skin-tones", action="store_true", help="add skin-tone variants")
+    emoji.add_argument("--cache-dir", type=Path, default=None, help="where npm tarballs are kept")
+    emoji.set_defaults(run=_emoji)
+
+    glyphs = commands.add_parser("glyphs", help="build font-glyph pairs from matplotlib's fonts")
+    glyphs.add_argument("--out", type=Path, required=True)
+    glyphs.add_argument("--font-pairs", type=int, default=8)
+    glyphs.add_argument("--size", type=int, default=64)
+    glyphs.set_defaults(run=_glyphs)
+    return parser
+
+
+def main(args: Sequence[str]) -> int:
+    parsed = build_parser().parse_args(list(args))
+    try:
+        return int(parsed.run(parsed))
+    except PairDataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,175 @@
+"""The emoji look-alike demo set: the same emoji drawn by Google (Noto) and by Twitter (Twemoji).
+
+Same concept, different artist: a real "totally looks like" pair. The PNGs come from the npm
+packages of the emoji-datasource project, fetched with the ``npm`` client (so the user's npm
+registry and proxy settings apply).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+from lightning_siamese.pairs import write_pairs_csv
+
+VERSION = "16.0.0"
+PACKAGES = {"left": "emoji-datasource-google", "right": "emoji-datasource-twitter"}
+ARTISTS = {"left": "google", "right": "twitter"}
+IMAGE_SIZE = 64
+
+# Code points that make a variant of a base emoji rather than a new one: ZWJ, variation selector,
+# skin tones, gender signs, the man/woman/person bases and the "facing right" arrow.
+_VARIANT_PARTS = {
+    "200D", "FE0F", "1F3FB", "1F3FC", "1F3FD", "1F3FE", "1F3FF",
+    "2640", "2642", "1F468", "1F469", "1F9D1", "27A1",
+}  # fmt: skip
+_REGIONAL_INDICATORS = range(0x1F1E6, 0x1F200)
+
+ATTRIBUTION = """\
+# Emoji look-alike pairs
+
+left/  : Noto Emoji by Google, Apache License 2.0, https://github.com/googlefonts/noto-emoji
+right/ : Twemoji by Twitter, Inc and other contributors, graphics licensed under CC-BY 4.0,
+         https://creativecommons.org/licenses/by/4.0/ (https://github.com/twitter/twemoji)
+
+Both packaged by the emoji-datasource project (npm packages {packages}, version {version}, MIT).
+Built by `lightning-siamese data emoji`: {pairs} pairs, {size}x{size} RGBA PNG, file name = the
+emoji's code points. pairs.csv gives each pair's name, description, category and a `group` that
+keeps skin-tone and gender variants of one base emoji in one split.
+"""
+
+
+class NpmError(RuntimeError):
+    """npm is missing or cannot fetch the packages."""
+
+
+def emoji_group(unified: str) -> str:
+    """The base emoji a code point sequence is a variant of (skin tone, gender, direction).
+
+    Flags are their own group: different flags that look alike (Chad and Romania) are real
+    look-alikes to keep, not variants.
+    """
+    parts = unified.upper().split("-")
+    if any(int(part, 16) in _REGIONAL_INDICATORS for part in parts):
+        return unified.upper()
+    base = [part for part in parts if part not in _VARIANT_PARTS]
+    return "-".join(base) if base else "1F9D1"
+
+
+def npm_pack(specs: list[str], destination: Path, timeout: float = 600) -> list[Path]:
+    """Download package tarballs with ``npm pack`` (reused when already in ``destination``)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    tarballs = [destination / f"{spec.replace('@', '-')}.tgz" for spec in specs]
+    missing = [spec for spec, path in zip(specs, tarballs, strict=True) if not path.is_file()]
+    if not missing:
+        return tarballs
+    npm = shutil.which("npm")
+    if npm is None:
+        raise NpmError(
+            "the emoji data set is fetched with npm, which is not installed: install Node.js and "
+            "npm (e.g. `apt-get install npm`), or use `lightning-siamese data glyphs` instead"
+        )
+    command = [npm, "pack", *missing, "--pack-destination", str(destination), "--silent"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise NpmError(
+            f"`npm pack` gave no answer in {timeout:.0f} s: is the registry reachable?"
+        ) from error
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+        raise NpmError(
+            f"`npm pack {' '.join(missing)}` failed (exit {result.returncode}): the npm registry "
+            f"is not reachable or refused the request. Check `npm config get registry` and your "
+            f"proxy settings.\n{tail}"
+        )
+    return tarballs
+
+
+def _extract(tarball: Path, artist: str, out: Path, wanted: set[str]) -> dict[str, Path]:
+    prefix = f"package/img/{artist}/{IMAGE_SIZE}/"
+    written: dict[str, Path] = {}
+    with tarfile.open(tarball) as archive:
+        for member in archive:
+            name = member.name.removeprefix(prefix)
+            if not member.isfile() or name == member.name or name not in wanted:
+                continue
+            source = archive.extractfile(member)
+            if source is None:
+                continue
+            target = out / name
+            target.write_bytes(source.read())
+            written[name] = target
+    return written
+
+
+def _read_catalogue(tarball: Path) -> list[dict]:
+    with tarfile.open(tarball) as archive:
+        member = archive.extractfile("package/emoji.json")
+        if member is None:
+            raise NpmError(f"{tarball} holds no package/emoji.json")
+        return json.load(member)
+
+
+def build_emoji(
+    out: str | Path,
+    skin_tones: bool = False,
+    cache_dir: str | Path | None = None,
+) -> dict[str, float]:
+    """Build ``out/left`` (Noto), ``out/right`` (Twemoji), ``out/pairs.csv`` and ``out/NOTICE.md``.
+
+    Args:
+        skin_tones: also add the skin-tone variants (3,786 pairs instead of 1,911); they share the
+            group of their base emoji.
+        cache_dir: where the npm tarballs are kept (default ``~/.cache/lightning-siamese/npm``).
+
+    Returns:
+        ``pairs`` and ``seconds``.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    cache = Path(cache_dir) if cache_dir else _default_cache() / "npm"
+    specs = [f"{PACKAGES[side]}@{VERSION}" for side in ("left", "right")]
+    tarballs = dict(zip(("left", "right"), npm_pack(specs, cache), strict=True))
+
+    rows: dict[str, dict[str, str]] = {}
+    for entry in _read_catalogue(tarballs["left"]):
+        variants = [entry]
+        if skin_tones:
+            variants += list(entry.get("skin_variations", {}).values())
+        for variant in variants:
+            if variant.get("has_img_google") and variant.get("has_img_twitter"):
+                rows[variant["image"]] = {
+                    "name": Path(variant["image"]).stem,
+                    "group": emoji_group(variant["unified"]),
+                    "description": (entry.get("name") or entry.get("short_name") or "").lower(),
+                    "category": entry.get("category") or "",
+                }
+
+    for side in ("left", "right"):
+        (out / side).mkdir(parents=True, exist_ok=True)
+    written = {
+        side: _extract(tarballs[side], ARTISTS[side], out / side, set(rows))
+        for side in ("left", "right")
+    }
+    complete = sorted(set(written["left"]) & set(written["right"]))
+    for side, other in (("left", "right"), ("right", "left")):
+        for name in set(written[side]) - set(written[other]):
+            written[side][name].unlink()
+    columns = ["name", "group", "description", "category"]
+    write_pairs_csv(out / "pairs.csv", (rows[name] for name in complete), columns)
+    notice = ATTRIBUTION.format(
+        packages=", ".join(specs), version=VERSION, pairs=len(complete), size=IMAGE_SIZE
+    )
+    (out / "NOTICE.md").write_text(notice, encoding="utf-8")
+    return {"pairs": len(complete), "seconds": time.perf_counter() - start}
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lightning-siamese"

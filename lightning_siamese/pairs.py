@@ -1,0 +1,240 @@
+"""Pair discovery: a file in ``left/`` pairs with the file of the same stem in ``right/``.
+
+Every problem in a folder is collected into one report instead of failing on the first, so a user
+fixes a scraped folder in one pass. Unusable files are skipped, never silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from lightning_siamese.images import IMAGE_EXTENSIONS, verify_image
+
+SIDES = ("left", "right")
+PAIRS_CSV = "pairs.csv"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A look-alike pair: ``left`` and ``right`` share the stem ``name``; ``group`` keeps
+    near-duplicate pairs (e.g. variants of one emoji) together in one split."""
+
+    name: str
+    left: Path
+    right: Path
+    group: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file (or folder) that is not used, with the reason and what to do about it."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class PairReport:
+    """What pair discovery found in a folder."""
+
+    root: Path
+    pairs: list[Pair] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    files_seen: int = 0
+
+    @property
+    def skipped_files(self) -> int:
+        """Files under left/ and right/ that are not part of a usable pair."""
+        return self.files_seen - 2 * len(self.pairs)
+
+    def to_dict(self) -> dict:
+        return {
+            "root": str(self.root),
+            "pairs": len(self.pairs),
+            "groups": len({pair.group for pair in self.pairs}),
+            "files_seen": self.files_seen,
+            "skipped_files": self.skipped_files,
+            "problems": [asdict(problem) for problem in self.problems],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def summary(self) -> str:
+        """One line: pairs used, files skipped."""
+        groups = len({pair.group for pair in self.pairs})
+        return (
+            f"{self.root}: {len(self.pairs)} pairs ({groups} groups) from {self.files_seen} files; "
+            f"{self.skipped_files} files skipped, {len(self.problems)} problems"
+        )
+
+    def format(self, limit: int | None = None) -> str:
+        """The summary, then one line per problem (``limit`` caps the list)."""
+        lines = [self.summary()]
+        shown = self.problems if limit is None else self.problems[:limit]
+        lines += [f"  {problem.path}: {problem.reason}" for problem in shown]
+        if len(shown) < len(self.problems):
+            hidden = len(self.problems) - len(shown)
+            lines.append(
+                f"  ... and {hidden} more (run `lightning-siamese data check {self.root}`)"
+            )
+        return "\n".join(lines)
+
+
+class PairDataError(ValueError):
+    """A folder has no usable pair, or has problems and ``strict`` was asked for."""
+
+
+def _display(path: Path) -> str:
+    # Names with bytes that are not UTF-8 come back from os.listdir as surrogates; print them
+    # escaped instead of failing to encode the whole report.
+    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _read_groups(root: Path, problems: list[Problem]) -> dict[str, str]:
+    path = root / PAIRS_CSV
+    if not path.is_file():
+        return {}
+    groups: dict[str, str] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = set(reader.fieldnames or [])
+            if not {"name", "group"} <= columns:
+                problems.append(
+                    Problem(
+                        _display(path),
+                        f"needs the columns 'name' and 'group', has {sorted(columns)}; "
+                        "groups are ignored until it is fixed",
+                    )
+                )
+                return {}
+            for row in reader:
+                if row["name"] and row["group"]:
+                    groups[row["name"]] = row["group"]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        problems.append(Problem(_display(path), f"unreadable ({error}); groups are ignored"))
+    return groups
+
+
+def _check_image(path: Path) -> str | None:
+    """None if the file decodes as an image, else the reason it does not."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes): re-download or remove it"
+        verify_image(path)
+    except Image.DecompressionBombError as error:
+        return f"too large to decode safely ({error}); downscale it or remove it"
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"unreadable or truncated image ({error}); re-download or remove it"
+    return None
+
+
+def _list_side(root: Path, side: str, problems: list[Problem]) -> tuple[dict[str, Path], int]:
+    """Image files of one side by stem; everything unusable goes to ``problems``."""
+    folder = root / side
+    by_stem: dict[str, list[Path]] = defaultdict(list)
+    seen = 0
+    for entry in sorted(folder.iterdir()):
+        seen += 1
+        shown = _display(entry)
+        if entry.name.startswith("."):
+            problems.append(Problem(shown, "hidden file, ignored"))
+        elif entry.is_dir():
+            problems.append(Problem(shown, "folder, ignored: images are read from the top level"))
+        elif not entry.exists():
+            problems.append(Problem(shown, "broken symbolic link: fix or remove it"))
+        elif entry.suffix.lower() not in IMAGE_EXTENSIONS:
+            kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+            problems.append(Problem(shown, f"not an image file (expected one of {kinds})"))
+        else:
+            by_stem[entry.stem].append(entry)
+    unique: dict[str, Path] = {}
+    for stem, paths in by_stem.items():
+        if len(paths) == 1:
+            unique[stem] = paths[0]
+            continue
+        names = ", ".join(path.name for path in paths)
+        for path in paths:
+            reason = f"{len(paths)} files share the stem '{stem}' ({names}): keep one"
+            problems.append(Problem(_display(path), reason))
+    return unique, seen
+
+
+def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8) -> PairReport:
+    """Find the pairs in ``root/left`` and ``root/right`` and every problem on the way.
+
+    Args:
+        root: a folder with ``left/`` and ``right/`` and, optionally, ``pairs.csv`` (columns
+            ``name`` and ``group``: pairs of one group always land in the same split).
+        check_images: decode every image once, so unreadable files are reported now.
+        workers: threads for the decoding check (Pillow releases the GIL while decoding).
+
+    Raises:
+        PairDataError: ``root``, ``left/`` or ``right/`` is missing.
+    """
+    root = Path(root)
+    missing = [side for side in SIDES if not (root / side).is_dir()]
+    if not root.is_dir() or missing:
+        what = f"{root} does not exist" if not root.is_dir() else f"{root} has no {missing} folder"
+        raise PairDataError(
+            f"{what}: expected {root}/left and {root}/right holding look-alike images with the "
+            "same file stem (left/cat.jpg pairs with right/cat.png)"
+        )
+    report = PairReport(root)
+    problems: list[Problem] = []
+    left, seen_left = _list_side(root, "left", problems)
+    right, seen_right = _list_side(root, "right", problems)
+    report.files_seen = seen_left + seen_right
+    for stems, side, other in ((left, "left", right), (right, "right", left)):
+        other_side = "right" if side == "left" else "left"
+        for stem in sorted(stems.keys() - other.keys()):
+            reason = f"no twin in {other_side}/ (a file named '{stem}.*'): add it or remove this"
+            problems.append(Problem(_display(stems[stem]), reason))
+
+    candidates = [stem for stem in sorted(left) if stem in right]
+    if check_images:
+        files = [path for stem in candidates for path in (left[stem], right[stem])]
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            reasons = dict(zip(files, pool.map(_check_image, files), strict=True))
+        bad = {path for path, reason in reasons.items() if reason}
+        for stem in candidates:
+            for path, twin in ((left[stem], right[stem]), (right[stem], left[stem])):
+                if path in bad:
+                    problems.append(Problem(_display(path), str(reasons[path])))
+                elif twin in bad:
+                    problems.append(Problem(_display(path), "its twin is unusable (see above)"))
+        candidates = [stem for stem in candidates if not {left[stem], right[stem]} & bad]
+
+    groups = _read_groups(root, problems)
+    report.pairs = [
+        Pair(stem, left[stem], right[stem], groups.get(stem, stem)) for stem in candidates
+    ]
+    report.problems = problems
+    return report
+
+
+def require_pairs(report: PairReport, strict: bool = False) -> list[Pair]:
+    """The usable pairs, or an error that lists every problem (always, when ``strict``)."""
+    if not report.pairs:
+        raise PairDataError("no usable pair found.\n" + report.format())
+    if strict and report.problems:
+        raise PairDataError("strict mode: the folder has problems.\n" + report.format())
+    return report.pairs
+
+
+def write_pairs_csv(path: Path, rows: Iterable[dict[str, str]], columns: list[str]) -> None:
+    """Write a ``pairs.csv`` (at least ``name`` and ``group``)."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,92 @@
+"""Deterministic pair-level train/val/test splits.
+
+A group (a pair's name, or its ``group`` from ``pairs.csv``) goes to a split by a hash of the seed
+and the group name alone. So the split of a pair never depends on which other files are in the
+folder: adding images never moves existing pairs between splits, and near-duplicate pairs of one
+group never straddle two splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightning_siamese.pairs import Pair
+
+SPLITS = ("train", "val", "test")
+SPLIT_FILE = "split.csv"
+
+
+def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    """Validate (train, val, test) fractions: three values >= 0 summing to 1, train > 0."""
+    if len(fractions) != 3:
+        raise ValueError(
+            f"split_fractions needs 3 values (train, val, test), got {list(fractions)}"
+        )
+    train, val, test = (float(value) for value in fractions)
+    if min(train, val, test) < 0 or train <= 0 or abs(train + val + test - 1.0) > 1e-6:
+        raise ValueError(
+            f"split_fractions must be >= 0, with train > 0, and sum to 1; got {list(fractions)} "
+            f"(sum {train + val + test:g})"
+        )
+    return train, val, test
+
+
+def group_position(group: str, seed: int) -> float:
+    """A uniform number in [0, 1) fixed by the seed and the group name alone."""
+    digest = hashlib.sha256(f"{seed}\x00{group}".encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_splits(
+    pairs: Sequence[Pair],
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    fixed: dict[str, str] | None = None,
+) -> dict[str, list[Pair]]:
+    """Split pairs by group.
+
+    Args:
+        fractions: expected shares of (train, val, test) groups; on small folders the realised
+            shares scatter around them, as with any split that must stay stable.
+        fixed: pair name -> split, e.g. read back from a run's ``split.csv``; pairs listed there
+            keep that split, other pairs are placed by their hash.
+    """
+    train, val, _ = check_fractions(fractions)
+    fixed = fixed or {}
+    result: dict[str, list[Pair]] = {split: [] for split in SPLITS}
+    for pair in pairs:
+        split = fixed.get(pair.name)
+        if split is None:
+            position = group_position(pair.group, seed)
+            split = "train" if position < train else "val" if position < train + val else "test"
+        result[split].append(pair)
+    return result
+
+
+def write_split(path: Path, splits: dict[str, list[Pair]]) -> None:
+    """Write ``name,group,split`` rows, sorted by name, so a later run can reuse the split."""
+    rows = sorted(
+        (pair.name, pair.group, split) for split, pairs in splits.items() for pair in pairs
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "group", "split"])
+        writer.writerows(rows)
+    temporary.replace(path)
+
+
+def read_split(path: Path) -> dict[str, str]:
+    """Pair name -> split from a ``split.csv`` written by :func:`write_split`."""
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not {"name", "split"} <= rows[0].keys():
+        raise ValueError(f"{path}: a split file needs the columns 'name' and 'split'")
+    unknown = {row["split"] for row in rows} - set(SPLITS)
+    if unknown:
+        raise ValueError(f"{path}: unknown split names {sorted(unknown)}; expected {SPLITS}")
+    return {row["name"]: row["split"] for row in rows}

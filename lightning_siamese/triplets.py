@@ -1,0 +1,121 @@
+"""Triplets from pairs: anchor = left, positive = its right twin, negative = another pair's image.
+
+Images of a split are numbered ``2 * pair + side`` (side 0 = left, 1 = right). A negative is an
+image of a *different* pair of the same split, and of a different group where the split has one,
+so near-duplicate variants never serve as negatives of each other.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset, Sampler
+
+from lightning_siamese.images import load_image
+from lightning_siamese.pairs import Pair
+from lightning_siamese.transforms import Transform
+
+_GROUP_TRIES = 64
+
+
+def draw_negative(rng: random.Random, anchor: int, groups: Sequence[str]) -> int:
+    """An image index (``2 * pair + side``) of another pair, preferably of another group."""
+    count = len(groups)
+    if count < 2:
+        raise ValueError("a split needs at least 2 pairs to draw negatives")
+    other = anchor
+    for _ in range(_GROUP_TRIES):
+        other = rng.randrange(count - 1)
+        other += other >= anchor
+        if groups[other] != groups[anchor]:
+            break
+    return 2 * other + rng.randrange(2)
+
+
+def draw_negatives(groups: Sequence[str], seed: int | str) -> list[int]:
+    """One negative per anchor, fixed by ``seed``."""
+    rng = random.Random(str(seed))
+    return [draw_negative(rng, anchor, groups) for anchor in range(len(groups))]
+
+
+class TripletDataset(Dataset):
+    """Triplets of one split.
+
+    Indexed by ``i`` (the negative fixed at construction: validation and test) or by
+    ``(i, negative)`` (the negative chosen by :class:`TripletSampler`: training).
+
+    Items are dicts: ``anchor``, ``positive``, ``negative`` (image tensors), ``index`` (the pair)
+    and ``negative_index`` (the image index of the negative).
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        transform: Transform,
+        negatives: Sequence[int] | None = None,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.transform = transform
+        self.negatives = list(negatives) if negatives is not None else None
+
+    @property
+    def groups(self) -> list[str]:
+        return [pair.group for pair in self.pairs]
+
+    def image_path(self, image_index: int) -> Path:
+        pair = self.pairs[image_index // 2]
+        return pair.right if image_index % 2 else pair.left
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            index, negative = key
+        else:
+            if self.negatives is None:
+                raise TypeError("this dataset draws negatives in its sampler: index it by (i, j)")
+            index, negative = key, self.negatives[key]
+        pair = self.pairs[index]
+        return {
+            "anchor": self.transform(load_image(pair.left)),
+            "positive": self.transform(load_image(pair.right)),
+            "negative": self.transform(load_image(self.image_path(negative))),
+            "index": index,
+            "negative_index": negative,
+        }
+
+
+class TripletSampler(Sampler[tuple[int, int]]):
+    """Yields ``(anchor, negative)`` with negatives redrawn every epoch.
+
+    The epoch comes from :meth:`set_epoch` (Lightning calls it on a single device), or else from
+    a count of passes, so negatives change between epochs under a distributed wrapper too; both
+    give the same draws on every rank.
+    """
+
+    def __init__(self, groups: Sequence[str], seed: int = 0, shuffle: bool = True) -> None:
+        self.groups = list(groups)
+        self.seed = seed
+        self.shuffle = shuffle
+        self._epoch: int | None = None
+        self._passes = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self._epoch if self._epoch is not None else self._passes
+        self._passes += 1
+        rng = random.Random(f"train:{self.seed}:{epoch}")
+        order = list(range(len(self.groups)))
+        if self.shuffle:
+            rng.shuffle(order)
+        negatives = [draw_negative(rng, anchor, self.groups) for anchor in range(len(order))]
+        return iter([(anchor, negatives[anchor]) for anchor in order])

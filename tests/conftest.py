@@ -1,0 +1,73 @@
+"""Fixtures that write tiny real image folders into ``tmp_path``; nothing downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+
+def pattern_image(index: int, size: int = 32, variant: int = 0) -> Image.Image:
+    """A distinct picture per ``index``: a coloured shape on a tinted background.
+
+    ``variant`` redraws the same concept with a small shift and other line width, so left and
+    right of a pair look alike without being identical.
+    """
+    rng = np.random.default_rng(index)
+    background = tuple(int(v) for v in rng.integers(150, 256, 3))
+    colour = tuple(int(v) for v in rng.integers(0, 120, 3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    shift = 2 * variant
+    box = [int(v) for v in rng.integers(2, size // 2, 2)]
+    corners = (box[0] + shift, box[1], box[0] + size // 2 + shift, box[1] + size // 2)
+    shape = index % 3
+    if shape == 0:
+        draw.ellipse(corners, fill=colour)
+    elif shape == 1:
+        draw.rectangle(corners, fill=colour)
+    else:
+        draw.polygon(
+            [(corners[0], corners[3]), (corners[2], corners[3]), (corners[0], corners[1])],
+            fill=colour,
+        )
+    draw.line((0, index % size, size, (3 * index) % size), fill=colour, width=1 + variant)
+    return image
+
+
+def write_pairs(
+    root: Path, count: int, size: int = 32, start: int = 0, groups: dict[str, str] | None = None
+) -> list[str]:
+    """Write ``count`` look-alike pairs (JPEG on the left, PNG on the right); return their names."""
+    (root / "left").mkdir(parents=True, exist_ok=True)
+    (root / "right").mkdir(parents=True, exist_ok=True)
+    names = []
+    for index in range(start, start + count):
+        name = f"pair{index:04d}"
+        pattern_image(index, size).save(root / "left" / f"{name}.jpg", quality=95)
+        pattern_image(index, size, variant=1).save(root / "right" / f"{name}.png")
+        names.append(name)
+    if groups:
+        lines = ["name,group"] + [f"{name},{group}" for name, group in groups.items()]
+        (root / "pairs.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return names
+
+
+@pytest.fixture
+def pair_folder(tmp_path: Path) -> Path:
+    """40 clean pairs of 32x32 images."""
+    root = tmp_path / "pairs"
+    write_pairs(root, 40)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _offline_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every run's side effects (W&B files, caches) inside the test's folder."""
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("XDG_CACHE_HOME", os.environ.get("LS_TEST_CACHE", str(tmp_path / "cache")))

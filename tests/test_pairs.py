@@ -1,0 +1,131 @@
+"""Pair discovery collects every problem, skips bad files, and ``data check`` reports them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import pattern_image, write_pairs
+from lightning_siamese.cli import main
+from lightning_siamese.pairs import PairDataError, discover_pairs, require_pairs
+
+
+def make_messy_folder(root: Path) -> dict[str, str]:
+    """10 good pairs plus one of each kind of bad file; returns path -> expected reason word."""
+    write_pairs(root, 10)
+    left, right = root / "left", root / "right"
+    pattern_image(50, 64).save(left / "only_left.png")
+    pattern_image(51, 64).save(right / "only_right.png")
+    pattern_image(52, 64).save(left / "cut.jpg", quality=95)
+    data = (left / "cut.jpg").read_bytes()
+    (left / "cut.jpg").write_bytes(data[: len(data) // 2])
+    pattern_image(52, 64).save(right / "cut.png")
+    (left / "empty.png").write_bytes(b"")
+    pattern_image(53, 64).save(right / "empty.png")
+    (left / "text.jpg").write_text("not an image at all")
+    pattern_image(54, 64).save(right / "text.png")
+    (left / "notes.txt").write_text("readme")
+    pattern_image(55, 64).save(left / "twice.png")
+    pattern_image(55, 64).save(left / "twice.jpg")
+    pattern_image(55, 64).save(right / "twice.png")
+    (left / ".DS_Store").write_bytes(b"\x00\x01")
+    (right / "nested").mkdir()
+    # A PNG with a .jpg name is still an image: it pairs.
+    pattern_image(56, 64).save(left / "png_named.jpg", format="PNG")
+    pattern_image(56, 64).save(right / "png_named.jpg", format="PNG")
+    return {
+        "left/only_left.png": "no twin",
+        "right/only_right.png": "no twin",
+        "left/cut.jpg": "truncated",
+        "right/cut.png": "twin is unusable",
+        "left/empty.png": "empty file",
+        "right/empty.png": "twin is unusable",
+        "left/text.jpg": "unreadable",
+        "right/text.png": "twin is unusable",
+        "left/notes.txt": "not an image",
+        "left/twice.png": "share the stem",
+        "left/twice.jpg": "share the stem",
+        "right/twice.png": "no twin",
+        "left/.DS_Store": "hidden",
+        "right/nested": "folder",
+    }
+
+
+def test_every_problem_is_collected_and_valid_pairs_kept(tmp_path: Path) -> None:
+    root = tmp_path / "messy"
+    expected = make_messy_folder(root)
+    report = discover_pairs(root)
+    assert len(report.pairs) == 11  # 10 good pairs + the PNG named .jpg
+    found = {str(Path(p.path).relative_to(root)): p.reason for p in report.problems}
+    assert set(found) == set(expected)
+    for path, word in expected.items():
+        assert word in found[path], (path, found[path])
+    assert report.files_seen == 36
+    assert report.skipped_files == 36 - 22
+
+
+def test_strict_mode_lists_every_problem(tmp_path: Path) -> None:
+    root = tmp_path / "messy"
+    expected = make_messy_folder(root)
+    report = discover_pairs(root)
+    with pytest.raises(PairDataError) as error:
+        require_pairs(report, strict=True)
+    for path in expected:
+        assert path.split("/")[1] in str(error.value)
+    assert len(require_pairs(report)) == 11
+
+
+def test_extensions_may_differ_and_groups_come_from_pairs_csv(tmp_path: Path) -> None:
+    write_pairs(tmp_path, 4, groups={"pair0000": "g1", "pair0001": "g1"})
+    report = discover_pairs(tmp_path)
+    assert [pair.left.suffix for pair in report.pairs] == [".jpg"] * 4
+    assert [pair.right.suffix for pair in report.pairs] == [".png"] * 4
+    assert [pair.group for pair in report.pairs] == ["g1", "g1", "pair0002", "pair0003"]
+
+
+def test_missing_folders_and_no_pairs(tmp_path: Path) -> None:
+    with pytest.raises(PairDataError, match="does not exist"):
+        discover_pairs(tmp_path / "absent")
+    (tmp_path / "left").mkdir()
+    with pytest.raises(PairDataError, match="right"):
+        discover_pairs(tmp_path)
+    (tmp_path / "right").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "left" / "lonely.png")
+    report = discover_pairs(tmp_path)
+    assert report.pairs == []
+    with pytest.raises(PairDataError, match="no usable pair"):
+        require_pairs(report)
+
+
+def test_data_check_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "messy"
+    expected = make_messy_folder(root)
+    assert main(["data", "check", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert "11 pairs" in text and f"{len(expected)} problems" in text
+    assert "cut.jpg" in text and "truncated" in text
+
+    assert main(["data", "check", str(root), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["pairs"] == 11
+    assert len(payload["problems"]) == len(expected)
+    assert all({"path", "reason"} <= problem.keys() for problem in payload["problems"])
+
+    assert main(["data", "check", str(root), "--strict"]) == 1
+
+
+def test_data_check_fails_without_usable_pairs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "left").mkdir()
+    (tmp_path / "right").mkdir()
+    (tmp_path / "left" / "a.jpg").write_text("junk")
+    (tmp_path / "right" / "a.jpg").write_text("junk")
+    assert main(["data", "check", str(tmp_path), "--json"]) == 1
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["pairs"] == 0 and len(payload["problems"]) == 2
+    assert main(["data", "check", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,66 @@
+"""Splits are deterministic, disjoint, stable when files are added, and keep groups together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import write_pairs
+from lightning_siamese.pairs import Pair, discover_pairs
+from lightning_siamese.splits import assign_splits, check_fractions, read_split, write_split
+
+
+def fake_pairs(count: int, group_size: int = 1) -> list[Pair]:
+    return [
+        Pair(f"p{i}", Path(f"l{i}"), Path(f"r{i}"), f"g{i // group_size}") for i in range(count)
+    ]
+
+
+def names(splits: dict[str, list[Pair]]) -> dict[str, set[str]]:
+    return {split: {pair.name for pair in pairs} for split, pairs in splits.items()}
+
+
+def test_deterministic_disjoint_and_complete() -> None:
+    pairs = fake_pairs(2000)
+    first = names(assign_splits(pairs, (0.8, 0.1, 0.1), seed=3))
+    assert first == names(assign_splits(list(reversed(pairs)), (0.8, 0.1, 0.1), seed=3))
+    assert first["train"].isdisjoint(first["val"]) and first["val"].isdisjoint(first["test"])
+    assert first["train"] | first["val"] | first["test"] == {pair.name for pair in pairs}
+    assert 1500 < len(first["train"]) < 1700 and 150 < len(first["test"]) < 250
+    assert first != names(assign_splits(pairs, (0.8, 0.1, 0.1), seed=4))
+
+
+def test_adding_files_never_moves_existing_pairs(tmp_path: Path) -> None:
+    write_pairs(tmp_path, 30)
+    before = names(assign_splits(discover_pairs(tmp_path).pairs, seed=0))
+    write_pairs(tmp_path, 30, start=30)
+    after = names(assign_splits(discover_pairs(tmp_path).pairs, seed=0))
+    for split in before:
+        assert before[split] <= after[split]
+
+
+def test_a_group_stays_in_one_split() -> None:
+    splits = assign_splits(fake_pairs(600, group_size=6), (0.5, 0.25, 0.25), seed=0)
+    for pairs in splits.values():
+        for other in splits.values():
+            if other is not pairs:
+                assert {p.group for p in pairs}.isdisjoint({p.group for p in other})
+
+
+@pytest.mark.parametrize(
+    "fractions", [(0.8, 0.1), (0.8, 0.3, 0.1), (0.0, 0.5, 0.5), (1.1, -0.05, -0.05)]
+)
+def test_bad_fractions_are_refused(fractions: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="split_fractions"):
+        check_fractions(fractions)
+
+
+def test_split_file_round_trip_and_fixed_assignments(tmp_path: Path) -> None:
+    pairs = fake_pairs(100)
+    splits = assign_splits(pairs, seed=0)
+    write_split(tmp_path / "split.csv", splits)
+    fixed = read_split(tmp_path / "split.csv")
+    assert names(assign_splits(pairs, seed=99, fixed=fixed)) == names(splits)
+    moved = dict(fixed, p0="test")
+    assert "p0" in names(assign_splits(pairs, seed=0, fixed=moved))["test"]

@@ -1,0 +1,72 @@
+"""Negatives: never the anchor's pair, never another split, redrawn per epoch, fixed for eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lightning_siamese.pairs import Pair
+from lightning_siamese.transforms import eval_transform
+from lightning_siamese.triplets import TripletDataset, TripletSampler, draw_negatives
+
+
+def groups_of(count: int, group_size: int) -> list[str]:
+    return [f"g{i // group_size}" for i in range(count)]
+
+
+def test_negatives_avoid_the_anchor_pair_and_its_group() -> None:
+    groups = groups_of(50, group_size=5)
+    for seed in range(20):
+        negatives = draw_negatives(groups, seed)
+        for anchor, image in enumerate(negatives):
+            assert 0 <= image < 2 * len(groups)
+            assert image // 2 != anchor
+            assert groups[image // 2] != groups[anchor]
+
+
+def test_one_group_split_still_never_uses_the_anchor_pair() -> None:
+    negatives = draw_negatives(["same"] * 3, seed=0)
+    assert all(image // 2 != anchor for anchor, image in enumerate(negatives))
+
+
+def test_both_sides_serve_as_negatives() -> None:
+    negatives = draw_negatives(groups_of(200, 1), seed=1)
+    assert {image % 2 for image in negatives} == {0, 1}
+
+
+def test_eval_negatives_are_fixed_by_the_seed() -> None:
+    groups = groups_of(40, 1)
+    assert draw_negatives(groups, "val:0") == draw_negatives(groups, "val:0")
+    assert draw_negatives(groups, "val:0") != draw_negatives(groups, "val:1")
+
+
+def test_training_negatives_are_redrawn_every_epoch() -> None:
+    sampler = TripletSampler(groups_of(60, 1), seed=0)
+    sampler.set_epoch(0)
+    epoch0 = list(sampler)
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    sampler.set_epoch(0)
+    assert list(sampler) == epoch0  # deterministic for (seed, epoch)
+    assert dict(epoch0) != dict(epoch1)
+    assert sorted(anchor for anchor, _ in epoch0) == list(range(60))  # a permutation
+    assert all(negative // 2 != anchor for anchor, negative in epoch0 + epoch1)
+    # Without set_epoch (under a distributed wrapper) passes still differ.
+    passes = TripletSampler(groups_of(60, 1), seed=0)
+    assert list(passes) != list(passes)
+
+
+def test_items_hold_three_images_from_the_split(pair_folder: Path) -> None:
+    from lightning_siamese.pairs import discover_pairs
+
+    pairs: list[Pair] = discover_pairs(pair_folder).pairs[:5]
+    dataset = TripletDataset(pairs, eval_transform(24), negatives=draw_negatives(["a"] * 5, 0))
+    item = dataset[2]
+    assert item["index"] == 2 and item["negative_index"] // 2 != 2
+    for key in ("anchor", "positive", "negative"):
+        assert item[key].shape == (3, 24, 24) and item[key].dtype == torch.float32
+    assert dataset.image_path(item["negative_index"]) in {p.left for p in pairs} | {
+        p.right for p in pairs
+    }
+    assert dataset[(1, 6)]["negative_index"] == 6
