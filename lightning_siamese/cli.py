@@ -4,8 +4,77 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EXTRA_COMMANDS = {"data": "lightning_siamese.data_commands"}
+
+
+def _mean(backbone: str) -> tuple[float, ...]:
+    from lightning_siamese.embedding import normalization
+
+    return normalization(backbone)[0]
+
+
+def _std(backbone: str) -> tuple[float, ...]:
+    from lightning_siamese.embedding import normalization
+
+    return normalization(backbone)[1]
+
+
+def _cli_class() -> type:
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+    class SiameseCLI(LightningCLI):
+        """LightningCLI with the project's links and defaults."""
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            # A value lives in one place: the image size and the input normalisation of the
+            # backbone's pretrained weights flow from one setting to the other.
+            parser.link_arguments("data.image_size", "model.image_size")
+            parser.link_arguments("model.backbone", "data.mean", compute_fn=_mean)
+            parser.link_arguments("model.backbone", "data.std", compute_fn=_std)
+            parser.add_argument(
+                "--validate_before_fit",
+                type=bool,
+                default=True,
+                help="(fit) validate the untrained model first, so the gain shows in one run",
+            )
+
+        def instantiate_trainer(self, **kwargs):
+            trainer = super().instantiate_trainer(**kwargs)
+            if trainer.logger is None:  # LearningRateMonitor refuses to run without a logger
+                trainer.callbacks = [
+                    c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)
+                ]
+            # A fixed checkpoint folder per run folder, so `--ckpt_path last` finds the last one.
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                    callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+            return trainer
+
+        def before_fit(self) -> None:
+            config = self.config[self.subcommand]
+            if config.get("validate_before_fit") and not config.get("ckpt_path"):
+                self.trainer.validate(self.model, datamodule=self.datamodule)
+
+    return SiameseCLI
+
+
+def _trainer_defaults() -> dict:
+    """Fresh callback instances for every run (tests call ``main`` many times in one process)."""
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from lightning_siamese.callbacks import WriteEmbeddings
+
+    checkpoint = ModelCheckpoint(
+        monitor="val/recall@1",
+        mode="max",
+        save_last=True,
+        filename="epoch{epoch:03d}-recall1-{val/recall@1:.4f}",
+        auto_insert_metric_name=False,
+    )
+    return {"callbacks": [checkpoint, LearningRateMonitor(), WriteEmbeddings()]}
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -15,5 +84,15 @@ def main(args: Sequence[str] | None = None) -> int:
         from importlib import import_module
 
         return int(import_module(EXTRA_COMMANDS[argv[0]]).main(argv[1:]))
-    print("usage: lightning-siamese data {check,show,emoji,glyphs} ...", file=sys.stderr)
-    return 2
+
+    from lightning_siamese.data import SiameseDataModule
+    from lightning_siamese.model import SiameseModel
+
+    _cli_class()(
+        SiameseModel,
+        SiameseDataModule,
+        args=argv,
+        trainer_defaults=_trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+    )
+    return 0

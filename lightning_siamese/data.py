@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
 from lightning_siamese.pairs import PairReport, discover_pairs, require_pairs
 from lightning_siamese.splits import (
     SPLIT_FILE,
@@ -23,12 +24,42 @@ from lightning_siamese.splits import (
 from lightning_siamese.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Transform,
     eval_transform,
     train_transform,
 )
 from lightning_siamese.triplets import TripletDataset, TripletSampler, draw_negatives
 
 log = logging.getLogger(__name__)
+
+
+class ImageFolderDataset(Dataset):
+    """Every image file under a folder (recursively, hidden files skipped), in sorted order.
+
+    Items: ``image`` (tensor) and ``path`` (relative to the folder, as a string).
+    """
+
+    def __init__(self, root: str | Path, transform: Transform) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root} is not a folder of images")
+        self.paths = sorted(
+            path
+            for path in self.root.rglob("*")
+            if path.suffix.lower() in IMAGE_EXTENSIONS
+            and path.is_file()
+            and not any(part.startswith(".") for part in path.relative_to(self.root).parts)
+        )
+        if not self.paths:
+            raise FileNotFoundError(f"no image file under {self.root}")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        return {"image": self.transform(load_image(path)), "path": str(path.relative_to(self.root))}
 
 
 class SiameseDataModule(pl.LightningDataModule):
@@ -49,7 +80,10 @@ class SiameseDataModule(pl.LightningDataModule):
         mean: per-channel normalisation mean (ImageNet's by default).
         std: per-channel normalisation standard deviation.
         split_file: a ``split.csv`` from an earlier run: the pairs listed keep their split.
+            Without one, ``validate`` and ``test`` reuse the ``split.csv`` of the run folder
+            (the trainer's ``default_root_dir``) when there is one; ``fit`` writes it.
         build_if_missing: build this demo data set into ``root`` if ``root/left`` is missing.
+        predict_root: folder of images to embed with ``predict`` (searched recursively).
     """
 
     def __init__(
@@ -67,6 +101,7 @@ class SiameseDataModule(pl.LightningDataModule):
         std: tuple[float, float, float] = IMAGENET_STD,
         split_file: str | None = None,
         build_if_missing: Literal["emoji", "glyphs"] | None = None,
+        predict_root: str | None = None,
     ) -> None:
         super().__init__()
         check_fractions(split_fractions)
@@ -80,6 +115,7 @@ class SiameseDataModule(pl.LightningDataModule):
         self.report: PairReport | None = None
         self.splits: dict[str, list] = {}
         self.datasets: dict[str, TripletDataset] = {}
+        self._split_from_run_file = False
 
     def prepare_data(self) -> None:
         kind = self.hparams.build_if_missing
@@ -96,8 +132,20 @@ class SiameseDataModule(pl.LightningDataModule):
             build_glyphs(self.root)
 
     def setup(self, stage: str | None = None) -> None:
-        if not self.splits:
-            self._discover_and_split()
+        if stage == "predict":
+            if self.hparams.predict_root is None:
+                raise ValueError("predict needs --data.predict_root: a folder of images to embed")
+            transform = eval_transform(self.hparams.image_size, self.hparams.mean, self.hparams.std)
+            self.predict_dataset = ImageFolderDataset(self.hparams.predict_root, transform)
+            return
+        # A validation before `fit` may have reused an older split file of the run folder;
+        # `fit` always splits afresh (from `split_file` if given) and writes the run's split.
+        if not self.splits or (stage == "fit" and self._split_from_run_file):
+            self._discover_and_split(stage)
+        path = self._run_split_file()
+        if stage == "fit" and path is not None and self.trainer.is_global_zero:
+            write_split(path, self.splits)
+            rank_zero_info(f"split written to {path}")
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
             stage or "fit", ()
         )
@@ -109,7 +157,13 @@ class SiameseDataModule(pl.LightningDataModule):
                 f"({len(self.datasets['train'])} pairs): lower --data.batch_size"
             )
 
-    def _discover_and_split(self) -> None:
+    def _run_split_file(self) -> Path | None:
+        trainer = self.trainer
+        if trainer is None or trainer.default_root_dir is None:
+            return None
+        return Path(trainer.default_root_dir) / SPLIT_FILE
+
+    def _discover_and_split(self, stage: str | None) -> None:
         hp = self.hparams
         self.report = discover_pairs(self.root, check_images=hp.check_images)
         pairs = require_pairs(self.report, strict=hp.strict)
@@ -118,7 +172,15 @@ class SiameseDataModule(pl.LightningDataModule):
                 f"{self.report.skipped_files} files skipped: {len(self.report.problems)} problems "
                 f"in {self.root}; these pairs are not used:\n{self.report.format(limit=10)}"
             )
-        fixed = read_split(Path(hp.split_file)) if hp.split_file else None
+        split_file = Path(hp.split_file) if hp.split_file else None
+        run_split = self._run_split_file()
+        self._split_from_run_file = False
+        if split_file is None and stage != "fit" and run_split and run_split.is_file():
+            split_file = run_split
+            self._split_from_run_file = True
+        fixed = read_split(split_file) if split_file else None
+        if split_file:
+            rank_zero_info(f"using the split of {split_file}")
         self.splits = assign_splits(pairs, hp.split_fractions, hp.seed, fixed)
         evaluation = eval_transform(hp.image_size, hp.mean, hp.std)
         training = train_transform(hp.image_size, hp.mean, hp.std, hp.augment)
@@ -131,15 +193,6 @@ class SiameseDataModule(pl.LightningDataModule):
                 self.datasets[split] = TripletDataset(split_pairs, evaluation, negatives)
         sizes = ", ".join(f"{split} {len(self.splits[split])}" for split in SPLITS)
         rank_zero_info(f"{self.report.summary()}\nsplit (seed {hp.seed}): {sizes} pairs")
-        self._write_split()
-
-    def _write_split(self) -> None:
-        trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero or trainer.log_dir is None:
-            return
-        path = Path(trainer.log_dir) / SPLIT_FILE
-        write_split(path, self.splits)
-        rank_zero_info(f"split written to {path}")
 
     def _require_split(self, split: str, stage: str | None) -> None:
         count = len(self.splits[split])
@@ -161,7 +214,10 @@ class SiameseDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["test"])
 
-    def _loader(self, dataset: TripletDataset, **kwargs) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_dataset)
+
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,

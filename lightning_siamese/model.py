@@ -1,0 +1,191 @@
+"""The LightningModule: the embedding network, the triplet loss, logging and optimisers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+
+from lightning_siamese.embedding import EmbeddingNet, normalization
+from lightning_siamese.losses import Distance, Mining, TripletLoss, paired_distance
+from lightning_siamese.metrics import SplitMetrics
+from lightning_siamese.transforms import Transform, eval_transform
+
+Batch = dict[str, Any]
+
+
+class SiameseModel(pl.LightningModule):
+    """A Siamese embedding trained with a triplet loss.
+
+    The defaults are the seed's model: ResNet50 (ImageNet), frozen up to ``layer4.0``, the
+    Flatten-Dense head, 256-d embeddings, squared-L2 triplet loss with margin 0.5, Adam 1e-4.
+
+    Args:
+        backbone, weights, freeze, head, embedding_dim, normalize, image_size: see
+            :class:`~lightning_siamese.embedding.EmbeddingNet`.
+        margin, distance, soft_margin, mining: see :class:`~lightning_siamese.losses.TripletLoss`.
+        optimizer: built from the trainable parameters; default Adam, lr 1e-4 (fused kernels).
+        scheduler: optional learning-rate scheduler, stepped every epoch.
+        cache_frozen_features: keep each image's frozen-backbone output in memory and run only
+            the trainable tail after its first pass. Exact when the frozen part is deterministic
+            (it is: eval-mode BatchNorm) and so are the transforms: the training images' cache is
+            off when the data module augments.
+        retrieval_block_size: query rows per block when ranking the gallery.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        weights: str = "imagenet",
+        freeze: str = "auto",
+        head: Literal["seed", "pooled"] = "seed",
+        embedding_dim: int = 256,
+        normalize: bool = False,
+        image_size: int = 200,
+        margin: float = 0.5,
+        distance: Distance = "squared_l2",
+        soft_margin: bool = False,
+        mining: Mining = "none",
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        cache_frozen_features: bool = False,
+        retrieval_block_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.loss = TripletLoss(margin, distance, soft_margin=soft_margin, mining=mining)
+        self.net = EmbeddingNet(
+            backbone, weights, freeze, head, embedding_dim, normalize, image_size
+        )
+        self.metrics = torch.nn.ModuleDict(
+            {split: SplitMetrics(distance, retrieval_block_size) for split in ("val", "test")}
+        )
+        # LightningCLI saves the parsed config as hparams; the callables themselves live here.
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self._feature_cache: dict[str, dict[int, torch.Tensor]] = {}
+        self._cache_train = cache_frozen_features
+
+    # Inference -------------------------------------------------------------------------------
+
+    def transform(self) -> Transform:
+        """The preprocessing the network expects: PIL image -> normalised tensor."""
+        mean, std = normalization(self.hparams.backbone)
+        return eval_transform(self.hparams.image_size, mean, std)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings of preprocessed images (B, 3, H, W) -> (B, embedding_dim), in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.net(images.to(self.device))
+        finally:
+            self.train(was_training)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    # Steps -----------------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        augment = bool(getattr(datamodule, "hparams", {}).get("augment", False))
+        self._cache_train = self.hparams.cache_frozen_features and not augment
+
+    def setup(self, stage: str) -> None:
+        self._feature_cache = {}  # a new fit/validate/test may bring other data
+
+    def _frozen(self, images: torch.Tensor, keys: list[int], split: str) -> torch.Tensor:
+        use_cache = self.hparams.cache_frozen_features and (split != "train" or self._cache_train)
+        if not use_cache:
+            return self.net.forward_frozen(images)
+        cache = self._feature_cache.setdefault(split, {})
+        missing = [row for row, key in enumerate(keys) if key not in cache]
+        if missing:
+            computed = self.net.forward_frozen(images[missing])
+            for row, features in zip(missing, computed, strict=True):
+                cache[keys[row]] = features.clone()
+        return torch.stack([cache[key] for key in keys])
+
+    def _embed_triplets(self, batch: Batch, split: str) -> tuple[torch.Tensor, ...]:
+        images = torch.cat([batch["anchor"], batch["positive"], batch["negative"]])
+        index = batch["index"].tolist()
+        # Image keys within the split: left = 2 * pair, right = 2 * pair + 1.
+        keys = (
+            [2 * i for i in index] + [2 * i + 1 for i in index] + batch["negative_index"].tolist()
+        )
+        embeddings = self.net.forward_tail(self._frozen(images, keys, split))
+        return embeddings.chunk(3)
+
+    def _loss(self, batch: Batch, anchor, positive, negative) -> torch.Tensor:
+        return self.loss(anchor, positive, negative, batch["index"], batch["negative_index"] // 2)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        anchor, positive, negative = self._embed_triplets(batch, "train")
+        loss = self._loss(batch, anchor, positive, negative)
+        size = len(anchor)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        with torch.no_grad():
+            distance = self.hparams.distance
+            d_ap = paired_distance(anchor, positive, distance)
+            d_an = paired_distance(anchor, negative, distance)
+            stats = {
+                "train/triplet_accuracy": (d_ap < d_an).float().mean(),
+                "train/distance_positive": d_ap.mean(),
+                "train/distance_negative": d_an.mean(),
+                "train/cosine_positive": torch.cosine_similarity(anchor, positive).mean(),
+                "train/cosine_negative": torch.cosine_similarity(anchor, negative).mean(),
+            }
+        self.log_dict(stats, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def _eval_step(self, batch: Batch, split: str) -> None:
+        anchor, positive, negative = self._embed_triplets(batch, split)
+        loss = self._loss(batch, anchor, positive, negative)
+        self.log(f"{split}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(anchor))
+        self.metrics[split].update(batch["index"], anchor, positive, negative)
+
+    def _eval_epoch_end(self, split: str) -> None:
+        metrics = self.metrics[split].compute()
+        self.metrics[split].reset()
+        shown = {"recall@1", "recall@5"}
+        for name, value in metrics.items():
+            # Already gathered and identical on every rank: no further reduction.
+            self.log(f"{split}/{name}", value, prog_bar=name in shown, rank_zero_only=False)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
+        return {"embeddings": self.net(batch["image"]), "paths": batch["path"]}
+
+    # Optimisation ----------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer is None:
+            fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
+            # Fused Adam: on CPU the default implementation's step over the seed's 60 M
+            # trainable parameters costs more than the backward pass.
+            optimizer = torch.optim.Adam(parameters, lr=1e-4, fused=fused)
+        else:
+            optimizer = self.optimizer(parameters)
+        if self.scheduler is None:
+            return optimizer
+        scheduler = self.scheduler(optimizer)
+        config = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}

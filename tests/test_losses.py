@@ -1,0 +1,91 @@
+"""TripletLoss against brute-force references built from explicit triplets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightning_siamese.losses import TripletLoss, pairwise_distance
+
+
+def distance(x: torch.Tensor, y: torch.Tensor, kind: str) -> float:
+    if kind == "cosine":
+        return 1 - float(x @ y) / (float(x.norm()) * float(y.norm()))
+    squared = float(((x - y) ** 2).sum())
+    return squared if kind == "squared_l2" else math.sqrt(squared)
+
+
+def term(d_ap: float, d_an: float, margin: float, soft: bool) -> float:
+    return math.log1p(math.exp(d_ap - d_an)) if soft else max(d_ap - d_an + margin, 0.0)
+
+
+def batch(seed: int = 0, size: int = 6, dim: int = 5) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(size, dim, generator=generator, dtype=torch.float64) for _ in range(3))
+
+
+def test_the_seed_loss_by_hand() -> None:
+    anchor = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    positive = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    negative = torch.tensor([[0.0, 0.5], [3.0, 1.0]])
+    # d_ap = 1, 0; d_an = 0.25, 4 -> max(1 - 0.25 + 0.5, 0) = 1.25 and max(0 - 4 + 0.5, 0) = 0.
+    assert TripletLoss()(anchor, positive, negative).item() == pytest.approx(0.625)
+
+
+@pytest.mark.parametrize("kind", ["squared_l2", "l2", "cosine"])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("soft", [False, True])
+def test_given_negatives_match_brute_force(kind: str, normalize: bool, soft: bool) -> None:
+    anchor, positive, negative = batch()
+    loss = TripletLoss(margin=0.3, distance=kind, normalize=normalize, soft_margin=soft)
+    if normalize:
+        unit = [t / t.norm(dim=1, keepdim=True) for t in (anchor, positive, negative)]
+    else:
+        unit = [anchor, positive, negative]
+    expected = sum(
+        term(distance(a, p, kind), distance(a, n, kind), 0.3, soft)
+        for a, p, n in zip(*unit, strict=True)
+    ) / len(anchor)
+    assert loss(anchor, positive, negative).item() == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("mining", ["batch_hard", "semi_hard"])
+@pytest.mark.parametrize("kind", ["squared_l2", "l2", "cosine"])
+def test_mining_matches_brute_force(mining: str, kind: str) -> None:
+    anchor, positive, negative = batch(seed=1, size=7)
+    pair_ids = torch.tensor([10, 11, 12, 13, 14, 15, 16])
+    # The given negatives of triplets 0 and 1 are images of pairs 11 and 10, which are in the
+    # batch: neither may serve as a negative of its own pair's anchor. The rest come from outside.
+    negative_ids = torch.tensor([11, 10, 99, 98, 97, 96, 95])
+    images = [(anchor[j], pair_ids[j]) for j in range(7)]
+    images += [(positive[j], pair_ids[j]) for j in range(7)]
+    images += [(negative[j], negative_ids[j]) for j in range(7)]
+    total = 0.0
+    for i in range(7):
+        d_ap = distance(anchor[i], positive[i], kind)
+        candidates = [distance(anchor[i], x, kind) for x, owner in images if owner != pair_ids[i]]
+        if mining == "batch_hard":
+            d_an = min(candidates)
+        else:
+            farther = [d for d in candidates if d > d_ap]
+            d_an = min(farther) if farther else max(candidates)
+        total += term(d_ap, d_an, 0.2, soft=False)
+    loss = TripletLoss(margin=0.2, distance=kind, mining=mining)
+    value = loss(anchor, positive, negative, pair_ids, negative_ids)
+    assert value.item() == pytest.approx(total / 7, rel=1e-9)
+
+
+def test_gradients_flow_and_margin_is_validated() -> None:
+    anchor, positive, negative = (t.float().requires_grad_() for t in batch())
+    TripletLoss(mining="batch_hard")(anchor, positive, negative).backward()
+    assert anchor.grad is not None and anchor.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="margin"):
+        TripletLoss(margin=-0.1)
+
+
+def test_pairwise_distance_matches_cdist() -> None:
+    x, y, _ = batch(seed=3)
+    assert torch.allclose(pairwise_distance(x, y, "l2"), torch.cdist(x, y), atol=1e-9)
+    assert torch.allclose(pairwise_distance(x, y, "squared_l2"), torch.cdist(x, y) ** 2, atol=1e-9)
