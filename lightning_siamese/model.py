@@ -23,8 +23,8 @@ class SiameseModel(pl.LightningModule):
     Flatten-Dense head, 256-d embeddings, squared-L2 triplet loss with margin 0.5, Adam 1e-4.
 
     Args:
-        backbone, weights, freeze, head, embedding_dim, normalize, image_size: see
-            :class:`~lightning_siamese.embedding.EmbeddingNet`.
+        backbone, weights, freeze, head, embedding_dim, normalize, image_size, pool_size,
+            feature_unit: see :class:`~lightning_siamese.embedding.EmbeddingNet`.
         margin, distance, soft_margin, mining: see :class:`~lightning_siamese.losses.TripletLoss`.
         optimizer: built from the trainable parameters; default Adam, lr 1e-4 (fused kernels).
         scheduler: optional learning-rate scheduler, stepped every epoch.
@@ -44,6 +44,8 @@ class SiameseModel(pl.LightningModule):
         embedding_dim: int = 256,
         normalize: bool = False,
         image_size: int = 200,
+        pool_size: int = 1,
+        feature_unit: str | None = None,
         margin: float = 0.5,
         distance: Distance = "squared_l2",
         soft_margin: bool = False,
@@ -57,7 +59,15 @@ class SiameseModel(pl.LightningModule):
         self.save_hyperparameters()
         self.loss = TripletLoss(margin, distance, soft_margin=soft_margin, mining=mining)
         self.net = EmbeddingNet(
-            backbone, weights, freeze, head, embedding_dim, normalize, image_size
+            backbone,
+            weights,
+            freeze,
+            head,
+            embedding_dim,
+            normalize,
+            image_size,
+            pool_size,
+            feature_unit,
         )
         self.metrics = torch.nn.ModuleDict(
             {split: SplitMetrics(distance, retrieval_block_size) for split in ("val", "test")}

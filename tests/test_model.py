@@ -1,0 +1,59 @@
+"""SiameseModel: the frozen-feature cache is exact; optimisers are injectable."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from lightning_siamese.model import SiameseModel
+from lightning_siamese.pairs import discover_pairs
+from lightning_siamese.transforms import eval_transform
+from lightning_siamese.triplets import TripletDataset, draw_negatives
+
+
+def tiny_model(**kwargs) -> SiameseModel:
+    options = {"backbone": "resnet18", "weights": "none", "head": "pooled", "image_size": 32}
+    return SiameseModel(**{**options, **kwargs})
+
+
+def a_batch(folder: Path) -> dict:
+    pairs = discover_pairs(folder).pairs[:6]
+    dataset = TripletDataset(pairs, eval_transform(32), draw_negatives(["g"] * 6, 0))
+    items = [dataset[i] for i in range(6)]
+    return torch.utils.data.default_collate(items)
+
+
+def test_cached_frozen_features_give_identical_losses_and_gradients(pair_folder: Path) -> None:
+    torch.manual_seed(0)
+    plain = tiny_model(freeze="layer3.1", mining="batch_hard")
+    cached = tiny_model(freeze="layer3.1", mining="batch_hard", cache_frozen_features=True)
+    cached.load_state_dict(plain.state_dict())
+    cached._cache_train = True
+    batch = a_batch(pair_folder)
+    reference = plain._loss(batch, *plain._embed_triplets(batch, "train"))
+    reference.backward()
+    for step in range(2):  # the first pass fills the cache, the second reads it
+        cached.zero_grad()
+        loss = cached._loss(batch, *cached._embed_triplets(batch, "train"))
+        loss.backward()
+        assert torch.equal(loss, reference), step
+        for (name, p), q in zip(plain.named_parameters(), cached.parameters(), strict=True):
+            if p.grad is not None:
+                assert torch.allclose(p.grad, q.grad, atol=1e-7), (step, name)
+    images = set(range(12)) | set(batch["negative_index"].tolist())  # keys: 2 * pair + side
+    assert set(cached._feature_cache["train"]) == images
+
+
+def test_optimizer_is_injectable_and_defaults_to_adam() -> None:
+    default = tiny_model().configure_optimizers()
+    assert isinstance(default, torch.optim.Adam)
+    assert default.param_groups[0]["lr"] == 1e-4
+    sgd = functools.partial(torch.optim.SGD, lr=0.5)
+    scheduler = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=3)
+    config = tiny_model(optimizer=sgd, scheduler=scheduler).configure_optimizers()
+    assert isinstance(config["optimizer"], torch.optim.SGD)
+    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
+    frozen = {id(p) for p in tiny_model().parameters() if not p.requires_grad}
+    assert not frozen & {id(p) for p in default.param_groups[0]["params"]}
