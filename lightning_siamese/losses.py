@@ -45,6 +45,9 @@ class TripletLoss(nn.Module):
         normalize: L2-normalise embeddings first.
         soft_margin: ``softplus(d(a,p) - d(a,n))`` instead of the hinge.
         mining: ``none`` (the given negatives), ``semi_hard`` or ``batch_hard`` (in-batch).
+        symmetric: also use each positive as an anchor (with the anchor as its positive): both
+            sides of a pair get a training signal from the same embeddings, at no extra
+            network cost; the loss is the mean of the two directions.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class TripletLoss(nn.Module):
         normalize: bool = False,
         soft_margin: bool = False,
         mining: Mining = "none",
+        symmetric: bool = False,
     ) -> None:
         super().__init__()
         if margin < 0:
@@ -63,6 +67,7 @@ class TripletLoss(nn.Module):
         self.normalize = normalize
         self.soft_margin = soft_margin
         self.mining = mining
+        self.symmetric = symmetric
 
     def forward(
         self,
@@ -84,6 +89,20 @@ class TripletLoss(nn.Module):
             anchor, positive, negative = (
                 F.normalize(t, dim=1) for t in (anchor, positive, negative)
             )
+        loss = self._directed(anchor, positive, negative, pair_ids, negative_pair_ids)
+        if self.symmetric:
+            reverse = self._directed(positive, anchor, negative, pair_ids, negative_pair_ids)
+            loss = (loss + reverse) / 2
+        return loss
+
+    def _directed(
+        self,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        pair_ids: torch.Tensor | None,
+        negative_pair_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
         d_ap = paired_distance(anchor, positive, self.distance)
         if self.mining == "none":
             d_an = paired_distance(anchor, negative, self.distance)

@@ -25,7 +25,8 @@ class SiameseModel(pl.LightningModule):
     Args:
         backbone, weights, freeze, head, embedding_dim, normalize, image_size, pool_size,
             feature_unit: see :class:`~lightning_siamese.embedding.EmbeddingNet`.
-        margin, distance, soft_margin, mining: see :class:`~lightning_siamese.losses.TripletLoss`.
+        margin, distance, soft_margin, mining, symmetric: see
+            :class:`~lightning_siamese.losses.TripletLoss`.
         optimizer: built from the trainable parameters; default Adam, lr 1e-4 (fused kernels).
         scheduler: optional learning-rate scheduler, stepped every epoch.
         cache_frozen_features: keep each image's frozen-backbone output in memory and run only
@@ -50,6 +51,7 @@ class SiameseModel(pl.LightningModule):
         distance: Distance = "squared_l2",
         soft_margin: bool = False,
         mining: Mining = "none",
+        symmetric: bool = False,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         cache_frozen_features: bool = False,
@@ -57,7 +59,9 @@ class SiameseModel(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.loss = TripletLoss(margin, distance, soft_margin=soft_margin, mining=mining)
+        self.loss = TripletLoss(
+            margin, distance, soft_margin=soft_margin, mining=mining, symmetric=symmetric
+        )
         self.net = EmbeddingNet(
             backbone,
             weights,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +73,21 @@ def _offline_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("XDG_CACHE_HOME", os.environ.get("LS_TEST_CACHE", str(tmp_path / "cache")))
+
+
+def npm_unreachable_reason() -> str | None:
+    npm = shutil.which("npm")
+    if npm is None:
+        return "npm is not installed"
+    try:
+        result = subprocess.run(
+            [npm, "view", "emoji-datasource-google@16.0.0", "version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        return "the npm registry did not answer in 60 s"
+    if result.returncode != 0:
+        return f"the npm registry is not reachable: {result.stderr.strip()[-200:]}"
+    return None

@@ -4,34 +4,16 @@ from __future__ import annotations
 
 import csv
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import npm_unreachable_reason
 from lightning_siamese.cli import main
 from lightning_siamese.emoji import NpmError, build_emoji, emoji_group, npm_pack
 from lightning_siamese.pairs import discover_pairs
-
-
-def npm_unreachable_reason() -> str | None:
-    npm = shutil.which("npm")
-    if npm is None:
-        return "npm is not installed"
-    try:
-        result = subprocess.run(
-            [npm, "view", "emoji-datasource-google@16.0.0", "version"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    except subprocess.TimeoutExpired:
-        return "the npm registry did not answer in 60 s"
-    if result.returncode != 0:
-        return f"the npm registry is not reachable: {result.stderr.strip()[-200:]}"
-    return None
 
 
 def test_glyph_builder_writes_real_pairs(

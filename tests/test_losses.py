@@ -77,6 +77,18 @@ def test_mining_matches_brute_force(mining: str, kind: str) -> None:
     assert value.item() == pytest.approx(total / 7, rel=1e-9)
 
 
+@pytest.mark.parametrize("mining", ["none", "batch_hard"])
+def test_symmetric_is_the_mean_of_both_directions(mining: str) -> None:
+    anchor, positive, negative = batch(seed=2)
+    ids, negative_ids = torch.arange(6), torch.arange(6) + 100
+    one_way = TripletLoss(mining=mining)
+    both = TripletLoss(mining=mining, symmetric=True)(anchor, positive, negative, ids, negative_ids)
+    forward = one_way(anchor, positive, negative, ids, negative_ids)
+    backward = one_way(positive, anchor, negative, ids, negative_ids)
+    assert both.item() == pytest.approx((forward.item() + backward.item()) / 2, rel=1e-12)
+    assert forward.item() != pytest.approx(backward.item())
+
+
 def test_gradients_flow_and_margin_is_validated() -> None:
     anchor, positive, negative = (t.float().requires_grad_() for t in batch())
     TripletLoss(mining="batch_hard")(anchor, positive, negative).backward()
