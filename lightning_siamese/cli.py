@@ -91,7 +91,8 @@ def main(args: Sequence[str] | None = None) -> int:
     _cli_class()(
         SiameseModel,
         SiameseDataModule,
-        args=argv,
+        # From the console script, let LightningCLI read sys.argv itself (it warns otherwise).
+        args=None if args is None else argv,
         trainer_defaults=_trainer_defaults(),
         save_config_kwargs={"overwrite": True},
     )
