@@ -167,5 +167,11 @@ def test_config_runs_one_step(name: str, tmp_path: Path, monkeypatch: pytest.Mon
         "--trainer.enable_progress_bar=false",
         "--validate_before_fit=false",
     ]
-    assert main(["fit", *CONFIG_RUNS[name], *overrides]) == 0
+    for variable in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)  # the DDP overlay sets them in-process
+    try:
+        assert main(["fit", *CONFIG_RUNS[name], *overrides]) == 0
+    finally:
+        if torch.distributed.is_initialized():  # leave no process group behind
+            torch.distributed.destroy_process_group()
     assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -19,7 +19,11 @@ from lightning_siamese.data import SiameseDataModule
 
 
 def run_cli(*args: str, cwd: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # A fresh launch: drop what an earlier in-process DDP run may have left in the environment
+    # (MASTER_PORT would point the new processes at a port that is still taken).
+    launch = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"}
+    env = {key: value for key, value in os.environ.items() if key not in launch}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     result = subprocess.run(
         [sys.executable, "-m", "lightning_siamese", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
