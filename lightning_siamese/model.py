@@ -167,8 +167,9 @@ class SiameseModel(pl.LightningModule):
         self.metrics[split].reset()
         shown = {"recall@1", "recall@5"}
         for name, value in metrics.items():
-            # Already gathered and identical on every rank: no further reduction.
-            self.log(f"{split}/{name}", value, prog_bar=name in shown, rank_zero_only=False)
+            # Already gathered and identical on every rank: the mean over ranks changes nothing
+            # and keeps Lightning from warning about epoch-level values logged without sync.
+            self.log(f"{split}/{name}", value, prog_bar=name in shown, sync_dist=True)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
