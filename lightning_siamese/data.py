@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,8 +28,6 @@ from lightning_siamese.transforms import (
     train_transform,
 )
 from lightning_siamese.triplets import TripletDataset, TripletSampler, draw_negatives
-
-log = logging.getLogger(__name__)
 
 
 class ImageFolderDataset(Dataset):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 from collections.abc import Sequence
@@ -18,8 +19,6 @@ def _check(args: argparse.Namespace) -> int:
         report = discover_pairs(args.root, check_images=not args.no_decode)
     except PairDataError as error:
         if args.json:
-            import json
-
             print(
                 json.dumps(
                     {

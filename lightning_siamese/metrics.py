@@ -45,6 +45,22 @@ def rank_metrics(ranks: torch.Tensor, recall_at: tuple[int, ...] = RECALL_AT) ->
     return metrics
 
 
+def triplet_statistics(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, distance: Distance
+) -> dict[str, torch.Tensor]:
+    """Means over the triplets: accuracy (share with d(a,p) < d(a,n)), d(a,p), d(a,n), and the
+    cosine similarity of positives and of negatives (the seed's printout)."""
+    d_ap = paired_distance(anchor, positive, distance)
+    d_an = paired_distance(anchor, negative, distance)
+    return {
+        "triplet_accuracy": (d_ap < d_an).float().mean(),
+        "distance_positive": d_ap.mean(),
+        "distance_negative": d_an.mean(),
+        "cosine_positive": F.cosine_similarity(anchor, positive).mean(),
+        "cosine_negative": F.cosine_similarity(anchor, negative).mean(),
+    }
+
+
 class SplitMetrics(Metric):
     """Retrieval and triplet statistics over a whole split.
 
@@ -85,17 +101,8 @@ class SplitMetrics(Metric):
         anchor, positive, negative = (
             dim_zero_cat(state)[rows] for state in (self.anchor, self.positive, self.negative)
         )
-        d_ap = paired_distance(anchor, positive, self.distance)
-        d_an = paired_distance(anchor, negative, self.distance)
         metrics = rank_metrics(retrieval_ranks(anchor, positive, self.block_size))
-        metrics.update(
-            {
-                "triplet_accuracy": (d_ap < d_an).float().mean().item(),
-                "distance_positive": d_ap.mean().item(),
-                "distance_negative": d_an.mean().item(),
-                "cosine_positive": F.cosine_similarity(anchor, positive).mean().item(),
-                "cosine_negative": F.cosine_similarity(anchor, negative).mean().item(),
-                "pairs": float(len(rows)),
-            }
-        )
+        stats = triplet_statistics(anchor, positive, negative, self.distance)
+        metrics.update({key: value.item() for key, value in stats.items()})
+        metrics["pairs"] = float(len(rows))
         return {key: torch.tensor(value) for key, value in metrics.items()}

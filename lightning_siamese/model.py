@@ -9,8 +9,8 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from lightning_siamese.embedding import EmbeddingNet, normalization
-from lightning_siamese.losses import Distance, Mining, TripletLoss, paired_distance
-from lightning_siamese.metrics import SplitMetrics
+from lightning_siamese.losses import Distance, Mining, TripletLoss
+from lightning_siamese.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.transforms import Transform, eval_transform
 
 Batch = dict[str, Any]
@@ -143,16 +143,8 @@ class SiameseModel(pl.LightningModule):
         size = len(anchor)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         with torch.no_grad():
-            distance = self.hparams.distance
-            d_ap = paired_distance(anchor, positive, distance)
-            d_an = paired_distance(anchor, negative, distance)
-            stats = {
-                "train/triplet_accuracy": (d_ap < d_an).float().mean(),
-                "train/distance_positive": d_ap.mean(),
-                "train/distance_negative": d_an.mean(),
-                "train/cosine_positive": torch.cosine_similarity(anchor, positive).mean(),
-                "train/cosine_negative": torch.cosine_similarity(anchor, negative).mean(),
-            }
+            stats = triplet_statistics(anchor, positive, negative, self.hparams.distance)
+        stats = {f"train/{name}": value for name, value in stats.items()}
         self.log_dict(stats, on_step=False, on_epoch=True, batch_size=size)
         return loss
 
