@@ -6,7 +6,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXTRA_COMMANDS = {"data": "lightning_siamese.data_commands"}
+EXTRA_COMMANDS = {
+    "data": "lightning_siamese.data_commands",
+    "evaluate": "lightning_siamese.evaluate",
+    "search": "lightning_siamese.search",
+    "export": "lightning_siamese.export",
+}
 
 
 def _mean(backbone: str) -> tuple[float, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -91,3 +92,44 @@ def npm_unreachable_reason() -> str | None:
     if result.returncode != 0:
         return f"the npm registry is not reachable: {result.stderr.strip()[-200:]}"
     return None
+
+
+def tiny_args(root: Path, run: Path) -> list[str]:
+    """A small, fast configuration: 32 px images, resnet18 without pretrained weights."""
+    logger = {
+        "class_path": "pytorch_lightning.loggers.CSVLogger",
+        "init_args": {"save_dir": str(run)},
+    }
+    return [
+        f"--data.root={root}",
+        "--data.image_size=32",
+        "--data.batch_size=8",
+        "--data.num_workers=0",
+        "--data.split_fractions=[0.6,0.2,0.2]",
+        "--model.backbone=resnet18",
+        "--model.weights=none",
+        "--model.head=pooled",
+        f"--trainer.default_root_dir={run}",
+        f"--trainer.logger={json.dumps(logger)}",
+        "--trainer.enable_model_summary=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """One tiny ``fit`` shared by the tests that need a checkpoint: (pair folder, run, best ckpt).
+
+    Read-only for its users: copy before changing anything in it.
+    """
+    from lightning_siamese.cli import main
+
+    base = tmp_path_factory.mktemp("trained")
+    root, run = base / "pairs", base / "run"
+    write_pairs(root, 40)
+    args = [*tiny_args(root, run), "--trainer.max_epochs=1", "--trainer.logger=false"]
+    assert main(["fit", *args]) == 0
+    best = sorted((run / "checkpoints").glob("epoch*.ckpt"))
+    assert best, "fit wrote no best checkpoint"
+    return root, run, best[-1]

@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from conftest import write_pairs
+from conftest import tiny_args, write_pairs
 from lightning_siamese.cli import main
 from lightning_siamese.model import SiameseModel
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_args(root: Path, run: Path) -> list[str]:
-    """A small, fast configuration: 32 px images, resnet18 without pretrained weights."""
-    logger = {
-        "class_path": "pytorch_lightning.loggers.CSVLogger",
-        "init_args": {"save_dir": str(run)},
-    }
-    return [
-        f"--data.root={root}",
-        "--data.image_size=32",
-        "--data.batch_size=8",
-        "--data.num_workers=0",
-        "--data.split_fractions=[0.6,0.2,0.2]",
-        "--model.backbone=resnet18",
-        "--model.weights=none",
-        "--model.head=pooled",
-        f"--trainer.default_root_dir={run}",
-        f"--trainer.logger={json.dumps(logger)}",
-        "--trainer.enable_model_summary=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.log_every_n_steps=1",
-    ]
 
 
 def read_metrics(run: Path) -> list[dict[str, str]]:
