@@ -26,9 +26,36 @@ def _std(backbone: str) -> tuple[float, ...]:
     return normalization(backbone)[1]
 
 
+def _config_callback_class() -> type:
+    import yaml
+    from pytorch_lightning.cli import SaveConfigCallback
+
+    class SaveConfigToLoggers(SaveConfigCallback):
+        """Write ``config.yaml`` to the log folder and send the whole resolved config to every
+        logger (W&B's run config, TensorBoard's and CSV's hparams), once, as a nested dict.
+
+        The model's and data module's own ``save_hyperparameters`` logging is turned off in CLI
+        runs, so the loggers hold the config once rather than twice (nested and flattened).
+        """
+
+        def setup(self, trainer, pl_module, stage: str) -> None:
+            for owner in (pl_module, getattr(trainer, "datamodule", None)):
+                if owner is not None:
+                    owner._log_hyperparams = False
+            super().setup(trainer, pl_module, stage)
+
+        def save_config(self, trainer, pl_module, stage: str) -> None:
+            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            config["subcommand"] = getattr(self, "subcommand", stage)
+            for logger in trainer.loggers:
+                logger.log_hyperparams(config)
+
+    return SaveConfigToLoggers
+
+
 def _cli_class() -> type:
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-    from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+    from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
     class SiameseCLI(LightningCLI):
         """LightningCLI with the project's links and defaults."""
@@ -52,6 +79,9 @@ def _cli_class() -> type:
                 trainer.callbacks = [
                     c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)
                 ]
+            for callback in trainer.callbacks:
+                if isinstance(callback, SaveConfigCallback):
+                    callback.subcommand = self.subcommand  # type: ignore[attr-defined]
             # A fixed checkpoint folder per run folder, so `--ckpt_path last` finds the last one.
             for callback in trainer.checkpoint_callbacks:
                 if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
@@ -71,6 +101,7 @@ def _trainer_defaults() -> dict:
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from lightning_siamese.callbacks import WriteEmbeddings
+    from lightning_siamese.media import LogMedia
 
     checkpoint = ModelCheckpoint(
         monitor="val/recall@1",
@@ -79,7 +110,7 @@ def _trainer_defaults() -> dict:
         filename="epoch{epoch:03d}-recall1-{val/recall@1:.4f}",
         auto_insert_metric_name=False,
     )
-    return {"callbacks": [checkpoint, LearningRateMonitor(), WriteEmbeddings()]}
+    return {"callbacks": [checkpoint, LearningRateMonitor(), WriteEmbeddings(), LogMedia()]}
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -99,6 +130,7 @@ def main(args: Sequence[str] | None = None) -> int:
         # From the console script, let LightningCLI read sys.argv itself (it warns otherwise).
         args=None if args is None else argv,
         trainer_defaults=_trainer_defaults(),
+        save_config_callback=_config_callback_class(),
         save_config_kwargs={"overwrite": True},
     )
     return 0

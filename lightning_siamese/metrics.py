@@ -36,6 +36,25 @@ def retrieval_ranks(
     return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
 
 
+def top_k(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, block_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` most cosine-similar gallery rows of every query: (scores, indices), (Q, k) each,
+    best first. Exact, in query blocks (memory O(block x N)); ``k`` is capped at the gallery size.
+    """
+    queries = F.normalize(queries.float(), dim=1)
+    gallery = F.normalize(gallery.float(), dim=1)
+    k = min(k, len(gallery))
+    scores, indices = [], []
+    for start in range(0, len(queries), block_size):
+        best = torch.topk(queries[start : start + block_size] @ gallery.T, k, dim=1)
+        scores.append(best.values)
+        indices.append(best.indices)
+    if not scores:
+        return torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long)
+    return torch.cat(scores), torch.cat(indices)
+
+
 def rank_metrics(ranks: torch.Tensor, recall_at: tuple[int, ...] = RECALL_AT) -> dict[str, float]:
     """recall@k (share of queries whose true match is in the top k), MRR and median rank."""
     ranks_f = ranks.float()
@@ -78,6 +97,7 @@ class SplitMetrics(Metric):
         self.block_size = block_size
         for name in ("index", "anchor", "positive", "negative"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
+        self.last_gathered: dict[str, torch.Tensor] = {}
 
     def update(
         self,
@@ -91,16 +111,25 @@ class SplitMetrics(Metric):
         self.positive.append(positive.detach().float())
         self.negative.append(negative.detach().float())
 
-    def compute(self) -> dict[str, torch.Tensor]:
+    def gathered(self) -> dict[str, torch.Tensor]:
+        """The states as one row per pair, in pair-index order: ``index``, ``anchor``,
+        ``positive``, ``negative``. Removes the distributed sampler's padding duplicates."""
         index = dim_zero_cat(self.index)
-        # One row per pair, in index order: removes the distributed sampler's padding duplicates.
         order = torch.argsort(index, stable=True)
         keep = torch.ones_like(order, dtype=torch.bool)
         keep[1:] = index[order][1:] != index[order][:-1]
         rows = order[keep]
-        anchor, positive, negative = (
-            dim_zero_cat(state)[rows] for state in (self.anchor, self.positive, self.negative)
-        )
+        gathered = {"index": index[rows]}
+        for name in ("anchor", "positive", "negative"):
+            gathered[name] = dim_zero_cat(getattr(self, name))[rows]
+        return gathered
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        gathered = self.gathered()
+        # Kept for pictures and tables (gathered across processes: compute runs synced).
+        self.last_gathered = {name: value.cpu() for name, value in gathered.items()}
+        rows = gathered["index"]
+        anchor, positive, negative = (gathered[name] for name in ("anchor", "positive", "negative"))
         metrics = rank_metrics(retrieval_ranks(anchor, positive, self.block_size))
         stats = triplet_statistics(anchor, positive, negative, self.distance)
         metrics.update({key: value.item() for key, value in stats.items()})

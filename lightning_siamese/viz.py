@@ -53,3 +53,113 @@ def plot_triplets(
                 label = f"{label}\n{captions[row][column]}" if label else captions[row][column]
             axis.set_title(label, fontsize=8)
     return figure
+
+
+def _frame(axis, colour: str) -> None:
+    for spine in axis.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(4)
+
+
+def plot_retrieval(
+    rows: Sequence[tuple[ImageLike, str, Sequence[tuple[ImageLike, str, bool]]]],
+    cell_inches: float = 1.6,
+) -> Figure:
+    """Ranked matches, one query per row: the query, then its results left to right.
+
+    Args:
+        rows: ``(query_image, query_caption, results)``; ``results`` are
+            ``(image, caption, is_true_match)``, best first. A true match gets a green frame,
+            the other results a grey one; a last result marked as the true match but shown
+            after the top-k (e.g. "true match, rank 12") gets a red frame.
+    """
+    if not rows:
+        raise ValueError("no query to plot")
+    columns = 1 + max(len(results) for _, _, results in rows)
+    figure = Figure(figsize=(columns * cell_inches, len(rows) * cell_inches * 1.15))
+    figure.set_layout_engine("constrained")
+    axes = np.asarray(figure.subplots(len(rows), columns, squeeze=False))
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_frame_on(False)
+    for row, (query, caption, results) in enumerate(rows):
+        axes[row, 0].imshow(to_display(query))
+        axes[row, 0].set_frame_on(True)
+        _frame(axes[row, 0], "#1f77b4")
+        axes[row, 0].set_title(f"query\n{caption}", fontsize=7)
+        for column, (image, text, is_match) in enumerate(results, start=1):
+            axis = axes[row, column]
+            axis.imshow(to_display(image))
+            axis.set_frame_on(True)
+            late = is_match and column == len(results) and text.startswith("true match")
+            _frame(axis, "#d62728" if late else "#2ca02c" if is_match else "#bbbbbb")
+            axis.set_title(text, fontsize=7)
+    return figure
+
+
+def plot_distances(
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    margin: float | None = None,
+    distance: str = "distance",
+    bins: int = 40,
+) -> Figure:
+    """Histograms of d(anchor, positive) and d(anchor, negative), and of their difference.
+
+    The loss wants ``d(a,n) - d(a,p) >= margin``: the right panel shows how many triplets
+    reach it (the margin and zero are marked).
+    """
+    positive = positive.detach().float().cpu().numpy()
+    negative = negative.detach().float().cpu().numpy()
+    figure = Figure(figsize=(9, 3.2), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    edges = np.histogram_bin_edges(np.concatenate([positive, negative]), bins=bins)
+    left.hist(positive, bins=edges, alpha=0.6, color="#2ca02c", label="anchor-positive")
+    left.hist(negative, bins=edges, alpha=0.6, color="#d62728", label="anchor-negative")
+    left.set_xlabel(distance)
+    left.set_ylabel("triplets")
+    left.legend(fontsize=8)
+    left.set_title(f"distances ({len(positive)} triplets)", fontsize=9)
+    gap = negative - positive
+    right.hist(gap, bins=bins, color="#1f77b4", alpha=0.8)
+    right.axvline(0, color="black", linewidth=1)
+    title = f"d(a,n) - d(a,p): {np.mean(gap > 0):.1%} > 0"
+    if margin is not None:
+        right.axvline(margin, color="#ff7f0e", linestyle="--", label=f"margin {margin:g}")
+        right.legend(fontsize=8)
+        title += f", {np.mean(gap >= margin):.1%} >= margin"
+    right.set_title(title, fontsize=9)
+    right.set_xlabel(f"{distance} difference")
+    return figure
+
+
+def pca_2d(embeddings: torch.Tensor) -> torch.Tensor:
+    """The first two principal components of the rows: (N, D) -> (N, 2)."""
+    data = embeddings.detach().float().cpu()
+    data = data - data.mean(dim=0, keepdim=True)
+    if len(data) < 2:
+        return torch.zeros(len(data), 2)
+    _, _, vectors = torch.linalg.svd(data, full_matrices=False)
+    projected = data @ vectors[:2].T
+    return torch.nn.functional.pad(projected, (0, 2 - projected.shape[1]))
+
+
+def plot_projection(left: torch.Tensor, right: torch.Tensor, links: int = 25) -> Figure:
+    """PCA of the unit-normalised embeddings of both sides; ``links`` pairs joined by a line."""
+    both = torch.nn.functional.normalize(torch.cat([left, right]).float(), dim=1)
+    points = pca_2d(both).numpy()
+    count = len(left)
+    figure = Figure(figsize=(5, 5), layout="constrained")
+    axis = figure.subplots()
+    for index in range(min(links, count)):
+        axis.plot(*zip(points[index], points[count + index], strict=True), color="#999999", lw=0.6)
+    axis.scatter(*points[:count].T, s=10, color="#1f77b4", label="left (query)")
+    axis.scatter(*points[count:].T, s=10, marker="x", color="#ff7f0e", label="right (match)")
+    axis.legend(fontsize=8)
+    axis.set_title(
+        f"PCA of {count} pairs' embeddings (lines: {min(links, count)} pairs)", fontsize=9
+    )
+    axis.set_xticks([])
+    axis.set_yticks([])
+    return figure

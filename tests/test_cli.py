@@ -41,6 +41,11 @@ def test_fit_validate_test_predict_and_load(tmp_path: Path) -> None:
         assert 0 <= last_value(rows, key) <= 1
     assert last_value(rows, "val/median_rank") >= 1
     assert any(row.get("train/loss_epoch") for row in rows)
+    # Pictures as PNG files with any logger (CSV here): at step 0 and after each epoch.
+    media = run / "media"
+    assert len(list(media.glob("train/triplets-step*.png"))) == 1
+    for picture in ("retrieval", "distances", "projection"):
+        assert len(list(media.glob(f"val/{picture}-step*.png"))) == 3, picture
 
     checkpoints = run / "checkpoints"
     best = list(checkpoints.glob("epoch*-recall1-*.ckpt"))
@@ -55,6 +60,10 @@ def test_fit_validate_test_predict_and_load(tmp_path: Path) -> None:
     test_pairs = sum(row["split"] == "test" for row in split)
     assert last_value(test_rows, "test/pairs") == test_pairs  # the stored split's test pairs
     assert 0 <= last_value(test_rows, "test/recall@1") <= 1
+    table = list(csv.DictReader((media / "test" / "retrieval.csv").open()))
+    assert len(table) == test_pairs
+    recall1 = sum(row["rank"] == "1" for row in table) / test_pairs
+    assert recall1 == pytest.approx(last_value(test_rows, "test/recall@1"), abs=1e-6)
 
     assert main(["predict", *args, "--ckpt_path=last", f"--data.predict_root={root}"]) == 0
     predictions = torch.load(run / "predictions" / "embeddings.pt", weights_only=True)

@@ -1,0 +1,102 @@
+"""Split reports: metrics, the per-query table and the pictures, from paths and tensors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from conftest import write_pairs
+from lightning_siamese.metrics import top_k
+from lightning_siamese.report import SplitEmbeddings, save_figure, write_table_csv
+from lightning_siamese.viz import pca_2d, plot_distances, plot_retrieval
+
+
+def split_of(root: Path, count: int, seed: int = 0) -> SplitEmbeddings:
+    write_pairs(root, count)
+    left = sorted((root / "left").iterdir())
+    right = sorted((root / "right").iterdir())
+    generator = torch.Generator().manual_seed(seed)
+    anchor = torch.randn(count, 4, generator=generator)
+    positive = anchor + 1.5 * torch.randn(count, 4, generator=generator)
+    negative = positive.roll(1, dims=0)
+    return SplitEmbeddings(left, right, anchor, positive, negative)
+
+
+def test_top_k_matches_a_full_sort() -> None:
+    queries, gallery = torch.randn(37, 16), torch.randn(53, 16)
+    scores, indices = top_k(queries, gallery, 5, block_size=8)
+    similarity = (
+        torch.nn.functional.normalize(queries, dim=1)
+        @ torch.nn.functional.normalize(gallery, dim=1).T
+    )
+    expected = similarity.sort(dim=1, descending=True)
+    torch.testing.assert_close(scores, expected.values[:, :5])
+    assert torch.equal(indices, expected.indices[:, :5])
+    assert top_k(queries, gallery[:3], 5)[1].shape == (37, 3)  # k capped at the gallery
+
+
+def test_table_ranks_agree_with_metrics_and_top_k(tmp_path: Path) -> None:
+    split = split_of(tmp_path / "pairs", 12)
+    metrics = split.metrics("squared_l2")
+    rows = split.table(k=3)
+    assert len(rows) == 12 and metrics["pairs"] == 12
+    recall1 = sum(row["rank"] == 1 for row in rows) / 12
+    assert recall1 == pytest.approx(metrics["recall@1"])
+    assert 0 < metrics["recall@1"] < 1  # a split with both hits and misses
+    for row in rows:
+        names = [name for name, _ in row["top_k"]]
+        scores = [score for _, score in row["top_k"]]
+        assert scores == sorted(scores, reverse=True)
+        assert (row["true_match"] in names) == (row["rank"] <= 3)
+        if row["rank"] == 1:
+            assert names[0] == row["true_match"]
+            assert scores[0] == row["true_match_score"]
+    path = write_table_csv(rows, tmp_path / "out" / "table.csv")
+    written = list(csv.DictReader(path.open()))
+    assert [int(row["rank"]) for row in written] == [row["rank"] for row in rows]
+
+
+def test_figures_and_fixed_example_queries(tmp_path: Path) -> None:
+    split = split_of(tmp_path / "pairs", 12)
+    assert split.example_queries(4) == split.example_queries(4)  # same queries every epoch
+    figures = split.figures(margin=0.5, examples=4, k=3)
+    assert set(figures) == {"retrieval", "distances", "projection"}
+    for name, figure in figures.items():
+        assert isinstance(figure, Figure)
+        path = save_figure(figure, tmp_path / "png" / f"{name}.png")
+        assert path.stat().st_size > 1000
+    retrieval = figures["retrieval"]
+    # 4 query rows x (query + 3 results + 1 column for a true match outside the top 3).
+    assert len(retrieval.axes) in (16, 20)
+
+
+def test_lengths_must_agree(tmp_path: Path) -> None:
+    split = split_of(tmp_path / "pairs", 5)
+    with pytest.raises(ValueError, match="differ in length"):
+        SplitEmbeddings(split.left[:4], split.right, split.anchor, split.positive, split.negative)
+
+
+def test_distance_histograms_state_the_margin() -> None:
+    positive = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    negative = torch.tensor([1.0, 0.3, 0.2, 2.0])
+    figure = plot_distances(positive, negative, margin=0.5)
+    title = figure.axes[1].get_title()
+    assert "75.0% > 0" in title and "50.0% >= margin" in title
+
+
+def test_pca_keeps_the_main_direction() -> None:
+    direction = torch.tensor([3.0, 4.0, 0.0]) / 5
+    points = torch.linspace(-1, 1, 9)[:, None] * direction + 1e-3 * torch.randn(9, 3)
+    projected = pca_2d(points)
+    assert projected.shape == (9, 2)
+    assert projected[:, 0].abs().max() == pytest.approx(1.0, abs=0.01)
+    assert pca_2d(torch.randn(1, 4)).shape == (1, 2)
+
+
+def test_plot_retrieval_needs_rows() -> None:
+    with pytest.raises(ValueError, match="no query"):
+        plot_retrieval([])
