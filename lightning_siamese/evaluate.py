@@ -1,0 +1,165 @@
+"""``lightning-siamese evaluate --ckpt PATH --root DIR``: a checkpoint against any pair folder.
+
+Every pair of ``DIR`` is a query: its left image is searched among all right images by cosine
+similarity. Writes ``metrics.json``, ``retrieval.csv`` (one row per query) and the pictures of a
+validation (retrieval examples, distance histograms, PCA), and prints a short table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_siamese.pairs import PairDataError, discover_pairs, require_pairs
+from lightning_siamese.report import SplitEmbeddings, save_figure, write_table_csv
+from lightning_siamese.triplets import draw_negatives
+
+METRICS_FILE = "metrics.json"
+SHOWN = (
+    "recall@1",
+    "recall@5",
+    "recall@10",
+    "recall@20",
+    "mrr",
+    "median_rank",
+    "cosine_positive",
+    "cosine_negative",
+    "triplet_accuracy",
+)
+
+
+def default_output(checkpoint: Path, root: Path) -> Path:
+    """``<run>/evaluate/<root name>`` for ``<run>/checkpoints/x.ckpt``, else next to the file."""
+    folder = checkpoint.resolve().parent
+    run = folder.parent if folder.name == "checkpoints" else folder
+    return run / "evaluate" / (root.resolve().name or "root")
+
+
+def evaluate(
+    checkpoint: str | Path,
+    root: str | Path,
+    out: str | Path | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | None = None,
+    seed: int = 0,
+    top_k: int = 5,
+    strict: bool = False,
+    examples: int = 6,
+) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on every pair of ``root``; write the files; return the metrics.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be loaded.
+        PairDataError: ``root`` has no usable pair (or problems, with ``strict``).
+    """
+    from lightning_siamese.inference import embed_paths, load_model
+
+    started = time.perf_counter()
+    checkpoint, root = Path(checkpoint), Path(root)
+    report = discover_pairs(root)
+    pairs = require_pairs(report, strict=strict)
+    if len(pairs) < 2:
+        raise PairDataError(f"{root} has 1 usable pair: retrieval needs at least 2")
+    model = load_model(checkpoint, device)
+    files = [path for pair in pairs for path in (pair.left, pair.right)]
+    embeddings = embed_paths(model, files, batch_size, num_workers)
+    left, right = embeddings[0::2], embeddings[1::2]
+    # Negatives: one image of another pair (another group where there is one), fixed by seed.
+    negatives = draw_negatives([pair.group for pair in pairs], f"evaluate:{seed}")
+    split = SplitEmbeddings(
+        left=[pair.left for pair in pairs],
+        right=[pair.right for pair in pairs],
+        anchor=left,
+        positive=right,
+        negative=embeddings[negatives],
+    )
+    hparams = model.hparams
+    metrics: dict[str, Any] = split.metrics(hparams.distance)
+    metrics.update(
+        {
+            "images": len(files),
+            "files_seen": report.files_seen,
+            "skipped_files": report.skipped_files,
+            "problems": [{"path": p.path, "reason": p.reason} for p in report.problems],
+            "checkpoint": str(checkpoint),
+            "root": str(root),
+            "image_size": hparams.image_size,
+            "backbone": hparams.backbone,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    )
+    folder = Path(out) if out is not None else default_output(checkpoint, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_table_csv(split.table(top_k), folder / "retrieval.csv")
+    for name, figure in split.figures(
+        hparams.margin, hparams.distance, examples=min(examples, len(split)), k=top_k
+    ).items():
+        save_figure(figure, folder / f"{name}.png")
+    metrics["output"] = str(folder)
+    return metrics
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The headline figures, one per line."""
+    lines = [
+        f"{metrics['root']}: {metrics['pairs']} pairs ({metrics['images']} images, "
+        f"{metrics['skipped_files']} files skipped) in {metrics['seconds']:.1f} s"
+    ]
+    width = max(len(name) for name in SHOWN)
+    lines += [f"  {name:<{width}}  {metrics[name]:.4f}" for name in SHOWN]
+    lines.append(f"written to {metrics['output']}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-siamese evaluate",
+        description="Evaluate a checkpoint on every pair of a left/right folder (each left "
+        "image is a query among all right images).",
+    )
+    parser.add_argument("--ckpt", required=True, type=Path, help="a checkpoint from `fit`")
+    parser.add_argument("--root", required=True, type=Path, help="folder with left/ and right/")
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: <run>/evaluate/<root name>)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--seed", type=int, default=0, help="draws each pair's negative")
+    parser.add_argument("--top-k", type=int, default=5, help="results per query in the table")
+    parser.add_argument("--strict", action="store_true", help="fail on any bad file")
+    parser.add_argument("--json", action="store_true", help="print metrics.json instead")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lightning_siamese.inference import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        metrics = evaluate(
+            args.ckpt,
+            args.root,
+            args.out,
+            args.batch_size,
+            args.num_workers,
+            args.device,
+            args.seed,
+            args.top_k,
+            args.strict,
+        )
+    except (CheckpointError, PairDataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if metrics["problems"]:
+        shown = "\n".join(f"  {p['path']}: {p['reason']}" for p in metrics["problems"][:10])
+        print(f"{len(metrics['problems'])} problems; not evaluated:\n{shown}", file=sys.stderr)
+    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    return 0
