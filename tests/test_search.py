@@ -1,0 +1,331 @@
+"""``lightning-siamese search``: ranking, the gallery cache, queries and errors, the montage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from conftest import pattern_image
+from lightning_siamese import search as search_module
+from lightning_siamese.cli import main
+from lightning_siamese.images import load_image
+from lightning_siamese.inference import embed_paths, load_model
+
+
+@pytest.fixture
+def gallery(trained_run: tuple[Path, Path, Path], tmp_path: Path) -> Path:
+    """A writable copy of the trained run's pair folder (the cache writes into the gallery)."""
+    copy = tmp_path / "gallery"
+    shutil.copytree(trained_run[0], copy)
+    return copy
+
+
+@pytest.fixture
+def checkpoint(trained_run: tuple[Path, Path, Path]) -> Path:
+    return trained_run[2]
+
+
+def run_search(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, query: Path, *extra: str
+) -> tuple[int, str, str]:
+    code = main(
+        [
+            "search",
+            f"--ckpt={checkpoint}",
+            f"--gallery={gallery}",
+            f"--query={query}",
+            "--num-workers=0",
+            "--batch-size=32",
+            "--device=cpu",
+            *extra,
+        ]
+    )
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def search_json(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, query: Path, *extra: str
+) -> dict:
+    code, out, err = run_search(capsys, checkpoint, gallery, query, "--json", *extra)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def gallery_files(gallery: Path) -> list[Path]:
+    return sorted(
+        path
+        for path in gallery.rglob("*")
+        if path.is_file() and ".lightning-siamese" not in path.parts
+    )
+
+
+def matches(document: dict) -> list[list[tuple[str, float]]]:
+    return [
+        [(match["path"], match["score"]) for match in query["matches"]]
+        for query in document["queries"]
+    ]
+
+
+def test_search_scores_are_cosine_similarities(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, tmp_path: Path
+) -> None:
+    query = gallery / "left" / "pair0003.jpg"
+    out = tmp_path / "montage" / "search.png"
+    document = search_json(capsys, checkpoint, gallery, query, "--top-k=5", f"--out={out}")
+
+    model = load_model(checkpoint, "cpu")
+    files = gallery_files(gallery)
+    embeddings = F.normalize(embed_paths(model, files, batch_size=16), dim=1)
+    with torch.inference_mode():
+        image = model.transform()(load_image(query)).unsqueeze(0)
+        query_embedding = F.normalize(model.net(image), dim=1)[0]
+    expected = {
+        path.relative_to(gallery).as_posix(): float(score)
+        for path, score in zip(files, embeddings @ query_embedding, strict=True)
+    }
+
+    assert document["top_k"] == 5
+    assert document["embedded"] == len(files) == 80
+    assert document["cached"] == 0
+    assert [entry["query"] for entry in document["queries"]] == [str(query)]
+    found = document["queries"][0]["matches"]
+    assert [match["rank"] for match in found] == [1, 2, 3, 4, 5]
+    scores = [match["score"] for match in found]
+    assert scores == sorted(scores, reverse=True)
+    for match in found:
+        assert match["score"] == pytest.approx(expected[match["path"]], abs=1e-5)
+    assert "left/pair0003.jpg" not in [match["path"] for match in found]
+    # The exact top 5 of the other 79 images.
+    others = sorted((s for p, s in expected.items() if p != "left/pair0003.jpg"), reverse=True)
+    assert scores == pytest.approx(others[:5], abs=1e-5)
+
+    assert out.is_file()
+    with Image.open(out) as picture:
+        picture.load()
+        assert picture.format == "PNG"
+        assert picture.width > 100
+
+    document = search_json(capsys, checkpoint, gallery, query, "--include-self", f"--out={out}")
+    first = document["queries"][0]["matches"][0]
+    assert first["path"] == "left/pair0003.jpg"
+    assert first["score"] == pytest.approx(1.0, abs=1e-5)
+    assert len(document["queries"][0]["matches"]) == 5
+
+
+def test_text_output(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "text.png"
+    query = gallery / "right" / "pair0010.png"
+    code, stdout, _ = run_search(capsys, checkpoint, gallery, query, "--top-k=3", f"--out={out}")
+    assert code == 0
+    lines = stdout.splitlines()
+    assert lines[0].startswith("gallery: 80 images (0 from cache, 80 embedded) in ")
+    assert lines[1] == f"query: {query}"
+    ranked = [line.split() for line in lines[2:5]]
+    assert [fields[0] for fields in ranked] == ["1", "2", "3"]
+    assert all(len(fields[1]) == 6 and (gallery / fields[2]).is_file() for fields in ranked)
+    assert lines[-1] == f"montage: {out}"
+    assert out.is_file()
+
+
+def test_gallery_cache(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, tmp_path: Path
+) -> None:
+    query = gallery / "left" / "pair0003.jpg"
+    out = f"--out={tmp_path / 'search.png'}"
+    first = search_json(capsys, checkpoint, gallery, query, out)
+    assert (first["cached"], first["embedded"]) == (0, 80)
+    (cache,) = (gallery / ".lightning-siamese").glob("gallery-*.pt")
+    written = cache.stat().st_mtime_ns
+
+    second = search_json(capsys, checkpoint, gallery, query, out)
+    assert (second["cached"], second["embedded"]) == (80, 0)
+    assert matches(second) == matches(first)
+    assert cache.stat().st_mtime_ns == written, "an unchanged gallery rewrote the cache"
+    code, stdout, _ = run_search(capsys, checkpoint, gallery, query, out)
+    assert code == 0
+    assert stdout.splitlines()[0].startswith("gallery: 80 images (80 from cache, 0 embedded)")
+
+    # Two new images and one rewritten with another picture (a later mtime for certain).
+    (gallery / "extra").mkdir()
+    pattern_image(100).save(gallery / "extra" / "new100.png")
+    pattern_image(101).save(gallery / "extra" / "new101.jpg")
+    changed = gallery / "left" / "pair0005.jpg"
+    before = changed.stat()
+    pattern_image(200).save(changed)
+    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    updated = search_json(capsys, checkpoint, gallery, query, out, "--top-k=100")
+    assert (updated["cached"], updated["embedded"]) == (79, 3)
+    fresh = search_json(capsys, checkpoint, gallery, query, out, "--top-k=100", "--no-cache")
+    assert (fresh["cached"], fresh["embedded"]) == (0, 82)
+    got, want = matches(updated)[0], matches(fresh)[0]
+    assert len(got) == 81
+    assert [path for path, _ in got] == [path for path, _ in want]
+    assert [score for _, score in got] == pytest.approx([score for _, score in want], abs=1e-5)
+
+    # A removed image leaves the results; nothing is embedded.
+    (gallery / "right" / "pair0007.png").unlink()
+    removed = search_json(capsys, checkpoint, gallery, query, out, "--top-k=100")
+    assert (removed["cached"], removed["embedded"]) == (81, 0)
+    paths = [path for path, _ in matches(removed)[0]]
+    assert len(paths) == 80
+    assert "right/pair0007.png" not in paths
+    assert {"extra/new100.png", "extra/new101.jpg"} <= set(paths)
+
+
+def test_unreadable_images_are_skipped(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, tmp_path: Path
+) -> None:
+    broken = gallery / "left" / "broken.png"
+    broken.write_bytes(b"not a png")
+    query = gallery / "left" / "pair0001.jpg"
+    out = f"--out={tmp_path / 'search.png'}"
+    code, stdout, stderr = run_search(capsys, checkpoint, gallery, query, out)
+    assert code == 0
+    assert f"skipped unreadable image {broken}" in stderr
+    assert "gallery: 80 images (0 from cache, 80 embedded, 1 unreadable skipped)" in stdout
+    assert "broken.png" not in stdout
+
+    # Remembered in the cache: not retried while unchanged, still reported.
+    document = search_json(capsys, checkpoint, gallery, query, out)
+    assert (document["cached"], document["embedded"]) == (80, 0)
+    assert [entry["path"] for entry in document["unreadable"]] == ["left/broken.png"]
+
+
+def test_query_folder(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, tmp_path: Path
+) -> None:
+    queries = tmp_path / "queries"
+    (queries / "sub").mkdir(parents=True)
+    pattern_image(300).save(queries / "a.png")
+    pattern_image(301).save(queries / "sub" / "b.jpg")
+    shutil.copy(gallery / "left" / "pair0002.jpg", queries / "c.jpg")
+    (queries / "notes.txt").write_text("not an image")
+    (queries / ".hidden.png").write_bytes(b"")
+    document = search_json(
+        capsys, checkpoint, gallery, queries, "--top-k=4", f"--out={tmp_path / 'q.png'}"
+    )
+    names = [entry["query"] for entry in document["queries"]]
+    assert names == [str(queries / "a.png"), str(queries / "c.jpg"), str(queries / "sub" / "b.jpg")]
+    assert all(len(entry["matches"]) == 4 for entry in document["queries"])
+    # A copy outside the gallery is not "self": its twin in the gallery comes first.
+    twin = document["queries"][1]["matches"][0]
+    assert twin["path"] == "left/pair0002.jpg"
+    assert twin["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cache_falls_back_when_the_gallery_is_not_writable(
+    capsys: pytest.CaptureFixture[str],
+    checkpoint: Path,
+    gallery: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(search_module, "_gallery_writable", lambda folder: False)
+    query = gallery / "left" / "pair0001.jpg"
+    out = f"--out={tmp_path / 'search.png'}"
+    code, _, stderr = run_search(capsys, checkpoint, gallery, query, out, "--json")
+    assert code == 0
+    assert "is not writable; caching embeddings in" in stderr
+    cache_dir = tmp_path / "cache" / "lightning-siamese" / "search"  # XDG_CACHE_HOME of conftest
+    assert len(list(cache_dir.glob("gallery-*.pt"))) == 1
+    assert not (gallery / ".lightning-siamese").exists()
+    document = search_json(capsys, checkpoint, gallery, query, out)
+    assert (document["cached"], document["embedded"]) == (80, 0)
+
+    elsewhere = tmp_path / "elsewhere"
+    document = search_json(capsys, checkpoint, gallery, query, out, f"--cache-dir={elsewhere}")
+    assert document["embedded"] == 80
+    assert len(list(elsewhere.glob("gallery-*.pt"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("problem", "message"),
+    [
+        ("missing gallery", "no such folder"),
+        ("empty gallery", "no image file"),
+        ("missing query", "no such file or folder"),
+        ("not a checkpoint", "not a usable lightning-siamese checkpoint"),
+        ("missing checkpoint", "no such checkpoint file"),
+    ],
+)
+def test_errors(
+    capsys: pytest.CaptureFixture[str],
+    checkpoint: Path,
+    tmp_path: Path,
+    problem: str,
+    message: str,
+) -> None:
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    pattern_image(0).save(gallery / "one.png")
+    query = gallery / "one.png"
+    if problem == "missing gallery":
+        gallery = tmp_path / "nowhere"
+    elif problem == "empty gallery":
+        gallery = tmp_path / "empty"
+        (gallery / "sub").mkdir(parents=True)
+        (gallery / "readme.txt").write_text("no images")
+    elif problem == "missing query":
+        query = tmp_path / "missing.png"
+    elif problem == "not a checkpoint":
+        checkpoint = tmp_path / "fake.ckpt"
+        checkpoint.write_text("not a checkpoint")
+    else:
+        checkpoint = tmp_path / "missing.ckpt"
+    code, stdout, stderr = run_search(
+        capsys, checkpoint, gallery, query, f"--out={tmp_path / 's.png'}"
+    )
+    assert code == 2
+    assert stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_top_k_blocks_and_exclusion() -> None:
+    generator = torch.Generator().manual_seed(0)
+    gallery = torch.randn(50, 8, generator=generator)
+    queries = torch.cat([gallery[:3] * 2.0, torch.randn(4, 8, generator=generator)])
+    exclude = [0, 1, 2, None, None, None, None]
+    whole = search_module.top_k(queries, gallery, 6, exclude, block_elements=10**9)
+    blocks = search_module.top_k(queries, gallery, 6, exclude, block_elements=50)
+    for in_blocks, at_once in zip(blocks, whole, strict=True):
+        assert [index for index, _ in in_blocks] == [index for index, _ in at_once]
+        assert [s for _, s in in_blocks] == pytest.approx([s for _, s in at_once], abs=1e-6)
+    cosine = F.normalize(queries, dim=1) @ F.normalize(gallery, dim=1).T
+    for row, found in enumerate(whole):
+        assert len(found) == 6
+        if exclude[row] is not None:
+            assert exclude[row] not in [index for index, _ in found]
+            cosine[row, exclude[row]] = -2
+        want = torch.topk(cosine[row], 6)
+        assert [index for index, _ in found] == want.indices.tolist()
+        assert [score for _, score in found] == pytest.approx(want.values.tolist(), abs=1e-6)
+    # k larger than the gallery: everything but the excluded row.
+    small = search_module.top_k(queries[:1], gallery[:4], 10, [0])
+    assert sorted(index for index, _ in small[0]) == [1, 2, 3]
+
+
+def test_plot_matches_draws_one_row_per_query() -> None:
+    rows = [
+        (pattern_image(0), [(pattern_image(1), "0.9\na.png"), (pattern_image(2), "0.8\nb.png")]),
+        (pattern_image(3), [(pattern_image(4), "0.7\nc.png")]),
+    ]
+    figure = search_module.plot_matches(rows, ["q0.png", "q1.png"])
+    assert len(figure.axes) == 2 * 3
+    assert figure.axes[1].get_xlabel() == "0.9\na.png"
+    assert not figure.axes[5].axison  # the second row has one match fewer
+    with pytest.raises(ValueError, match="no query"):
+        search_module.plot_matches([])
