@@ -1,0 +1,253 @@
+"""``lightning-siamese export``: ONNX and TorchScript files that match the PyTorch network."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from conftest import pattern_image
+from lightning_siamese import export
+from lightning_siamese.cli import main
+from lightning_siamese.images import load_image
+from lightning_siamese.inference import load_model
+from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model(trained_run: tuple[Path, Path, Path]) -> Any:
+    return load_model(trained_run[2], device="cpu")
+
+
+def real_images(model: Any, folder: Path, count: int) -> torch.Tensor:
+    """``count`` images of the pair folder, preprocessed as the model expects."""
+    paths = sorted(folder.glob("*"))[:count]
+    assert len(paths) == count
+    transform = model.transform()
+    return torch.stack([transform(load_image(path)) for path in paths])
+
+
+def run_exported(path: Path, fmt: str, images: torch.Tensor) -> np.ndarray:
+    """Run the file without the package's helpers: ONNX Runtime or ``torch.jit.load``."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == ["images"]
+        assert [o.name for o in session.get_outputs()] == ["embeddings"]
+        return session.run(["embeddings"], {"images": images.numpy()})[0]
+    module = torch.jit.load(str(path), map_location="cpu")
+    with torch.no_grad():
+        return module(images).numpy()
+
+
+@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch(
+    fmt: str,
+    trained_run: tuple[Path, Path, Path],
+    model: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pairs, _, ckpt = trained_run
+    out = tmp_path / f"net.{fmt}"
+    args = ["--ckpt", str(ckpt), "--format", fmt, "--out", str(out)]
+    code = main(["export", *args, "--check", str(pairs / "left")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert out.is_file()
+    assert f"8 image(s) from {pairs / 'left'}" in printed.out
+    assert "max |" in printed.out
+    assert "MB" in printed.out
+    assert "pixels / 255" in printed.out
+
+    # Dynamic batch: the file runs on 1 and on 3 real images, as model.net does.
+    images = real_images(model, pairs / "right", 3)
+    for batch in (images[:1], images):
+        with torch.no_grad():
+            expected = model.net(batch).numpy()
+        actual = run_exported(out, fmt, batch)
+        assert actual.shape == (len(batch), model.hparams.embedding_dim)
+        assert np.abs(actual - expected).max() <= TOLERANCE
+
+    info = json.loads(export.sidecar_path(out).read_text(encoding="utf-8"))
+    assert export.sidecar_path(out) == tmp_path / f"net.{fmt}.json"
+    assert info["format"] == fmt
+    assert info["input"] == {
+        "name": "images",
+        "shape": ["batch", 3, 32, 32],
+        "dtype": "float32",
+        "layout": "NCHW",
+        "channel_order": "RGB",
+    }
+    assert info["output"]["name"] == "embeddings"
+    assert info["output"]["dim"] == model.hparams.embedding_dim
+    assert info["output"]["l2_normalized"] is bool(model.hparams.normalize)
+    pre = info["preprocessing"]
+    assert pre["image_size"] == model.hparams.image_size == 32
+    assert pre["mean"] == pytest.approx(IMAGENET_MEAN)
+    assert pre["std"] == pytest.approx(IMAGENET_STD)
+    assert pre["resize"] == "bilinear, antialiased, square, aspect ratio not kept"
+    assert pre["scale"] == "pixels / 255"
+    assert pre["channel_order"] == "RGB"
+    assert pre["layout"] == "NCHW"
+    assert info["similarity"] == "cosine"
+    assert info["backbone"] == "resnet18"
+    assert info["checkpoint"] == str(ckpt.resolve())
+    assert info["torch_version"] == torch.__version__
+    assert info["check"]["passed"] is True
+    assert info["check"]["max_abs_difference"] <= TOLERANCE
+
+
+def test_sidecar_preprocessing_reproduces_the_transform(model: Any) -> None:
+    """The documented steps, done with PIL and numpy only, give the model's input."""
+    pre = export.preprocessing_info(model)
+    picture = pattern_image(7, size=50)
+    size = pre["image_size"]
+    resized = np.asarray(picture.resize((size, size), Image.BILINEAR), dtype=np.float32)
+    manual = (resized / 255 - np.array(pre["mean"])) / np.array(pre["std"])
+    manual = manual.transpose(2, 0, 1)
+    expected = model.transform()(picture).numpy()
+    # PIL and torchvision round the resized pixels apart by at most one grey level.
+    assert np.abs(manual - expected).max() <= 1.5 / 255 / min(pre["std"])
+
+
+def test_default_output_next_to_checkpoint_without_check(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "best.ckpt"
+    shutil.copy(trained_run[2], ckpt)
+    assert main(["export", "--ckpt", str(ckpt), "--format", "torchscript", "--no-check"]) == 0
+    assert (tmp_path / "best.torchscript.pt").is_file()
+    info = json.loads((tmp_path / "best.torchscript.pt.json").read_text(encoding="utf-8"))
+    assert "check" not in info
+    assert "check:" not in capsys.readouterr().out
+    assert export.default_output(ckpt, "onnx") == tmp_path / "best.onnx"
+
+
+def test_check_says_what_it_ran_on(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pairs, _, ckpt = trained_run
+    args = ["export", "--ckpt", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "n")]
+    assert main(args) == 0
+    assert "random inputs" in capsys.readouterr().out
+    image = sorted((pairs / "right").glob("*.png"))[0]
+    assert main([*args, "--check", str(image)]) == 0
+    assert f"1 image(s) from {image}" in capsys.readouterr().out
+
+
+def test_check_failure_returns_1(
+    trained_run: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = export.load_exported
+
+    def drifting(path: Path, fmt: str):
+        run = real(path, fmt)
+        return lambda images: run(images) + 1e-3
+
+    monkeypatch.setattr(export, "load_exported", drifting)
+    out = tmp_path / "net.pt"
+    args = ["export", "--ckpt", str(trained_run[2]), "--format", "torchscript"]
+    assert main([*args, "--out", str(out)]) == 1
+    assert "differs from PyTorch" in capsys.readouterr().err
+    info = json.loads(export.sidecar_path(out).read_text(encoding="utf-8"))
+    assert info["check"]["passed"] is False
+
+
+@pytest.mark.parametrize("content", [b"# not a checkpoint\n", b"", None])
+def test_not_a_checkpoint(
+    content: bytes | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "model.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    code = main(["export", "--ckpt", str(path), "--format", "onnx", "--out", str(tmp_path / "x")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ")
+    assert "checkpoint" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_torch_file_that_is_not_a_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    assert main(["export", "--ckpt", str(path), "--format", "torchscript"]) == 2
+    assert "not a usable lightning-siamese checkpoint" in capsys.readouterr().err
+
+
+def test_unknown_format_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as error:
+        main(["export", "--ckpt", str(tmp_path / "a.ckpt"), "--format", "tflite"])
+    assert error.value.code == 2
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_check_path_without_images(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    for check in (tmp_path / "empty", tmp_path / "missing"):
+        args = ["export", "--ckpt", str(trained_run[2]), "--format", "torchscript"]
+        assert main([*args, "--out", str(tmp_path / "x.pt"), "--check", str(check)]) == 2
+        assert f"error: {check}" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_missing_onnx_packages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(export, "_installed", lambda module: module != "onnxruntime")
+    args = ["export", "--ckpt", str(tmp_path / "a.ckpt"), "--format", "onnx"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "onnxruntime" in err
+    assert "pip install 'lightning-siamese[export]'" in err
+    # Without the check, ONNX Runtime is not needed.
+    assert export.missing_modules("onnx", check=False) == []
+    assert export.missing_modules("torchscript", check=True) == []
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_falls_back_to_the_legacy_exporter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    real = torch.onnx.export
+
+    def no_dynamo(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("dynamo", True):
+            raise RuntimeError("simulated torch.export failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    path, exporter = export.export_onnx(net, tmp_path / "tiny.onnx", image_size=8)
+    assert exporter == "legacy"
+    assert "simulated torch.export failure" in capsys.readouterr().err
+    images = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        expected = net(images)
+    assert export.max_difference(export.load_exported(path, "onnx")(images), expected) <= 1e-5
+
+
+def test_max_difference() -> None:
+    assert export.max_difference(torch.zeros(2, 3), np.full((2, 3), 0.5)) == 0.5
+    with pytest.raises(ValueError, match="shapes differ"):
+        export.max_difference(torch.zeros(2, 3), torch.zeros(3, 2))
