@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,8 @@ class WriteEmbeddings(BasePredictionWriter):
         self,
         trainer: pl.Trainer,
         pl_module: pl.LightningModule,
-        predictions: list[Any],
-        batch_indices: Any,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
     ) -> None:
         batches = (
             predictions[0] if predictions and isinstance(predictions[0], list) else predictions

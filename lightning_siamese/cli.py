@@ -5,6 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # Lightning is imported lazily: the extra commands start without it
+    import pytorch_lightning as pl
+    from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 EXTRA_COMMANDS = {
     "data": "lightning_siamese.data_commands",
@@ -26,7 +31,7 @@ def _std(backbone: str) -> tuple[float, ...]:
     return normalization(backbone)[1]
 
 
-def _config_callback_class() -> type:
+def _config_callback_class() -> type[SaveConfigCallback]:
     import yaml
     from pytorch_lightning.cli import SaveConfigCallback
 
@@ -38,13 +43,15 @@ def _config_callback_class() -> type:
         runs, so the loggers hold the config once rather than twice (nested and flattened).
         """
 
-        def setup(self, trainer, pl_module, stage: str) -> None:
+        def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
             for owner in (pl_module, getattr(trainer, "datamodule", None)):
                 if owner is not None:
                     owner._log_hyperparams = False
             super().setup(trainer, pl_module, stage)
 
-        def save_config(self, trainer, pl_module, stage: str) -> None:
+        def save_config(
+            self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
+        ) -> None:
             config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
             config["subcommand"] = getattr(self, "subcommand", stage)
             for logger in trainer.loggers:
@@ -53,8 +60,8 @@ def _config_callback_class() -> type:
     return SaveConfigToLoggers
 
 
-def _cli_class() -> type:
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+def _cli_class() -> type[LightningCLI]:
+    from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
     class SiameseCLI(LightningCLI):
@@ -73,14 +80,17 @@ def _cli_class() -> type:
                 help="(fit) validate the untrained model first, so the gain shows in one run",
             )
 
-        def instantiate_trainer(self, **kwargs):
+        def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
             trainer = super().instantiate_trainer(**kwargs)
+            # Trainer.callbacks is set in Trainer.__init__ (by its callback connector) but not
+            # declared on the class, so mypy does not know it.
+            callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
             if trainer.logger is None:  # LearningRateMonitor refuses to run without a logger
-                trainer.callbacks = [
-                    c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)
-                ]
-            for callback in trainer.callbacks:
+                callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+                trainer.callbacks = callbacks  # type: ignore[attr-defined]
+            for callback in callbacks:
                 if isinstance(callback, SaveConfigCallback):
+                    # An attribute of our own, read back by SaveConfigToLoggers.save_config.
                     callback.subcommand = self.subcommand  # type: ignore[attr-defined]
             # A fixed checkpoint folder per run folder, so `--ckpt_path last` finds the last one.
             for callback in trainer.checkpoint_callbacks:
@@ -96,7 +106,7 @@ def _cli_class() -> type:
     return SiameseCLI
 
 
-def _trainer_defaults() -> dict:
+def _trainer_defaults() -> dict[str, Any]:
     """Fresh callback instances for every run (tests call ``main`` many times in one process)."""
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 

@@ -11,7 +11,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
-from lightning_siamese.pairs import PairReport, discover_pairs, require_pairs
+from lightning_siamese.pairs import Pair, PairReport, discover_pairs, require_pairs
 from lightning_siamese.splits import (
     SPLIT_FILE,
     SPLITS,
@@ -110,12 +110,12 @@ class SiameseDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.root = Path(root)
         self.report: PairReport | None = None
-        self.splits: dict[str, list] = {}
+        self.splits: dict[str, list[Pair]] = {}
         self.datasets: dict[str, TripletDataset] = {}
         self._split_from_run_file = False
 
     def prepare_data(self) -> None:
-        kind = self.hparams.build_if_missing
+        kind = self.hparams["build_if_missing"]
         if kind is None or (self.root / "left").is_dir():
             return
         rank_zero_info(f"{self.root}/left is missing: building the {kind} demo data set there")
@@ -130,17 +130,20 @@ class SiameseDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
-            if self.hparams.predict_root is None:
+            if self.hparams["predict_root"] is None:
                 raise ValueError("predict needs --data.predict_root: a folder of images to embed")
-            transform = eval_transform(self.hparams.image_size, self.hparams.mean, self.hparams.std)
-            self.predict_dataset = ImageFolderDataset(self.hparams.predict_root, transform)
+            transform = eval_transform(
+                self.hparams["image_size"], self.hparams["mean"], self.hparams["std"]
+            )
+            self.predict_dataset = ImageFolderDataset(self.hparams["predict_root"], transform)
             return
         # A validation before `fit` may have reused an older split file of the run folder;
         # `fit` always splits afresh (from `split_file` if given) and writes the run's split.
         if not self.splits or (stage == "fit" and self._split_from_run_file):
             self._discover_and_split(stage)
         path = self._run_split_file()
-        if stage == "fit" and path is not None and self.trainer.is_global_zero:
+        trainer = self.trainer  # set whenever `path` is (see `_run_split_file`)
+        if stage == "fit" and path is not None and trainer is not None and trainer.is_global_zero:
             write_split(path, self.splits)
             rank_zero_info(f"split written to {path}")
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
@@ -148,9 +151,9 @@ class SiameseDataModule(pl.LightningDataModule):
         )
         for split in needed:
             self._require_split(split, stage)
-        if stage == "fit" and len(self.datasets["train"]) < self.hparams.batch_size:
+        if stage == "fit" and len(self.datasets["train"]) < self.hparams["batch_size"]:
             raise ValueError(
-                f"batch_size ({self.hparams.batch_size}) is larger than the train split "
+                f"batch_size ({self.hparams['batch_size']}) is larger than the train split "
                 f"({len(self.datasets['train'])} pairs): lower --data.batch_size"
             )
 
@@ -162,14 +165,14 @@ class SiameseDataModule(pl.LightningDataModule):
 
     def _discover_and_split(self, stage: str | None) -> None:
         hp = self.hparams
-        self.report = discover_pairs(self.root, check_images=hp.check_images)
-        pairs = require_pairs(self.report, strict=hp.strict)
+        self.report = discover_pairs(self.root, check_images=hp["check_images"])
+        pairs = require_pairs(self.report, strict=hp["strict"])
         if self.report.problems:
             rank_zero_warn(
                 f"{self.report.skipped_files} files skipped: {len(self.report.problems)} problems "
                 f"in {self.root}; these pairs are not used:\n{self.report.format(limit=10)}"
             )
-        split_file = Path(hp.split_file) if hp.split_file else None
+        split_file = Path(hp["split_file"]) if hp["split_file"] else None
         run_split = self._run_split_file()
         self._split_from_run_file = False
         if split_file is None and stage != "fit" and run_split and run_split.is_file():
@@ -178,47 +181,52 @@ class SiameseDataModule(pl.LightningDataModule):
         fixed = read_split(split_file) if split_file else None
         if split_file:
             rank_zero_info(f"using the split of {split_file}")
-        self.splits = assign_splits(pairs, hp.split_fractions, hp.seed, fixed)
-        evaluation = eval_transform(hp.image_size, hp.mean, hp.std)
-        training = train_transform(hp.image_size, hp.mean, hp.std, hp.augment)
+        self.splits = assign_splits(pairs, hp["split_fractions"], hp["seed"], fixed)
+        evaluation = eval_transform(hp["image_size"], hp["mean"], hp["std"])
+        training = train_transform(hp["image_size"], hp["mean"], hp["std"], hp["augment"])
         for split, split_pairs in self.splits.items():
             groups = [pair.group for pair in split_pairs]
             if split == "train":
                 self.datasets[split] = TripletDataset(split_pairs, training)
             else:
-                negatives = draw_negatives(groups, f"{split}:{hp.seed}") if len(groups) > 1 else []
+                negatives = (
+                    draw_negatives(groups, f"{split}:{hp['seed']}") if len(groups) > 1 else []
+                )
                 self.datasets[split] = TripletDataset(split_pairs, evaluation, negatives)
         sizes = ", ".join(f"{split} {len(self.splits[split])}" for split in SPLITS)
-        rank_zero_info(f"{self.report.summary()}\nsplit (seed {hp.seed}): {sizes} pairs")
+        rank_zero_info(f"{self.report.summary()}\nsplit (seed {hp['seed']}): {sizes} pairs")
 
     def _require_split(self, split: str, stage: str | None) -> None:
         count = len(self.splits[split])
         if count < 2:
+            fractions = self.hparams["split_fractions"]
             raise ValueError(
                 f"the {split} split has {count} pair(s) but '{stage}' needs at least 2: add pairs "
-                f"or raise its share in --data.split_fractions (now {self.hparams.split_fractions})"
+                f"or raise its share in --data.split_fractions (now {fractions})"
             )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         dataset = self.datasets["train"]
-        sampler = TripletSampler(dataset.groups, seed=self.hparams.seed)
+        sampler = TripletSampler(dataset.groups, seed=self.hparams["seed"])
         # drop_last: a last batch of one triplet would break the head's BatchNorm.
         return self._loader(dataset, sampler=sampler, drop_last=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader(self.datasets["val"])
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader(self.datasets["test"])
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader(self.predict_dataset)
 
-    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
-        workers = self.hparams.num_workers
+    def _loader(
+        self, dataset: Dataset[dict[str, Any]], **kwargs: Any
+    ) -> DataLoader[dict[str, Any]]:
+        workers = self.hparams["num_workers"]
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size,
+            batch_size=self.hparams["batch_size"],
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),

@@ -8,10 +8,14 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lightning_siamese.pairs import PairDataError, discover_pairs
 from lightning_siamese.splits import SPLITS, assign_splits
-from lightning_siamese.triplets import TripletDataset, draw_negatives
+from lightning_siamese.triplets import draw_negatives, image_path
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -54,22 +58,24 @@ def _show(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    dataset = TripletDataset(pairs, transform=lambda image: image)
-    negatives = draw_negatives(dataset.groups, f"show:{args.seed}")
+    negatives = draw_negatives([pair.group for pair in pairs], f"show:{args.seed}")
     chosen = random.Random(args.seed).sample(range(len(pairs)), min(args.rows, len(pairs)))
-    triplets, captions = [], []
+    triplets: list[tuple[Image.Image, Image.Image, Image.Image]] = []
+    captions: list[tuple[str, str, str]] = []
     for index in chosen:
-        negative = dataset.image_path(negatives[index])
+        negative = image_path(pairs, negatives[index])
         pair = pairs[index]
-        triplets.append(tuple(load_image(path) for path in (pair.left, pair.right, negative)))
-        captions.append(
-            tuple(f"{path.parent.name}/{path.name}" for path in (pair.left, pair.right, negative))
-        )
+        triplets.append((load_image(pair.left), load_image(pair.right), load_image(negative)))
+        captions.append((_caption(pair.left), _caption(pair.right), _caption(negative)))
     figure = plot_triplets(triplets, captions)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=100)
     print(f"wrote {len(triplets)} triplets to {args.out}")
     return 0
+
+
+def _caption(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
 
 
 def _emoji(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,18 +35,23 @@ class Backbone:
     std: tuple[float, float, float] = IMAGENET_STD
 
 
+def _stages(model: nn.Module, name: str) -> nn.Sequential:
+    """A submodule that torchvision builds as an ``nn.Sequential`` (typed as a plain Module)."""
+    return cast(nn.Sequential, model.get_submodule(name))
+
+
 def _resnet_units(model: nn.Module) -> list[str]:
     stem = ["conv1", "bn1", "relu", "maxpool"]
     return stem + [
         f"{layer}.{index}"
         for layer in ("layer1", "layer2", "layer3", "layer4")
-        for index in range(len(model.get_submodule(layer)))
+        for index in range(len(_stages(model, layer)))
     ]
 
 
 def _efficientnet_units(model: nn.Module) -> list[str]:
-    features = model.get_submodule("features")
-    units = []
+    features = _stages(model, "features")
+    units: list[str] = []
     for index, stage in enumerate(features):
         if isinstance(stage, nn.Sequential) and 0 < index < len(features) - 1:
             units += [f"features.{index}.{block}" for block in range(len(stage))]

@@ -14,6 +14,7 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 from lightning_siamese.pairs import write_pairs_csv
 
@@ -108,7 +109,7 @@ def _extract(tarball: Path, artist: str, out: Path, wanted: set[str]) -> dict[st
     return written
 
 
-def _read_catalogue(tarball: Path) -> list[dict]:
+def _read_catalogue(tarball: Path) -> list[dict[str, Any]]:
     with tarfile.open(tarball) as archive:
         member = archive.extractfile("package/emoji.json")
         if member is None:

@@ -80,7 +80,7 @@ def evaluate(
         negative=embeddings[negatives],
     )
     hparams = model.hparams
-    metrics: dict[str, Any] = split.metrics(hparams.distance)
+    metrics: dict[str, Any] = split.metrics(hparams["distance"])
     metrics.update(
         {
             "images": len(files),
@@ -89,8 +89,8 @@ def evaluate(
             "problems": [{"path": p.path, "reason": p.reason} for p in report.problems],
             "checkpoint": str(checkpoint),
             "root": str(root),
-            "image_size": hparams.image_size,
-            "backbone": hparams.backbone,
+            "image_size": hparams["image_size"],
+            "backbone": hparams["backbone"],
             "seconds": round(time.perf_counter() - started, 2),
         }
     )
@@ -99,7 +99,7 @@ def evaluate(
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     write_table_csv(split.table(top_k), folder / "retrieval.csv")
     for name, figure in split.figures(
-        hparams.margin, hparams.distance, examples=min(examples, len(split)), k=top_k
+        hparams["margin"], hparams["distance"], examples=min(examples, len(split)), k=top_k
     ).items():
         save_figure(figure, folder / f"{name}.png")
     metrics["output"] = str(folder)

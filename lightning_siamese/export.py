@@ -17,13 +17,16 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
 from lightning_siamese.inference import CheckpointError, load_model
+
+if TYPE_CHECKING:
+    from lightning_siamese.model import SiameseModel
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -73,12 +76,12 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def preprocessing_info(model: Any) -> dict[str, Any]:
+def preprocessing_info(model: SiameseModel) -> dict[str, Any]:
     """How to turn an image file into the network's input, without this package."""
     from lightning_siamese.embedding import normalization
 
-    size = int(model.hparams.image_size)
-    mean, std = normalization(model.hparams.backbone)
+    size = int(model.hparams["image_size"])
+    mean, std = normalization(model.hparams["backbone"])
     return {
         "image_size": size,
         "color": "RGB, 8 bits per channel (EXIF orientation applied, transparency on white)",
@@ -99,12 +102,12 @@ def preprocessing_info(model: Any) -> dict[str, Any]:
 
 
 def describe(
-    model: Any, fmt: str, out: Path, checkpoint: str | Path, exporter: str
+    model: SiameseModel, fmt: str, out: Path, checkpoint: str | Path, exporter: str
 ) -> dict[str, Any]:
     """The sidecar's content: input, output, preprocessing and provenance of an exported file."""
-    size = int(model.hparams.image_size)
-    dim = int(model.hparams.embedding_dim)
-    normalized = bool(model.hparams.normalize)
+    size = int(model.hparams["image_size"])
+    dim = int(model.hparams["embedding_dim"])
+    normalized = bool(model.hparams["normalize"])
     return {
         "format": fmt,
         "file": out.name,
@@ -130,8 +133,8 @@ def describe(
             + (" (a dot product, as the embeddings are L2-normalised)" if normalized else "")
         ),
         "training_distance": str(model.hparams.get("distance", "squared_l2")),
-        "backbone": str(model.hparams.backbone),
-        "head": str(model.hparams.head),
+        "backbone": str(model.hparams["backbone"]),
+        "head": str(model.hparams["head"]),
         "embedding_dim": dim,
         "checkpoint": str(Path(checkpoint).resolve()),
         "torch_version": torch.__version__,
@@ -284,11 +287,13 @@ def find_images(path: str | Path, limit: int = CHECK_IMAGES) -> list[Path]:
     return images
 
 
-def check_inputs(model: Any, source: str | Path | None, count: int = 3) -> tuple[torch.Tensor, str]:
+def check_inputs(
+    model: SiameseModel, source: str | Path | None, count: int = 3
+) -> tuple[torch.Tensor, str]:
     """A batch to check with: images under ``source`` preprocessed by ``model.transform()``, or
     without ``source``, ``count`` random inputs of the right shape. Also says which it is."""
     if source is None:
-        size = int(model.hparams.image_size)
+        size = int(model.hparams["image_size"])
         return _example(size, count), f"{count} random inputs (no --check images given)"
     paths = find_images(source)
     transform = model.transform()
@@ -390,7 +395,7 @@ def main(args: Sequence[str] | None = None) -> int:
     out = parsed.out or default_output(parsed.ckpt, parsed.format)
     try:
         out, exporter = EXPORTERS[parsed.format](
-            net, out, int(model.hparams.image_size), parsed.batch_size_hint
+            net, out, int(model.hparams["image_size"]), parsed.batch_size_hint
         )
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)

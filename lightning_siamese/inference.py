@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_siamese.images import load_image
 from lightning_siamese.transforms import Transform
+
+if TYPE_CHECKING:
+    from lightning_siamese.model import SiameseModel
 
 
 class CheckpointError(ValueError):
@@ -27,7 +30,7 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_model(checkpoint: str | Path, device: str | torch.device | None = None) -> Any:
+def load_model(checkpoint: str | Path, device: str | torch.device | None = None) -> SiameseModel:
     """A :class:`~lightning_siamese.model.SiameseModel` from a ``fit`` checkpoint, in eval mode.
 
     Raises :class:`CheckpointError` with the reason when the file is missing, is not a Lightning
@@ -65,14 +68,14 @@ class ImagePathsDataset(Dataset):
 
 @torch.inference_mode()
 def embed_paths(
-    model: Any,
+    model: SiameseModel,
     paths: Sequence[str | Path],
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> torch.Tensor:
     """Embeddings (N, D) of image files, in order, on the CPU (float32)."""
     if not paths:
-        return torch.zeros(0, model.hparams.embedding_dim)
+        return torch.zeros(0, model.hparams["embedding_dim"])
     loader = DataLoader(
         ImagePathsDataset(paths, model.transform()),
         batch_size=batch_size,

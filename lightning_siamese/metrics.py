@@ -90,6 +90,12 @@ class SplitMetrics(Metric):
     """
 
     full_state_update = False
+    # States registered by `add_state`: lists of per-batch tensors (as `update` sees them; a
+    # distributed sync may hand `compute` one concatenated tensor, which `dim_zero_cat` accepts).
+    index: list[torch.Tensor]
+    anchor: list[torch.Tensor]
+    positive: list[torch.Tensor]
+    negative: list[torch.Tensor]
 
     def __init__(self, distance: Distance = "squared_l2", block_size: int = 1024) -> None:
         super().__init__()

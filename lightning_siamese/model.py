@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
 from lightning_siamese.embedding import EmbeddingNet, normalization
 from lightning_siamese.losses import Distance, Mining, TripletLoss
@@ -86,8 +87,8 @@ class SiameseModel(pl.LightningModule):
 
     def transform(self) -> Transform:
         """The preprocessing the network expects: PIL image -> normalised tensor."""
-        mean, std = normalization(self.hparams.backbone)
-        return eval_transform(self.hparams.image_size, mean, std)
+        mean, std = normalization(self.hparams["backbone"])
+        return eval_transform(self.hparams["image_size"], mean, std)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -107,13 +108,15 @@ class SiameseModel(pl.LightningModule):
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         augment = bool(getattr(datamodule, "hparams", {}).get("augment", False))
-        self._cache_train = self.hparams.cache_frozen_features and not augment
+        self._cache_train = self.hparams["cache_frozen_features"] and not augment
 
     def setup(self, stage: str) -> None:
         self._feature_cache = {}  # a new fit/validate/test may bring other data
 
     def _frozen(self, images: torch.Tensor, keys: list[int], split: str) -> torch.Tensor:
-        use_cache = self.hparams.cache_frozen_features and (split != "train" or self._cache_train)
+        use_cache = self.hparams["cache_frozen_features"] and (
+            split != "train" or self._cache_train
+        )
         if not use_cache:
             return self.net.forward_frozen(images)
         cache = self._feature_cache.setdefault(split, {})
@@ -134,7 +137,13 @@ class SiameseModel(pl.LightningModule):
         embeddings = self.net.forward_tail(self._frozen(images, keys, split))
         return embeddings.chunk(3)
 
-    def _loss(self, batch: Batch, anchor, positive, negative) -> torch.Tensor:
+    def _loss(
+        self,
+        batch: Batch,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+    ) -> torch.Tensor:
         return self.loss(anchor, positive, negative, batch["index"], batch["negative_index"] // 2)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -143,20 +152,24 @@ class SiameseModel(pl.LightningModule):
         size = len(anchor)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         with torch.no_grad():
-            stats = triplet_statistics(anchor, positive, negative, self.hparams.distance)
+            stats = triplet_statistics(anchor, positive, negative, self.hparams["distance"])
         stats = {f"train/{name}": value for name, value in stats.items()}
         self.log_dict(stats, on_step=False, on_epoch=True, batch_size=size)
         return loss
+
+    def _split_metrics(self, split: str) -> SplitMetrics:
+        # ModuleDict items are typed as plain Modules; these are the SplitMetrics built above.
+        return cast(SplitMetrics, self.metrics[split])
 
     def _eval_step(self, batch: Batch, split: str) -> None:
         anchor, positive, negative = self._embed_triplets(batch, split)
         loss = self._loss(batch, anchor, positive, negative)
         self.log(f"{split}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(anchor))
-        self.metrics[split].update(batch["index"], anchor, positive, negative)
+        self._split_metrics(split).update(batch["index"], anchor, positive, negative)
 
     def _eval_epoch_end(self, split: str) -> None:
-        metrics = self.metrics[split].compute()
-        self.metrics[split].reset()
+        metrics = self._split_metrics(split).compute()
+        self._split_metrics(split).reset()
         shown = {"recall@1", "recall@5"}
         for name, value in metrics.items():
             # Already gathered and identical on every rank: the mean over ranks changes nothing
@@ -180,8 +193,9 @@ class SiameseModel(pl.LightningModule):
 
     # Optimisation ----------------------------------------------------------------------------
 
-    def configure_optimizers(self) -> Any:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         parameters = [p for p in self.parameters() if p.requires_grad]
+        optimizer: torch.optim.Optimizer
         if self.optimizer is None:
             fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
             # Fused Adam: on CPU the default implementation's step over the seed's 60 M
@@ -192,7 +206,7 @@ class SiameseModel(pl.LightningModule):
         if self.scheduler is None:
             return optimizer
         scheduler = self.scheduler(optimizer)
-        config = {"scheduler": scheduler, "interval": "epoch"}
+        config: LRSchedulerConfigType = {"scheduler": scheduler, "interval": "epoch"}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -56,7 +57,7 @@ class PairReport:
         """Files under left/ and right/ that are not part of a usable pair."""
         return self.files_seen - 2 * len(self.pairs)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "root": str(self.root),
             "pairs": len(self.pairs),

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from PIL import Image
 
 from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
 from lightning_siamese.inference import CheckpointError, embed_paths, load_model, pick_device
+
+if TYPE_CHECKING:
+    from lightning_siamese.model import SiameseModel
 
 #: Hidden folder inside the gallery that holds the embedding caches.
 CACHE_FOLDER = ".lightning-siamese"
@@ -116,7 +119,7 @@ def query_paths(query: Path) -> list[Path]:
 # Embedding -------------------------------------------------------------------------------------
 
 
-def _unreadable_reason(model: Any, path: Path) -> str | None:
+def _unreadable_reason(model: SiameseModel, path: Path) -> str | None:
     """Why the file cannot be read and preprocessed, or None when it can."""
     try:
         model.transform()(load_image(path))
@@ -126,7 +129,7 @@ def _unreadable_reason(model: Any, path: Path) -> str | None:
 
 
 def embed_files(
-    model: Any,
+    model: SiameseModel,
     paths: Sequence[Path],
     batch_size: int = 64,
     num_workers: int = 0,
@@ -166,7 +169,7 @@ def embed_files(
     for start in range(0, len(paths), chunk_size):
         run(list(range(start, min(start + chunk_size, len(paths)))))
     if not pieces:
-        return torch.zeros(0, model.hparams.embedding_dim), [], unreadable
+        return torch.zeros(0, model.hparams["embedding_dim"]), [], unreadable
     # The halves run in order, so the pieces are in file order already.
     kept = [index for indices, _ in pieces for index in indices]
     return torch.cat([rows for _, rows in pieces]), kept, unreadable
@@ -260,7 +263,7 @@ def load_cache(path: Path, fingerprint: str, image_size: int) -> dict[str, Any] 
 
 
 def update_gallery(
-    model: Any,
+    model: SiameseModel,
     root: Path,
     images: Sequence[ImageFile],
     cache: dict[str, Any] | None,
@@ -478,17 +481,17 @@ def plot_matches(
     columns = 1 + max(len(matches) for _, matches in rows)
     # Fixed margins in inches (no constrained layout: it is slow with many axes): a title line
     # on top, two caption lines under every row.
-    title, caption, gap = 0.25, 0.4, 0.1
+    title, caption_space, gap = 0.25, 0.4, 0.1
     width = columns * cell_inches + (columns + 1) * gap
-    height = title + len(rows) * (cell_inches + caption) + gap
+    height = title + len(rows) * (cell_inches + caption_space) + gap
     figure = Figure(figsize=(width, height))
     figure.subplots_adjust(
         left=gap / width,
         right=1 - gap / width,
         top=1 - title / height,
-        bottom=caption / height,
+        bottom=caption_space / height,
         wspace=gap / cell_inches,
-        hspace=caption / cell_inches,
+        hspace=caption_space / cell_inches,
     )
     axes = np.asarray(figure.subplots(len(rows), columns, squeeze=False))
     for row, (query, matches) in enumerate(rows):
@@ -557,10 +560,12 @@ def write_montage(
 # Command ---------------------------------------------------------------------------------------
 
 
-def build_gallery(args: argparse.Namespace, model: Any, images: Sequence[ImageFile]) -> Gallery:
+def build_gallery(
+    args: argparse.Namespace, model: SiameseModel, images: Sequence[ImageFile]
+) -> Gallery:
     """The gallery's embeddings, through the cache unless ``--no-cache``."""
     fingerprint = checkpoint_fingerprint(args.ckpt)
-    image_size = int(model.hparams.image_size)
+    image_size = int(model.hparams["image_size"])
     path, cache = None, None
     if not args.no_cache:
         path, note = choose_cache_path(args.gallery, fingerprint, args.cache_dir)
@@ -579,7 +584,7 @@ def build_gallery(args: argparse.Namespace, model: Any, images: Sequence[ImageFi
 
 
 def embed_queries(
-    args: argparse.Namespace, model: Any, paths: Sequence[Path], gallery: Gallery
+    args: argparse.Namespace, model: SiameseModel, paths: Sequence[Path], gallery: Gallery
 ) -> tuple[list[Path], torch.Tensor, list[int | None], list[tuple[str, str]]]:
     """The readable queries, their embeddings, their own gallery row (or None), unreadable ones.
 
@@ -602,11 +607,12 @@ def embed_queries(
     keep = [i for i in range(len(paths)) if own[i] is not None or i in fresh_rows]
     in_gallery = [row for row, i in enumerate(keep) if own[i] is not None]
     embedded = [row for row, i in enumerate(keep) if own[i] is None]
+    gallery_rows = {i: row for i, row in enumerate(own) if row is not None}
     embeddings = _gather(
         len(keep),
         gallery.embeddings.shape[1],
         [
-            (gallery.embeddings, in_gallery, [own[keep[row]] for row in in_gallery]),
+            (gallery.embeddings, in_gallery, [gallery_rows[keep[row]] for row in in_gallery]),
             (fresh, embedded, [fresh_rows[keep[row]] for row in embedded]),
         ],
     )

@@ -35,6 +35,12 @@ def draw_negative(rng: random.Random, anchor: int, groups: Sequence[str]) -> int
     return 2 * other + rng.randrange(2)
 
 
+def image_path(pairs: Sequence[Pair], image_index: int) -> Path:
+    """The file of image ``image_index`` (``2 * pair + side``) of a split's pairs."""
+    pair = pairs[image_index // 2]
+    return pair.right if image_index % 2 else pair.left
+
+
 def draw_negatives(groups: Sequence[str], seed: int | str) -> list[int]:
     """One negative per anchor, fixed by ``seed``."""
     rng = random.Random(str(seed))
@@ -66,8 +72,7 @@ class TripletDataset(Dataset):
         return [pair.group for pair in self.pairs]
 
     def image_path(self, image_index: int) -> Path:
-        pair = self.pairs[image_index // 2]
-        return pair.right if image_index % 2 else pair.left
+        return image_path(self.pairs, image_index)
 
     def __len__(self) -> int:
         return len(self.pairs)

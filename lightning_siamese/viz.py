@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -55,7 +56,7 @@ def plot_triplets(
     return figure
 
 
-def _frame(axis, colour: str) -> None:
+def _frame(axis: Axes, colour: str) -> None:
     for spine in axis.spines.values():
         spine.set_edgecolor(colour)
         spine.set_linewidth(4)
@@ -110,18 +111,18 @@ def plot_distances(
     The loss wants ``d(a,n) - d(a,p) >= margin``: the right panel shows how many triplets
     reach it (the margin and zero are marked).
     """
-    positive = positive.detach().float().cpu().numpy()
-    negative = negative.detach().float().cpu().numpy()
+    d_ap = positive.detach().float().cpu().numpy()
+    d_an = negative.detach().float().cpu().numpy()
     figure = Figure(figsize=(9, 3.2), layout="constrained")
     left, right = figure.subplots(1, 2)
-    edges = np.histogram_bin_edges(np.concatenate([positive, negative]), bins=bins)
-    left.hist(positive, bins=edges, alpha=0.6, color="#2ca02c", label="anchor-positive")
-    left.hist(negative, bins=edges, alpha=0.6, color="#d62728", label="anchor-negative")
+    edges = np.histogram_bin_edges(np.concatenate([d_ap, d_an]), bins=bins)
+    left.hist(d_ap, bins=edges, alpha=0.6, color="#2ca02c", label="anchor-positive")
+    left.hist(d_an, bins=edges, alpha=0.6, color="#d62728", label="anchor-negative")
     left.set_xlabel(distance)
     left.set_ylabel("triplets")
     left.legend(fontsize=8)
-    left.set_title(f"distances ({len(positive)} triplets)", fontsize=9)
-    gap = negative - positive
+    left.set_title(f"distances ({len(d_ap)} triplets)", fontsize=9)
+    gap = d_an - d_ap
     right.hist(gap, bins=bins, color="#1f77b4", alpha=0.8)
     right.axvline(0, color="black", linewidth=1)
     title = f"d(a,n) - d(a,p): {np.mean(gap > 0):.1%} > 0"
@@ -154,8 +155,15 @@ def plot_projection(left: torch.Tensor, right: torch.Tensor, links: int = 25) ->
     axis = figure.subplots()
     for index in range(min(links, count)):
         axis.plot(*zip(points[index], points[count + index], strict=True), color="#999999", lw=0.6)
-    axis.scatter(*points[:count].T, s=10, color="#1f77b4", label="left (query)")
-    axis.scatter(*points[count:].T, s=10, marker="x", color="#ff7f0e", label="right (match)")
+    axis.scatter(points[:count, 0], points[:count, 1], s=10, color="#1f77b4", label="left (query)")
+    axis.scatter(
+        points[count:, 0],
+        points[count:, 1],
+        s=10,
+        marker="x",
+        color="#ff7f0e",
+        label="right (match)",
+    )
     axis.legend(fontsize=8)
     axis.set_title(
         f"PCA of {count} pairs' embeddings (lines: {min(links, count)} pairs)", fontsize=9
