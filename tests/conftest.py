@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +70,17 @@ def pair_folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _offline_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _offline_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Keep every run's side effects (W&B files, caches) inside the test's folder."""
     for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("XDG_CACHE_HOME", os.environ.get("LS_TEST_CACHE", str(tmp_path / "cache")))
+    yield
+    # A W&B run stays open until the process exits; close it so the next test starts its own.
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 def npm_unreachable_reason() -> str | None:
