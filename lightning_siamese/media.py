@@ -71,12 +71,15 @@ class LogMedia(pl.Callback):
         std = getattr(getattr(trainer, "datamodule", None), "hparams", {}).get("std")
         rows, captions = [], []
         for key in picks:
-            item = dataset[key]
-            images = [item[name] for name in ("anchor", "positive", "negative")]
+            anchor, negative = key
+            # Read the files here: with the feature cache the loader's items carry no images.
+            images = [
+                dataset.transform(load_image(dataset.image_path(image)))
+                for image in (2 * anchor, 2 * anchor + 1, negative)
+            ]
             if mean is not None and std is not None:
                 images = [denormalize(image, mean, std) for image in images]
-            rows.append(tuple(images))
-            anchor, negative = key
+            rows.append((images[0], images[1], images[2]))
             captions.append(
                 (
                     dataset.image_path(2 * anchor).name,

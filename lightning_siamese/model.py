@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Literal, cast
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
 from lightning_siamese.embedding import EmbeddingNet, normalization
+from lightning_siamese.feature_cache import FeatureCache, build_feature_cache
 from lightning_siamese.losses import Distance, Mining, TripletLoss
 from lightning_siamese.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.transforms import Transform, eval_transform
+from lightning_siamese.triplets import TripletDataset
 
 Batch = dict[str, Any]
+
+
+def _log_split(split: str, text: str) -> None:
+    rank_zero_info(f"{split}: {text}")
 
 
 class SiameseModel(pl.LightningModule):
@@ -30,10 +38,16 @@ class SiameseModel(pl.LightningModule):
             :class:`~lightning_siamese.losses.TripletLoss`.
         optimizer: built from the trainable parameters; default Adam, lr 1e-4 (fused kernels).
         scheduler: optional learning-rate scheduler, stepped every epoch.
-        cache_frozen_features: keep each image's frozen-backbone output in memory and run only
-            the trainable tail after its first pass. Exact when the frozen part is deterministic
-            (it is: eval-mode BatchNorm) and so are the transforms: the training images' cache is
-            off when the data module augments.
+        cache_frozen_features: compute each image's frozen-backbone output once and train only
+            the trainable tail. At ``fit`` start every distinct image of the train and val
+            splits is decoded and run through the frozen part once (size reported first); the
+            loaders then read no image at all. Exact: the frozen part is deterministic
+            (eval-mode BatchNorm) and so are the transforms; the training images' cache is off
+            when the data module augments. Without a data module (or in ``validate``/``test``)
+            features are cached as images pass by.
+        feature_cache_dir: keep the cache in a memory-mapped file in this folder instead of in
+            memory (for data sets whose features exceed the memory); the file is removed at
+            the end of ``fit``.
         retrieval_block_size: query rows per block when ranking the gallery.
     """
 
@@ -56,6 +70,7 @@ class SiameseModel(pl.LightningModule):
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         cache_frozen_features: bool = False,
+        feature_cache_dir: str | None = None,
         retrieval_block_size: int = 1024,
     ) -> None:
         super().__init__()
@@ -81,6 +96,8 @@ class SiameseModel(pl.LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self._feature_cache: dict[str, dict[int, torch.Tensor]] = {}
+        self._caches: dict[str, FeatureCache] = {}
+        self._cached_datasets: list[TripletDataset] = []
         self._cache_train = cache_frozen_features
 
     # Inference -------------------------------------------------------------------------------
@@ -109,6 +126,43 @@ class SiameseModel(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         augment = bool(getattr(datamodule, "hparams", {}).get("augment", False))
         self._cache_train = self.hparams["cache_frozen_features"] and not augment
+        if not self.hparams["cache_frozen_features"]:
+            return
+        if augment:
+            rank_zero_info("frozen-feature cache: off for training images (augmentation is on)")
+        datasets = getattr(datamodule, "datasets", {})
+        hparams = getattr(datamodule, "hparams", {})
+        for split in ("train", "val") if self._cache_train else ("val",):
+            dataset = datasets.get(split)
+            if not isinstance(dataset, TripletDataset):
+                continue
+            paths = [dataset.image_path(i) for i in range(2 * len(dataset))]
+            self._caches[split] = build_feature_cache(
+                self.net.forward_frozen,
+                paths,
+                dataset.transform,
+                self.device,
+                batch_size=hparams.get("batch_size", 64),
+                num_workers=hparams.get("num_workers", 0),
+                directory=self.hparams["feature_cache_dir"],
+                log=partial(_log_split, split),
+            )
+            dataset.load_images = False
+            self._cached_datasets.append(dataset)
+
+    def _close_caches(self) -> None:
+        for cache in self._caches.values():
+            cache.close()
+        self._caches = {}
+        for dataset in self._cached_datasets:
+            dataset.load_images = True  # a later validate/test reads images again
+        self._cached_datasets = []
+
+    def on_fit_end(self) -> None:
+        self._close_caches()
+
+    def on_exception(self, exception: BaseException) -> None:
+        self._close_caches()
 
     def setup(self, stage: str) -> None:
         self._feature_cache = {}  # a new fit/validate/test may bring other data
@@ -128,13 +182,17 @@ class SiameseModel(pl.LightningModule):
         return torch.stack([cache[key] for key in keys])
 
     def _embed_triplets(self, batch: Batch, split: str) -> tuple[torch.Tensor, ...]:
-        images = torch.cat([batch["anchor"], batch["positive"], batch["negative"]])
         index = batch["index"].tolist()
         # Image keys within the split: left = 2 * pair, right = 2 * pair + 1.
         keys = (
             [2 * i for i in index] + [2 * i + 1 for i in index] + batch["negative_index"].tolist()
         )
-        embeddings = self.net.forward_tail(self._frozen(images, keys, split))
+        if "anchor" not in batch:  # the loader sent indices only: features are precomputed
+            features = self._caches[split].gather(keys, self.device)
+        else:
+            images = torch.cat([batch["anchor"], batch["positive"], batch["negative"]])
+            features = self._frozen(images, keys, split)
+        embeddings = self.net.forward_tail(features)
         return embeddings.chunk(3)
 
     def _loss(

@@ -54,7 +54,8 @@ class TripletDataset(Dataset):
     ``(i, negative)`` (the negative chosen by :class:`TripletSampler`: training).
 
     Items are dicts: ``anchor``, ``positive``, ``negative`` (image tensors), ``index`` (the pair)
-    and ``negative_index`` (the image index of the negative).
+    and ``negative_index`` (the image index of the negative); with ``load_images`` off, only the
+    two indices (no file is read).
     """
 
     def __init__(
@@ -66,6 +67,8 @@ class TripletDataset(Dataset):
         self.pairs = list(pairs)
         self.transform = transform
         self.negatives = list(negatives) if negatives is not None else None
+        # False: items carry only the indices (the model has the images' features cached).
+        self.load_images = True
 
     @property
     def groups(self) -> list[str]:
@@ -84,6 +87,8 @@ class TripletDataset(Dataset):
             if self.negatives is None:
                 raise TypeError("this dataset draws negatives in its sampler: index it by (i, j)")
             index, negative = key, self.negatives[key]
+        if not self.load_images:
+            return {"index": index, "negative_index": negative}
         pair = self.pairs[index]
         return {
             "anchor": self.transform(load_image(pair.left)),

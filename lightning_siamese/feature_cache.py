@@ -1,0 +1,153 @@
+"""The frozen trunk's output, computed once per distinct image (pure torch, no Lightning).
+
+When everything before the trainable tail is frozen (eval-mode BatchNorm, no dropout) and the
+images are not augmented, an image's frozen features never change: computing them once and
+training only the tail gives the same losses and gradients at a fraction of the compute. The
+features live in one preallocated tensor, in memory or memory-mapped from a file, sized before
+anything is computed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_siamese.inference import ImagePathsDataset
+from lightning_siamese.transforms import Transform
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+class FeatureCache:
+    """Features of ``count`` images, row ``i`` = image ``i`` of a split (left = 2 * pair,
+    right = 2 * pair + 1).
+
+    Args:
+        count: number of images.
+        shape: the frozen output of one image, e.g. ``(1024, 13, 13)``.
+        dtype: kept as computed (float32) so the cached path is exact.
+        directory: put the tensor in a memory-mapped ``.npy`` file there instead of in memory
+            (removed by :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        count: int,
+        shape: Sequence[int],
+        dtype: torch.dtype = torch.float32,
+        directory: str | Path | None = None,
+    ) -> None:
+        self.count = count
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.path: Path | None = None
+        numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+        if directory is None:
+            self.features = torch.empty((count, *self.shape), dtype=dtype)
+        else:
+            folder = Path(directory)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.path = folder / f"features-{os.getpid()}-{id(self):x}.npy"
+            array = np.lib.format.open_memmap(
+                self.path, mode="w+", dtype=numpy_dtype, shape=(count, *self.shape)
+            )
+            self.features = torch.from_numpy(array)
+
+    @staticmethod
+    def size_of(count: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> int:
+        """Bytes the cache of ``count`` images of ``shape`` takes."""
+        return count * int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
+
+    @property
+    def nbytes(self) -> int:
+        return self.size_of(self.count, self.shape, self.dtype)
+
+    def describe(self) -> str:
+        where = f"memory-mapped at {self.path}" if self.path else "in memory"
+        dims = "x".join(str(d) for d in self.shape)
+        return (
+            f"{self.count:,} images x {dims} {str(self.dtype).replace('torch.', '')} = "
+            f"{format_bytes(self.nbytes)} {where}"
+        )
+
+    def gather(self, rows: Sequence[int] | torch.Tensor, device: torch.device) -> torch.Tensor:
+        index = torch.as_tensor(rows, dtype=torch.long)
+        return self.features.index_select(0, index).to(device, non_blocking=True)
+
+    def close(self) -> None:
+        """Drop the features (and remove the memory-mapped file)."""
+        self.features = torch.empty(0)
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
+
+@torch.no_grad()
+def build_feature_cache(
+    frozen: Callable[[torch.Tensor], torch.Tensor],
+    paths: Sequence[Path],
+    transform: Transform,
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    directory: str | Path | None = None,
+    max_memory_fraction: float = 0.8,
+    log: Callable[[str], None] = print,
+) -> FeatureCache:
+    """Decode and run every image through ``frozen`` once; return the filled cache.
+
+    The size is computed from one image first and reported; an in-memory cache larger than
+    ``max_memory_fraction`` of the available memory is refused with a message naming
+    ``directory`` (a memory-mapped file) as the way out.
+    """
+    started = time.perf_counter()
+    dataset = ImagePathsDataset(paths, transform)
+    probe = frozen(dataset[0]["image"][None].to(device))
+    shape, dtype = tuple(probe.shape[1:]), probe.dtype
+    size = FeatureCache.size_of(len(paths), shape, dtype)
+    available = available_memory()
+    if directory is None and available is not None and size > max_memory_fraction * available:
+        raise MemoryError(
+            f"the frozen-feature cache needs {format_bytes(size)} for {len(paths):,} images but "
+            f"{format_bytes(available)} of memory is available: set "
+            "--model.feature_cache_dir to a folder on a fast disk (a memory-mapped file), or "
+            "--model.cache_frozen_features false"
+        )
+    cache = FeatureCache(len(paths), shape, dtype, directory)
+    log(f"frozen-feature cache: {cache.describe()}; computing")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    for batch in loader:
+        rows = batch["index"]
+        cache.features[rows] = frozen(batch["image"].to(device, non_blocking=True)).cpu()
+    seconds = time.perf_counter() - started
+    log(f"frozen-feature cache: {len(paths):,} images in {seconds:.1f} s")
+    return cache

@@ -1,0 +1,114 @@
+"""The frozen-trunk feature cache: same losses and weights as without it, no image read while
+training, in memory or memory-mapped, and off for augmented training images."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+import lightning_siamese.triplets as triplets
+from conftest import tiny_args, write_pairs
+from lightning_siamese.cli import main
+from lightning_siamese.feature_cache import FeatureCache, format_bytes
+
+
+def fit(root: Path, run: Path, *extra: str) -> list[dict[str, str]]:
+    args = [
+        *tiny_args(root, run),
+        "--model.freeze=layer3.1",
+        "--model.mining=batch_hard",
+        "--trainer.max_epochs=2",
+        "--validate_before_fit=false",
+        "--trainer.deterministic=true",
+        *extra,
+    ]
+    assert main(["fit", *args]) == 0
+    log = next(run.glob("lightning_logs/version_*/metrics.csv"))
+    return list(csv.DictReader(log.open()))
+
+
+def column(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(row[key]) for row in rows if row.get(key)]
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every image file the triplet datasets open (the loaders run in this process)."""
+    seen: list[Path] = []
+    original = triplets.load_image
+
+    def counting(path: str | Path):  # type: ignore[no-untyped-def]
+        seen.append(Path(path))
+        return original(path)
+
+    monkeypatch.setattr(triplets, "load_image", counting)
+    return seen
+
+
+@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "memmap"])
+def test_cache_gives_the_same_training_without_reading_images(
+    tmp_path: Path, reads: list[Path], on_disk: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "pairs"
+    write_pairs(root, 40)
+    plain = fit(root, tmp_path / "plain")
+    assert reads, "without the cache the loaders read the images"
+    reads.clear()
+
+    extra = ["--model.cache_frozen_features=true"]
+    if on_disk:
+        extra.append(f"--model.feature_cache_dir={tmp_path / 'features'}")
+    with caplog.at_level(logging.INFO):
+        cached = fit(root, tmp_path / "cached", *extra)
+    assert reads == [], "with the cache the loaders send indices only"
+    log = caplog.text
+    split = [row["split"] for row in csv.DictReader((tmp_path / "cached" / "split.csv").open())]
+    for name in ("train", "val"):  # every distinct image of the split, sized up front
+        assert f"{name}: frozen-feature cache: {2 * split.count(name)} images x" in log
+    assert ("memory-mapped at" in log) == on_disk
+    if on_disk:
+        assert list((tmp_path / "features").iterdir()) == [], "the mapped files are removed"
+
+    for key in ("train/loss_step", "val/loss", "val/recall@1", "val/distance_positive"):
+        torch.testing.assert_close(
+            torch.tensor(column(cached, key)), torch.tensor(column(plain, key)), rtol=0, atol=1e-5
+        )
+    weights = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for run in (tmp_path / "plain", tmp_path / "cached")
+    ]
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-5, msg=name)
+
+
+def test_cache_is_off_for_augmented_training_images(
+    tmp_path: Path, reads: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "pairs"
+    write_pairs(root, 40)
+    with caplog.at_level(logging.INFO):
+        fit(root, tmp_path / "run", "--model.cache_frozen_features=true", "--data.augment=true")
+    assert "off for training images (augmentation is on)" in caplog.text
+    assert "val: frozen-feature cache" in caplog.text and "train: frozen-feature" not in caplog.text
+    rows = list(csv.DictReader((tmp_path / "run" / "split.csv").open()))
+    val = {row["name"] for row in rows if row["split"] == "val"}
+    train = {row["name"] for row in rows if row["split"] == "train"}
+    read = {path.stem for path in reads}
+    assert read and read <= train and not read & val  # training images read, val ones cached
+
+
+def test_sizes_and_memmap(tmp_path: Path) -> None:
+    assert FeatureCache.size_of(10, (2048, 7, 7)) == 10 * 2048 * 49 * 4
+    assert format_bytes(3 * 1024**3) == "3.0 GiB"
+    cache = FeatureCache(4, (2, 3), directory=tmp_path)
+    assert cache.path is not None and cache.path.is_file()
+    cache.features[1] = torch.ones(2, 3)
+    assert torch.equal(cache.gather([1, 1], torch.device("cpu")), torch.ones(2, 2, 3))
+    assert "memory-mapped" in cache.describe() and "4 images x 2x3 float32" in cache.describe()
+    path = cache.path
+    cache.close()
+    assert not path.exists()
