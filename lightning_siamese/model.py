@@ -33,7 +33,7 @@ class SiameseModel(pl.LightningModule):
 
     Args:
         backbone, weights, freeze, head, embedding_dim, normalize, image_size, pool_size,
-            feature_unit: see :class:`~lightning_siamese.embedding.EmbeddingNet`.
+            feature_unit, channels_last: see :class:`~lightning_siamese.embedding.EmbeddingNet`.
         margin, distance, soft_margin, mining, symmetric: see
             :class:`~lightning_siamese.losses.TripletLoss`.
         optimizer: built from the trainable parameters; default Adam, lr 1e-4 (fused kernels).
@@ -62,6 +62,7 @@ class SiameseModel(pl.LightningModule):
         image_size: int = 200,
         pool_size: int = 1,
         feature_unit: str | None = None,
+        channels_last: bool = True,
         margin: float = 0.5,
         distance: Distance = "squared_l2",
         soft_margin: bool = False,
@@ -88,6 +89,7 @@ class SiameseModel(pl.LightningModule):
             image_size,
             pool_size,
             feature_unit,
+            channels_last,
         )
         self.metrics = torch.nn.ModuleDict(
             {split: SplitMetrics(distance, retrieval_block_size) for split in ("val", "test")}
