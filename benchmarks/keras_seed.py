@@ -224,7 +224,15 @@ class SiameseModel(keras.Model):
         )
         self.loss_tracker.update_state(loss)
         # `loss`: the epoch's running mean (what Keras 2 showed); `batch_loss`: this batch's.
-        return {"loss": self.loss_tracker.result(), "batch_loss": loss}
+        # Scale-free companions for comparing frameworks: triplet accuracy and mean distances.
+        accuracy = tf.reduce_mean(tf.cast(anchor_positive_dist < anchor_negative_dist, "float32"))
+        return {
+            "loss": self.loss_tracker.result(),
+            "batch_loss": loss,
+            "batch_accuracy": accuracy,
+            "batch_distance_positive": tf.reduce_mean(anchor_positive_dist),
+            "batch_distance_negative": tf.reduce_mean(anchor_negative_dist),
+        }
 
 
 class EpochStats(keras.callbacks.Callback):
@@ -244,10 +252,13 @@ class EpochStats(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._losses = []
+        self._extra: dict[str, list[float]] = {}
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         self._losses.append(float(logs["batch_loss"]))
+        for name in ("accuracy", "distance_positive", "distance_negative"):
+            self._extra.setdefault(name, []).append(float(logs[f"batch_{name}"]))
         self._running_mean = float(logs["loss"])
 
     def on_epoch_end(self, epoch, logs=None):
@@ -258,6 +269,7 @@ class EpochStats(keras.callbacks.Callback):
                 "loss": float(np.mean(self._losses)),
                 "batch_losses": self._losses,
                 "running_mean": self._running_mean,
+                **{name: float(np.mean(values)) for name, values in self._extra.items()},
             }
         )
 
@@ -336,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             "loss": epoch["loss"],
             "images_per_second": images_per_epoch / epoch["seconds"],
             "batch_losses": epoch["batch_losses"],
+            "triplet_accuracy": epoch["accuracy"],
+            "distance_positive": epoch["distance_positive"],
+            "distance_negative": epoch["distance_negative"],
         }
         for epoch in stats.epochs
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,17 @@ if TYPE_CHECKING:  # Lightning is imported lazily: the extra commands start with
     import pytorch_lightning as pl
     from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
+#: Errors reported as ``error: <message>`` and exit status 2 instead of a traceback: bad
+#: settings (ValueError), missing files (OSError), bad data (PairDataError is a ValueError),
+#: unusable checkpoints, a non-finite loss, a cache that does not fit in memory.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    OSError,
+    FloatingPointError,
+    MemoryError,
+)
+TRACEBACK_VARIABLE = "LIGHTNING_SIAMESE_TRACEBACK"
+
 EXTRA_COMMANDS = {
     "data": "lightning_siamese.data_commands",
     "evaluate": "lightning_siamese.evaluate",
@@ -19,16 +31,21 @@ EXTRA_COMMANDS = {
 }
 
 
-def _mean(backbone: str) -> tuple[float, ...]:
-    from lightning_siamese.embedding import normalization
+def _normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from lightning_siamese.embedding import BACKBONES, normalization
+    from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-    return normalization(backbone)[0]
+    if backbone not in BACKBONES:  # the model reports it, in one line, when it is built
+        return IMAGENET_MEAN, IMAGENET_STD
+    return normalization(backbone)
+
+
+def _mean(backbone: str) -> tuple[float, ...]:
+    return _normalization(backbone)[0]
 
 
 def _std(backbone: str) -> tuple[float, ...]:
-    from lightning_siamese.embedding import normalization
-
-    return normalization(backbone)[1]
+    return _normalization(backbone)[1]
 
 
 def _config_callback_class() -> type[SaveConfigCallback]:
@@ -79,6 +96,16 @@ def _cli_class() -> type[LightningCLI]:
                 default=True,
                 help="(fit) validate the untrained model first, so the gain shows in one run",
             )
+
+        def before_instantiate_classes(self) -> None:
+            # Cheap checks first: a missing data folder is reported before the model is built
+            # (weights loaded or downloaded), not after.
+            from lightning_siamese.data import check_root
+
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            data = config.get("data")
+            if data is not None:
+                check_root(data.get("root"), data.get("build_if_missing"), data.get("predict_root"))
 
         def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
             trainer = super().instantiate_trainer(**kwargs)
@@ -134,13 +161,22 @@ def main(args: Sequence[str] | None = None) -> int:
     from lightning_siamese.data import SiameseDataModule
     from lightning_siamese.model import SiameseModel
 
-    _cli_class()(
-        SiameseModel,
-        SiameseDataModule,
-        # From the console script, let LightningCLI read sys.argv itself (it warns otherwise).
-        args=None if args is None else argv,
-        trainer_defaults=_trainer_defaults(),
-        save_config_callback=_config_callback_class(),
-        save_config_kwargs={"overwrite": True},
-    )
+    try:
+        _cli_class()(
+            SiameseModel,
+            SiameseDataModule,
+            # From the console script, let LightningCLI read sys.argv itself (it warns otherwise).
+            args=None if args is None else argv,
+            trainer_defaults=_trainer_defaults(),
+            save_config_callback=_config_callback_class(),
+            save_config_kwargs={"overwrite": True},
+        )
+    except USER_ERRORS as error:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        # Settings, data and numerics problems: the message says what and what to do; a
+        # traceback into Lightning's internals would only bury it.
+        print(f"error: {error}", file=sys.stderr)
+        print(f"(set {TRACEBACK_VARIABLE}=1 to see the traceback)", file=sys.stderr)
+        return 2
     return 0

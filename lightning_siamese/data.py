@@ -11,7 +11,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
-from lightning_siamese.pairs import Pair, PairReport, discover_pairs, require_pairs
+from lightning_siamese.pairs import Pair, PairDataError, PairReport, discover_pairs, require_pairs
 from lightning_siamese.splits import (
     SPLIT_FILE,
     SPLITS,
@@ -28,6 +28,15 @@ from lightning_siamese.transforms import (
     train_transform,
 )
 from lightning_siamese.triplets import TripletDataset, TripletSampler, draw_negatives
+
+
+def check_root(root: str | None, build_if_missing: str | None, predict_root: str | None) -> None:
+    """Fail now, with what to do, when the data folder is missing and nothing will build it."""
+    if build_if_missing is None and predict_root is None and not Path(str(root)).is_dir():
+        raise PairDataError(
+            f"data root {root} does not exist: pass --data.root a folder with left/ and right/ "
+            "(or --data.build_if_missing emoji|glyphs to build a demo set there)"
+        )
 
 
 class ImageFolderDataset(Dataset):
@@ -107,6 +116,7 @@ class SiameseDataModule(pl.LightningDataModule):
                 "image_size and batch_size must be >= 1 and num_workers >= 0; got "
                 f"{image_size}, {batch_size}, {num_workers}"
             )
+        check_root(root, build_if_missing, predict_root)
         self.save_hyperparameters()
         self.root = Path(root)
         self.report: PairReport | None = None

@@ -218,6 +218,13 @@ class EmbeddingNet(nn.Module):
                 nn.Linear(256, embedding_dim),
             )
         elif head == "pooled":
+            if pool_size > min(height, width):
+                needed = -(-image_size * pool_size // min(height, width))
+                raise ValueError(
+                    f"image_size={image_size} gives a {height}x{width} feature map at "
+                    f"{self.units[-1]}, smaller than pool_size={pool_size}: use image_size >= "
+                    f"{needed} or a smaller pool_size"
+                )
             self.head = nn.Sequential(
                 nn.AdaptiveAvgPool2d(pool_size),
                 nn.Flatten(),

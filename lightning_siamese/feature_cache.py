@@ -65,17 +65,20 @@ class FeatureCache:
         self.shape = tuple(shape)
         self.dtype = dtype
         self.path: Path | None = None
-        numpy_dtype = torch.empty(0, dtype=dtype).numpy().dtype
         if directory is None:
             self.features = torch.empty((count, *self.shape), dtype=dtype)
         else:
             folder = Path(directory)
             folder.mkdir(parents=True, exist_ok=True)
             self.path = folder / f"features-{os.getpid()}-{id(self):x}.npy"
+            # NumPy has no bfloat16: such features are mapped as 16-bit words and viewed back.
+            bf16 = dtype == torch.bfloat16
+            numpy_dtype = np.uint16 if bf16 else torch.empty(0, dtype=dtype).numpy().dtype
             array = np.lib.format.open_memmap(
                 self.path, mode="w+", dtype=numpy_dtype, shape=(count, *self.shape)
             )
-            self.features = torch.from_numpy(array)
+            features = torch.from_numpy(array)
+            self.features = features.view(torch.bfloat16) if bf16 else features
 
     @staticmethod
     def size_of(count: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> int:

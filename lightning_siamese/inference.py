@@ -38,17 +38,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device | None = None)
     """
     from lightning_siamese.model import SiameseModel
 
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        model = SiameseModel.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch.load and the module's init raise many kinds
-        kind = type(error).__name__
-        raise CheckpointError(
-            f"{path}: not a usable lightning-siamese checkpoint ({kind}: {error}); "
-            "pass a .ckpt file written by `lightning-siamese fit`"
-        ) from error
+    model = SiameseModel.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     return model.to(pick_device(str(device) if device is not None else None)).eval()
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import zipfile
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import pytorch_lightning as pl
@@ -13,12 +15,71 @@ from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLR
 
 from lightning_siamese.embedding import EmbeddingNet, normalization
 from lightning_siamese.feature_cache import FeatureCache, build_feature_cache
+from lightning_siamese.inference import CheckpointError
 from lightning_siamese.losses import Distance, Mining, TripletLoss
 from lightning_siamese.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.transforms import Transform, eval_transform
 from lightning_siamese.triplets import TripletDataset
 
 Batch = dict[str, Any]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def _check_is_ours(path: Path) -> None:
+    """A cheap look (memory-mapped, tensors not read) at the checkpoint's hyper-parameters, so
+    a checkpoint of another model is named as such before any model is built from it."""
+    if not zipfile.is_zipfile(path):
+        return  # the full load reports what is wrong
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return  # the full load reports it
+    hparams = content.get("hyper_parameters") if isinstance(content, dict) else None
+    if not isinstance(content, dict) or "state_dict" not in content or hparams is None:
+        raise CheckpointError(
+            f"{path}: a PyTorch file but not a Lightning checkpoint of a SiameseModel (no "
+            "state_dict/hyper_parameters); pass a .ckpt written by `lightning-siamese fit`"
+        )
+    if "backbone" not in hparams:
+        raise CheckpointError(
+            f"{path}: written by another model: its hyper-parameters "
+            f"{sorted(hparams)[:8]} are not a SiameseModel's"
+        )
+
+
+def _checkpoint_problem(path: Path, error: BaseException) -> str:
+    """What is wrong with a checkpoint file, from the error loading it raised."""
+    text = f"{type(error).__name__}: {error}".split("\n")[0][:300]
+    if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        return (
+            f"{path}: not a readable checkpoint: not a PyTorch file, or truncated "
+            f"({path.stat().st_size:,} bytes); pass a complete .ckpt written by "
+            "`lightning-siamese fit`"
+        )
+    if "Weights only load failed" in str(error):
+        return (
+            f"{path}: holds Python objects beyond tensors and plain values, which are not loaded "
+            "by default (weights_only=True): a checkpoint can run code when unpickled. Only if "
+            "you trust its source, pass weights_only=False"
+        )
+    if isinstance(error, KeyError) or "hyper_parameters" in text:
+        return (
+            f"{path}: a PyTorch file but not a Lightning checkpoint of a SiameseModel "
+            f"({text}); pass a .ckpt written by `lightning-siamese fit`"
+        )
+    if isinstance(error, TypeError) or "state_dict" in text or "size mismatch" in text:
+        return (
+            f"{path}: written by another model: its settings or weights do not fit a "
+            f"SiameseModel ({text})"
+        )
+    size = path.stat().st_size if path.is_file() else 0
+    return (
+        f"{path}: not a readable checkpoint: not a PyTorch file, or truncated ({size:,} bytes; "
+        f"{text}); pass a complete .ckpt written by `lightning-siamese fit`"
+    )
 
 
 def _log_split(split: str, text: str) -> None:
@@ -102,6 +163,26 @@ class SiameseModel(pl.LightningModule):
         self._cached_datasets: list[TripletDataset] = []
         self._cache_train = cache_frozen_features
 
+    # Loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any
+    ) -> SiameseModel:
+        """Lightning's ``load_from_checkpoint`` (``weights_only`` by default), with a
+        :class:`~lightning_siamese.inference.CheckpointError` that says what is wrong with the
+        file when it is missing, not a checkpoint, truncated, or from another model."""
+        path = Path(checkpoint_path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint file")
+        try:
+            _check_is_ours(path)
+            return super().load_from_checkpoint(path, *args, **kwargs)
+        except CheckpointError:
+            raise
+        except Exception as error:  # torch.load and the module's init raise many kinds
+            raise CheckpointError(_checkpoint_problem(path, error)) from error
+
     # Inference -------------------------------------------------------------------------------
 
     def transform(self) -> Transform:
@@ -139,18 +220,25 @@ class SiameseModel(pl.LightningModule):
             if not isinstance(dataset, TripletDataset):
                 continue
             paths = [dataset.image_path(i) for i in range(2 * len(dataset))]
-            self._caches[split] = build_feature_cache(
-                self.net.forward_frozen,
-                paths,
-                dataset.transform,
-                self.device,
-                batch_size=hparams.get("batch_size", 64),
-                num_workers=hparams.get("num_workers", 0),
-                directory=self.hparams["feature_cache_dir"],
-                log=partial(_log_split, split),
-            )
+            # Under the trainer's precision (e.g. bf16-mixed: bf16 features, half the memory).
+            with self.trainer.precision_plugin.forward_context():
+                self._caches[split] = self._build_cache(split, dataset, paths, hparams)
             dataset.load_images = False
             self._cached_datasets.append(dataset)
+
+    def _build_cache(
+        self, split: str, dataset: TripletDataset, paths: list[Path], hparams: Any
+    ) -> FeatureCache:
+        return build_feature_cache(
+            self.net.forward_frozen,
+            paths,
+            dataset.transform,
+            self.device,
+            batch_size=hparams.get("batch_size", 64),
+            num_workers=hparams.get("num_workers", 0),
+            directory=self.hparams["feature_cache_dir"],
+            log=partial(_log_split, split),
+        )
 
     def _close_caches(self) -> None:
         for cache in self._caches.values():
@@ -209,6 +297,7 @@ class SiameseModel(pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         anchor, positive, negative = self._embed_triplets(batch, "train")
         loss = self._loss(batch, anchor, positive, negative)
+        self._check_finite(loss, batch)
         size = len(anchor)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         with torch.no_grad():
@@ -216,6 +305,32 @@ class SiameseModel(pl.LightningModule):
         stats = {f"train/{name}": value for name, value in stats.items()}
         self.log_dict(stats, on_step=False, on_epoch=True, batch_size=size)
         return loss
+
+    def _check_finite(self, loss: torch.Tensor, batch: Batch) -> None:
+        """Stop at the first non-finite loss, before the optimizer step spreads it to the
+        weights, on every process at once (no rank left waiting), with what to do next."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        trainer = self._trainer
+        if trainer is not None:
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return
+        step = trainer.global_step if trainer is not None else "?"
+        epoch = trainer.current_epoch if trainer is not None else "?"
+        last = getattr(getattr(trainer, "checkpoint_callback", None), "last_model_path", "")
+        saved = (
+            f"the last checkpoint written, {last}, holds good weights"
+            if last
+            else ("no checkpoint was written yet")
+        )
+        raise NonFiniteLossError(
+            f"non-finite training loss ({loss.item()}) at epoch {epoch}, global step {step} "
+            f"(pairs {batch['index'][:8].tolist()}...); the weights were not updated with it and "
+            f"{saved}. Likely causes: a learning rate too high for this model (lower "
+            "--model.optimizer.init_args.lr), unnormalised embeddings with a squared-L2 "
+            "distance growing without bound (try --model.normalize true), or corrupt inputs. "
+            "Resume with --ckpt_path last after changing the setting."
+        )
 
     def _split_metrics(self, split: str) -> SplitMetrics:
         # ModuleDict items are typed as plain Modules; these are the SplitMetrics built above.

@@ -8,6 +8,7 @@ so near-duplicate variants never serve as negatives of each other.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from lightning_siamese.pairs import Pair
 from lightning_siamese.transforms import Transform
 
 _GROUP_TRIES = 64
+
+
+class UnreadableImageWarning(UserWarning):
+    """An image that read fine at start failed later; its triplet was skipped."""
 
 
 def draw_negative(rng: random.Random, anchor: int, groups: Sequence[str]) -> int:
@@ -69,6 +74,7 @@ class TripletDataset(Dataset):
         self.negatives = list(negatives) if negatives is not None else None
         # False: items carry only the indices (the model has the images' features cached).
         self.load_images = True
+        self.unreadable: set[str] = set()
 
     @property
     def groups(self) -> list[str]:
@@ -89,14 +95,44 @@ class TripletDataset(Dataset):
             index, negative = key, self.negatives[key]
         if not self.load_images:
             return {"index": index, "negative_index": negative}
+        # A file checked at start can go bad later (deleted, truncated, replaced): report it and
+        # serve the next triplet whose files still read, instead of ending a long run.
+        for step in range(len(self.pairs)):
+            candidate = (index + step) % len(self.pairs)
+            other = negative if negative // 2 != candidate else (negative + 2) % (2 * len(self))
+            try:
+                return self._load(candidate, other if step else negative)
+            except (OSError, ValueError, SyntaxError) as error:  # what PIL raises on bad files
+                self._report_unreadable(error)
+        raise RuntimeError("no triplet of this split can be read any more: every file failed")
+
+    def _load(self, index: int, negative: int) -> dict[str, Any]:
         pair = self.pairs[index]
+        images = []
+        for path in (pair.left, pair.right, self.image_path(negative)):
+            try:
+                images.append(self.transform(load_image(path)))
+            except (OSError, ValueError, SyntaxError) as error:
+                raise OSError(f"{path}: {error}") from error
         return {
-            "anchor": self.transform(load_image(pair.left)),
-            "positive": self.transform(load_image(pair.right)),
-            "negative": self.transform(load_image(self.image_path(negative))),
+            "anchor": images[0],
+            "positive": images[1],
+            "negative": images[2],
             "index": index,
             "negative_index": negative,
         }
+
+    def _report_unreadable(self, error: BaseException) -> None:
+        message = str(error)
+        if message not in self.unreadable:  # once per file (per loader process)
+            self.unreadable.add(message)
+            warnings.warn(
+                f"{message}: this image became unreadable after the start check; its "
+                "triplet is skipped (the next readable one is used). Fix or remove the file; "
+                "`lightning-siamese data check` lists every problem",
+                UnreadableImageWarning,
+                stacklevel=2,
+            )
 
 
 class TripletSampler(Sampler[tuple[int, int]]):

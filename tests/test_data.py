@@ -108,7 +108,10 @@ def test_clear_errors_for_impossible_settings(pair_folder: Path, tmp_path: Path)
     with pytest.raises(ValueError, match="test split has 0"):
         make(pair_folder, split_fractions=(0.8, 0.2, 0.0)).setup("test")
     with pytest.raises(PairDataError, match="does not exist"):
-        make(tmp_path / "nowhere").setup("fit")
+        make(tmp_path / "nowhere")  # at construction, before any model is built
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PairDataError, match="has no \\['left', 'right'\\] folder"):
+        make(tmp_path / "empty").setup("fit")
 
 
 def test_builds_the_demo_set_when_missing(tmp_path: Path) -> None:

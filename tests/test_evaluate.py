@@ -85,6 +85,6 @@ def test_evaluate_errors(
     not_a_checkpoint = tmp_path / "model.ckpt"
     not_a_checkpoint.write_text("hello")
     assert main(["evaluate", "--ckpt", str(not_a_checkpoint), "--root", str(pairs)]) == 2
-    assert "not a usable lightning-siamese checkpoint" in capsys.readouterr().err
+    assert "not a readable checkpoint" in capsys.readouterr().err
     assert main(["evaluate", "--ckpt", str(checkpoint), "--root", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -190,7 +190,7 @@ def test_torch_file_that_is_not_a_checkpoint(
     path = tmp_path / "weights.pt"
     torch.save({"weight": torch.zeros(2)}, path)
     assert main(["export", "--ckpt", str(path), "--format", "torchscript"]) == 2
-    assert "not a usable lightning-siamese checkpoint" in capsys.readouterr().err
+    assert "not a Lightning checkpoint of a SiameseModel" in capsys.readouterr().err
 
 
 def test_unknown_format_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

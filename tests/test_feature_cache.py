@@ -112,3 +112,8 @@ def test_sizes_and_memmap(tmp_path: Path) -> None:
     path = cache.path
     cache.close()
     assert not path.exists()
+    half = FeatureCache(3, (4,), dtype=torch.bfloat16, directory=tmp_path)  # bf16-mixed runs
+    half.features[2] = torch.tensor([1.5, -2.0, 0.25, 3.0])
+    assert half.gather([2], torch.device("cpu")).dtype == torch.bfloat16
+    assert half.gather([2], torch.device("cpu"))[0].tolist() == [1.5, -2.0, 0.25, 3.0]
+    half.close()

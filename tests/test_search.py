@@ -254,7 +254,7 @@ def test_cache_falls_back_when_the_gallery_is_not_writable(
         ("missing gallery", "no such folder"),
         ("empty gallery", "no image file"),
         ("missing query", "no such file or folder"),
-        ("not a checkpoint", "not a usable lightning-siamese checkpoint"),
+        ("not a checkpoint", "not a readable checkpoint"),
         ("missing checkpoint", "no such checkpoint file"),
     ],
 )

@@ -1,0 +1,184 @@
+"""Wrong settings fail at start with one clear line; a non-finite loss stops training with what
+happened and what to do, keeping the last good checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from conftest import tiny_args, write_pairs
+from lightning_siamese.cli import main
+from lightning_siamese.data import SiameseDataModule
+from lightning_siamese.model import NonFiniteLossError, SiameseModel
+
+BAD_SETTINGS = {
+    "unknown backbone": (["--model.backbone=resnet9000"], "unknown backbone 'resnet9000'"),
+    "image too small for the head": (
+        ["--model.pool_size=4"],  # resnet18 at 32 px ends in a 1x1 map
+        "image_size=32 gives a 1x1 feature map at layer4.1, smaller than pool_size=4",
+    ),
+    "negative margin": (["--model.margin=-0.5"], "margin must be >= 0"),
+    "fractions": (["--data.split_fractions=[0.5,0.2,0.2]"], "sum to 1"),
+    "batch larger than a split": (["--data.batch_size=500"], "larger than the train split"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_SETTINGS))
+def test_bad_settings_fail_with_one_line(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags, message = BAD_SETTINGS[name]
+    root, run = tmp_path / "pairs", tmp_path / "run"
+    write_pairs(root, 20)
+    assert main(["fit", *tiny_args(root, run), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: ") and message in err[0], err
+    assert "LIGHTNING_SIAMESE_TRACEBACK" in err[-1] and len(err) == 2
+    assert not (run / "checkpoints").exists()
+
+
+def test_missing_root_fails_before_the_model_is_built(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # ImageNet weights would be downloaded (and fail, offline) if the model came first.
+    args = [*tiny_args(tmp_path / "nowhere", tmp_path / "run"), "--model.weights=imagenet"]
+    assert main(["fit", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"error: data root {tmp_path / 'nowhere'} does not exist" in err
+
+
+def test_traceback_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIGHTNING_SIAMESE_TRACEBACK", "1")
+    write_pairs(tmp_path / "pairs", 20)
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        main(["fit", *tiny_args(tmp_path / "pairs", tmp_path / "run"), "--model.margin=-1"])
+
+
+class PoisonAtEpoch(pl.Callback):
+    """Turns a head weight into NaN when the given epoch starts."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                next(pl_module.net.head.parameters()).fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_with_step_cause_and_good_checkpoint(tmp_path: Path) -> None:
+    root = tmp_path / "pairs"
+    write_pairs(root, 30)
+    model = SiameseModel(backbone="resnet18", weights="none", head="pooled", image_size=32)
+    data = SiameseDataModule(str(root), image_size=32, batch_size=8, num_workers=0)
+    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoints, PoisonAtEpoch(1)],
+    )
+    with pytest.raises(NonFiniteLossError) as error:
+        trainer.fit(model, datamodule=data)
+    message = str(error.value)
+    assert "non-finite training loss (nan) at epoch 1, global step" in message
+    assert "learning rate" in message and "--ckpt_path last" in message
+    assert "last.ckpt" in message  # names the good checkpoint
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(value).all() for value in state["state_dict"].values())
+
+
+class Opaque:
+    """Stands for any pickled object a checkpoint may carry."""
+
+
+def broken_checkpoints(good: Path, folder: Path) -> dict[str, tuple[Path, str]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    truncated = folder / "truncated.ckpt"
+    data = good.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    text = folder / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    other = folder / "other.ckpt"
+    torch.save(
+        {
+            "state_dict": {"layer.weight": torch.zeros(2, 2)},
+            "hyper_parameters": {"hidden_units": 3},
+            "pytorch-lightning_version": pl.__version__,
+        },
+        other,
+    )
+    pickled = folder / "pickled.ckpt"
+    state = torch.load(good, weights_only=True)
+    state["hyper_parameters"]["extra"] = Opaque()
+    torch.save(state, pickled)
+    return {
+        "truncated": (truncated, "not a readable checkpoint: not a PyTorch file, or truncated"),
+        "text file": (text, "not a readable checkpoint"),
+        "another model": (other, "written by another model"),
+        "pickled objects": (pickled, "holds Python objects beyond tensors"),
+        "missing": (folder / "nothing.ckpt", "no such checkpoint file"),
+    }
+
+
+def test_bad_checkpoints_give_clear_errors(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_siamese.inference import CheckpointError
+
+    pairs, _, good = trained_run
+    for name, (path, message) in broken_checkpoints(good, tmp_path / "bad").items():
+        with pytest.raises(CheckpointError, match=message):
+            SiameseModel.load_from_checkpoint(path)
+        assert main(["evaluate", "--ckpt", str(path), "--root", str(pairs)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: ") and message in err, (name, err)
+    assert SiameseModel.load_from_checkpoint(good).hparams.backbone == "resnet18"
+
+
+class SpoilFiles(pl.Callback):
+    """When epoch 1 starts: delete one training image and truncate another."""
+
+    def __init__(self) -> None:
+        self.spoiled: list[Path] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch != 1:
+            return
+        pairs = trainer.datamodule.datasets["train"].pairs  # type: ignore[attr-defined]
+        pairs[0].left.unlink()
+        data = pairs[1].right.read_bytes()
+        pairs[1].right.write_bytes(data[: len(data) // 3])
+        self.spoiled = [pairs[0].left, pairs[1].right]
+
+
+def test_files_going_bad_during_training_are_reported_and_skipped(tmp_path: Path) -> None:
+    from lightning_siamese.triplets import UnreadableImageWarning
+
+    root = tmp_path / "pairs"
+    write_pairs(root, 30, size=48)
+    model = SiameseModel(backbone="resnet18", weights="none", head="pooled", image_size=32)
+    data = SiameseDataModule(str(root), image_size=32, batch_size=4, num_workers=0)
+    spoil = SpoilFiles()
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[spoil],
+    )
+    with pytest.warns(UnreadableImageWarning) as caught:
+        trainer.fit(model, datamodule=data)
+    assert trainer.current_epoch == 2  # finished both epochs
+    messages = {str(w.message) for w in caught if w.category is UnreadableImageWarning}
+    for path in spoil.spoiled:
+        assert any(str(path) in message for message in messages), (path, messages)
+    assert all("became unreadable" in message for message in messages)
