@@ -8,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
 
 EMBEDDINGS_FILE = "embeddings.pt"
@@ -49,3 +49,26 @@ class WriteEmbeddings(BasePredictionWriter):
         rank_zero_info(
             f"wrote {len(paths)} embeddings of size {embeddings.shape[1]} to {folder / name}"
         )
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` follows every validation.
+
+    Lightning 2.6 refreshes ``last.ckpt`` only when a top-k checkpoint is saved in the same
+    step, so after the monitored metric stops improving ``--ckpt_path last`` would resume from
+    the best epoch, not the last one, and repeat the epochs since.
+    """
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: pl.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -135,12 +135,12 @@ def _cli_class() -> type[LightningCLI]:
 
 def _trainer_defaults() -> dict[str, Any]:
     """Fresh callback instances for every run (tests call ``main`` many times in one process)."""
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import LearningRateMonitor
 
-    from lightning_siamese.callbacks import WriteEmbeddings
+    from lightning_siamese.callbacks import BestAndLastCheckpoint, WriteEmbeddings
     from lightning_siamese.media import LogMedia
 
-    checkpoint = ModelCheckpoint(
+    checkpoint = BestAndLastCheckpoint(
         monitor="val/recall@1",
         mode="max",
         save_last=True,

@@ -75,6 +75,9 @@ def test_fit_validate_test_predict_and_load(tmp_path: Path) -> None:
     from lightning_siamese.images import load_image
 
     image = model.transform()(load_image(root / "left" / "pair0000.jpg"))
+    assert model.embed(image[None]).shape == (1, 256)
+    # predict ran with --ckpt_path=last: the last epoch's weights, which last.ckpt holds.
+    model = SiameseModel.load_from_checkpoint(checkpoints / "last.ckpt")
     embedding = model.embed(image[None])
     assert embedding.shape == (1, 256)
     assert torch.allclose(embedding[0], predictions["embeddings"][0], atol=1e-5)

@@ -1,0 +1,95 @@
+"""A fit killed mid-epoch (SIGTERM, SIGKILL) resumes with ``--ckpt_path last``, finishes, and
+ends with the same metrics and weights as an uninterrupted run (deterministic, fixed seed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_args, write_pairs
+
+TESTS = Path(__file__).resolve().parent
+
+
+def fit(run: Path, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = [
+        *tiny_args(root, run),
+        "--trainer.max_epochs=3",
+        "--trainer.deterministic=true",
+        "--validate_before_fit=false",
+        *extra,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_siamese", "fit", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def final_metrics(run: Path) -> dict[str, float]:
+    logs = sorted(run.glob("lightning_logs/version_*/metrics.csv"))
+    rows = [row for log in logs for row in csv.DictReader(log.open())]
+    values: dict[str, float] = {}
+    for row in rows:  # the last value of each metric, across the logs of both processes
+        for key, value in row.items():
+            if value and key.startswith(("val/", "train/loss_epoch")):
+                values[key] = float(value)
+    return values
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_killed_fit_resumes_to_the_same_result(tmp_path: Path, signal_name: str) -> None:
+    root = tmp_path / "pairs"
+    write_pairs(root, 40)
+    plain = fit(tmp_path / "plain", root)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+
+    killer = {
+        "class_path": "interrupt_callbacks.SignalAt",
+        "init_args": {"epoch": 1, "batch": 1, "signal_name": signal_name},
+    }
+    run = tmp_path / "interrupted"
+    killed = fit(run, root, f"--trainer.callbacks+={json.dumps(killer)}")
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    if signal_name == "SIGKILL":  # gone at once: the finished epoch's checkpoint is intact
+        assert killed.returncode == -9 and last["epoch"] == 0
+    else:  # Lightning stops gracefully on SIGTERM, before the planned end
+        assert f"Received {signal_name}" in killed.stderr and last["epoch"] < 2
+
+    resumed = fit(run, root, "--ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    reference = torch.load(tmp_path / "plain" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["epoch"] == reference["epoch"] == 2
+    assert final["global_step"] == reference["global_step"]
+    for name, value in reference["state_dict"].items():  # tolerance: exact on one CPU thread
+        torch.testing.assert_close(final["state_dict"][name], value, rtol=0, atol=1e-6, msg=name)
+    ours, theirs = final_metrics(run), final_metrics(tmp_path / "plain")
+    assert ours.keys() == theirs.keys() and "val/recall@1" in ours
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_last_checkpoint_follows_every_epoch(tmp_path: Path) -> None:
+    """Also when the monitored metric stops improving (Lightning alone keeps the best's copy)."""
+    from lightning_siamese.cli import main
+
+    root, run = tmp_path / "pairs", tmp_path / "run"
+    write_pairs(root, 40)
+    args = [*tiny_args(root, run), "--trainer.max_epochs=3", "--validate_before_fit=false"]
+    assert main(["fit", *args]) == 0
+    best = next((run / "checkpoints").glob("epoch*.ckpt"))
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] > 0
+    assert torch.load(best, weights_only=True)["epoch"] <= last["epoch"]
