@@ -4,6 +4,7 @@ happened and what to do, keeping the last good checkpoint."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -57,6 +58,22 @@ def test_traceback_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         main(["fit", *tiny_args(tmp_path / "pairs", tmp_path / "run"), "--model.margin=-1"])
 
 
+def tiny_run(
+    tmp_path: Path, root: Path, batch_size: int, **trainer_options: Any
+) -> tuple[SiameseModel, SiameseDataModule, pl.Trainer]:
+    """A 32 px resnet18 (no download), its data module and a quiet Trainer, for in-process fits."""
+    model = SiameseModel(backbone="resnet18", weights="none", head="pooled", image_size=32)
+    data = SiameseDataModule(str(root), image_size=32, batch_size=batch_size, num_workers=0)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **trainer_options,
+    )
+    return model, data, trainer
+
+
 class PoisonAtEpoch(pl.Callback):
     """Turns a head weight into NaN when the given epoch starts."""
 
@@ -72,16 +89,9 @@ class PoisonAtEpoch(pl.Callback):
 def test_non_finite_loss_stops_with_step_cause_and_good_checkpoint(tmp_path: Path) -> None:
     root = tmp_path / "pairs"
     write_pairs(root, 30)
-    model = SiameseModel(backbone="resnet18", weights="none", head="pooled", image_size=32)
-    data = SiameseDataModule(str(root), image_size=32, batch_size=8, num_workers=0)
     checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=3,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[checkpoints, PoisonAtEpoch(1)],
+    model, data, trainer = tiny_run(
+        tmp_path, root, 8, max_epochs=3, callbacks=[checkpoints, PoisonAtEpoch(1)]
     )
     with pytest.raises(NonFiniteLossError) as error:
         trainer.fit(model, datamodule=data)
@@ -163,17 +173,9 @@ def test_files_going_bad_during_training_are_reported_and_skipped(tmp_path: Path
 
     root = tmp_path / "pairs"
     write_pairs(root, 30, size=48)
-    model = SiameseModel(backbone="resnet18", weights="none", head="pooled", image_size=32)
-    data = SiameseDataModule(str(root), image_size=32, batch_size=4, num_workers=0)
     spoil = SpoilFiles()
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[spoil],
+    model, data, trainer = tiny_run(
+        tmp_path, root, 4, max_epochs=2, callbacks=[spoil], enable_checkpointing=False
     )
     with pytest.warns(UnreadableImageWarning) as caught:
         trainer.fit(model, datamodule=data)
