@@ -11,7 +11,14 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
-from lightning_siamese.pairs import Pair, PairDataError, PairReport, discover_pairs, require_pairs
+from lightning_siamese.pairs import (
+    Pair,
+    PairDataError,
+    PairReport,
+    check_layout,
+    discover_pairs,
+    require_pairs,
+)
 from lightning_siamese.splits import (
     SPLIT_FILE,
     SPLITS,
@@ -37,6 +44,8 @@ def check_root(root: str | None, build_if_missing: str | None, predict_root: str
             f"data root {root} does not exist: pass --data.root a folder with left/ and right/ "
             "(or --data.build_if_missing emoji|glyphs to build a demo set there)"
         )
+    if build_if_missing is None and predict_root is None:
+        check_layout(str(root))
 
 
 class ImageFolderDataset(Dataset):

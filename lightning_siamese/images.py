@@ -12,6 +12,9 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 
+#: Images with a side shorter than this are refused: placeholders and tracking pixels, not pictures.
+MIN_IMAGE_SIDE = 8
+
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
@@ -52,13 +55,20 @@ def load_image(path: str | Path) -> Image.Image:
         return to_rgb(upright if upright is not None else image)
 
 
-def verify_image(path: str | Path) -> None:
-    """Decode the whole file once, so truncated or corrupt data raises here, not mid-training.
+def verify_image(path: str | Path) -> tuple[int, int]:
+    """Decode the whole file once, so truncated or corrupt data raises here, not mid-training;
+    return its (width, height).
 
     JPEGs decode at reduced scale (every byte of the stream is still read), which is several
     times faster than a full decode.
+
+    Raises:
+        OSError: the file is missing, not an image, truncated or corrupt.
+        PIL.Image.DecompressionBombError: the image has more pixels than Pillow allows.
     """
     with Image.open(path) as image:
+        size = image.size
         if image.format == "JPEG":
             image.draft("RGB", (image.width // 8 or 1, image.height // 8 or 1))
         image.load()
+        return size

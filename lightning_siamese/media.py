@@ -24,6 +24,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_siamese.images import load_image
+from lightning_siamese.pairs import display_path
 from lightning_siamese.report import SplitEmbeddings, save_figure, write_table_csv
 from lightning_siamese.transforms import denormalize
 from lightning_siamese.triplets import TripletDataset, TripletSampler
@@ -147,7 +148,7 @@ class LogMedia(pl.Callback):
 
         columns = ["query_image", "query", "true_match", "rank", "true_match_score", "top_k"]
         columns.append("top_1_image")
-        by_name = {path.name: path for path in split.right}
+        by_name = {display_path(path.name): path for path in split.right}
         data = []
         for number, row in enumerate(rows):
             top = "; ".join(f"{name} ({score:.3f})" for name, score in row["top_k"])

@@ -2,11 +2,16 @@
 
 Every problem in a folder is collected into one report instead of failing on the first, so a user
 fixes a scraped folder in one pass. Unusable files are skipped, never silently.
+
+Symbolic links to files are followed (the target may lie outside the folder); links to folders are
+reported like folders, and broken links, link loops and a pair whose two sides are one file are
+reported and skipped.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 from collections import defaultdict
@@ -18,7 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from lightning_siamese.images import IMAGE_EXTENSIONS, verify_image
+from lightning_siamese.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, verify_image
 
 SIDES = ("left", "right")
 PAIRS_CSV = "pairs.csv"
@@ -95,10 +100,10 @@ class PairDataError(ValueError):
     """A folder has no usable pair, or has problems and ``strict`` was asked for."""
 
 
-def _display(path: Path) -> str:
-    # Names with bytes that are not UTF-8 come back from os.listdir as surrogates; print them
-    # escaped instead of failing to encode the whole report.
-    return os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
+def display_path(path: str | Path) -> str:
+    """``path`` as printable text: bytes of a name that are not UTF-8 (which Python keeps as
+    surrogates) are shown escaped, ``\\xe9``, instead of failing to encode a whole report."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _read_groups(root: Path, problems: list[Problem]) -> dict[str, str]:
@@ -113,7 +118,7 @@ def _read_groups(root: Path, problems: list[Problem]) -> dict[str, str]:
             if not {"name", "group"} <= columns:
                 problems.append(
                     Problem(
-                        _display(path),
+                        display_path(path),
                         f"needs the columns 'name' and 'group', has {sorted(columns)}; "
                         "groups are ignored until it is fixed",
                     )
@@ -123,7 +128,7 @@ def _read_groups(root: Path, problems: list[Problem]) -> dict[str, str]:
                 if row["name"] and row["group"]:
                     groups[row["name"]] = row["group"]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        problems.append(Problem(_display(path), f"unreadable ({error}); groups are ignored"))
+        problems.append(Problem(display_path(path), f"unreadable ({error}); groups are ignored"))
     return groups
 
 
@@ -132,31 +137,73 @@ def _check_image(path: Path) -> str | None:
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes): re-download or remove it"
-        verify_image(path)
+        width, height = verify_image(path)
     except Image.DecompressionBombError as error:
-        return f"too large to decode safely ({error}); downscale it or remove it"
+        limit = (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        return (
+            f"too large to decode safely ({error}); downscale it below {limit:.0f} megapixels "
+            "or remove it"
+        )
     except (OSError, SyntaxError, ValueError) as error:
         return f"unreadable or truncated image ({error}); re-download or remove it"
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return (
+            f"too small ({width}x{height} pixels; both sides need at least {MIN_IMAGE_SIDE}): "
+            "probably a placeholder or tracking pixel; replace it with the real image or remove it"
+        )
     return None
 
 
-def _list_side(root: Path, side: str, problems: list[Problem]) -> tuple[dict[str, Path], int]:
-    """Image files of one side by stem; everything unusable goes to ``problems``."""
+def _link_problem(entry: Path) -> str | None:
+    """Why a symbolic link cannot be used (None for a working link or a plain file)."""
+    if not entry.is_symlink():
+        return None
+    try:
+        entry.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return "symbolic link loop: point it at an image or remove it"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop: point it at an image or remove it"
+        target = display_path(os.readlink(entry))
+        return f"broken symbolic link (its target {target} does not exist): fix or remove it"
+    return None
+
+
+def _list_side(
+    root: Path, side: str, problems: list[Problem], unusable: dict[str, Path]
+) -> tuple[dict[str, Path], int]:
+    """Image files of one side by stem; everything unusable goes to ``problems``, and broken
+    links and shared stems also to ``unusable`` (by stem, so their twins can say why they are
+    not used)."""
     folder = root / side
     by_stem: dict[str, list[Path]] = defaultdict(list)
     seen = 0
     for entry in sorted(folder.iterdir()):
         seen += 1
-        shown = _display(entry)
+        shown = display_path(entry)
         if entry.name.startswith("."):
-            problems.append(Problem(shown, "hidden file, ignored"))
+            problems.append(Problem(shown, "hidden file, ignored (rename it to use it)"))
+        elif (link := _link_problem(entry)) is not None:
+            problems.append(Problem(shown, link))
+            unusable[entry.stem] = entry
         elif entry.is_dir():
-            problems.append(Problem(shown, "folder, ignored: images are read from the top level"))
-        elif not entry.exists():
-            problems.append(Problem(shown, "broken symbolic link: fix or remove it"))
+            problems.append(
+                Problem(
+                    shown,
+                    "folder, ignored: images are read from the top level of left/ "
+                    "and right/; move its images up if they are pairs",
+                )
+            )
         elif entry.suffix.lower() not in IMAGE_EXTENSIONS:
             kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
-            problems.append(Problem(shown, f"not an image file (expected one of {kinds})"))
+            problems.append(
+                Problem(
+                    shown,
+                    f"not an image file (expected one of {kinds}): convert it or "
+                    "move it out of the folder",
+                )
+            )
         else:
             by_stem[entry.stem].append(entry)
     unique: dict[str, Path] = {}
@@ -167,8 +214,24 @@ def _list_side(root: Path, side: str, problems: list[Problem]) -> tuple[dict[str
         names = ", ".join(path.name for path in paths)
         for path in paths:
             reason = f"{len(paths)} files share the stem '{stem}' ({names}): keep one"
-            problems.append(Problem(_display(path), reason))
+            unusable[stem] = path
+            problems.append(Problem(display_path(path), reason))
     return unique, seen
+
+
+def check_layout(root: str | Path) -> None:
+    """Raise :class:`PairDataError` unless ``root`` has a ``left/`` and a ``right/`` folder."""
+    root = Path(root)
+    missing = [f"{side}/" for side in SIDES if not (root / side).is_dir()]
+    if root.is_dir() and not missing:
+        return
+    what = (
+        f"{root} does not exist" if not root.is_dir() else f"{root} has no {' or '.join(missing)}"
+    )
+    raise PairDataError(
+        f"{what}: expected {root}/left and {root}/right holding look-alike images with the "
+        "same file stem (left/cat.jpg pairs with right/cat.png)"
+    )
 
 
 def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8) -> PairReport:
@@ -184,25 +247,38 @@ def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8
         PairDataError: ``root``, ``left/`` or ``right/`` is missing.
     """
     root = Path(root)
-    missing = [side for side in SIDES if not (root / side).is_dir()]
-    if not root.is_dir() or missing:
-        what = f"{root} does not exist" if not root.is_dir() else f"{root} has no {missing} folder"
-        raise PairDataError(
-            f"{what}: expected {root}/left and {root}/right holding look-alike images with the "
-            "same file stem (left/cat.jpg pairs with right/cat.png)"
-        )
+    check_layout(root)
     report = PairReport(root)
     problems: list[Problem] = []
-    left, seen_left = _list_side(root, "left", problems)
-    right, seen_right = _list_side(root, "right", problems)
+    unusable: dict[str, dict[str, Path]] = {side: {} for side in SIDES}
+    left, seen_left = _list_side(root, "left", problems, unusable["left"])
+    right, seen_right = _list_side(root, "right", problems, unusable["right"])
     report.files_seen = seen_left + seen_right
     for stems, side, other in ((left, "left", right), (right, "right", left)):
         other_side = "right" if side == "left" else "left"
         for stem in sorted(stems.keys() - other.keys()):
-            reason = f"no twin in {other_side}/ (a file named '{stem}.*'): add it or remove this"
-            problems.append(Problem(_display(stems[stem]), reason))
+            if stem in unusable[other_side]:
+                twin_name = display_path(unusable[other_side][stem].relative_to(root))
+                reason = f"its twin {twin_name} is unusable (see above); this pair is skipped"
+            else:
+                reason = (
+                    f"no twin in {other_side}/ (a file named '{stem}.*'): add it or remove this"
+                )
+            problems.append(Problem(display_path(stems[stem]), reason))
 
-    candidates = [stem for stem in sorted(left) if stem in right]
+    candidates = []
+    for stem in sorted(left.keys() & right.keys()):
+        if left[stem].resolve() == right[stem].resolve():
+            for path in (left[stem], right[stem]):
+                problems.append(
+                    Problem(
+                        display_path(path),
+                        f"left/ and right/ '{stem}' are the same file (through a symbolic link): "
+                        "a pair needs two different images; replace one side",
+                    )
+                )
+        else:
+            candidates.append(stem)
     if check_images:
         files = [path for stem in candidates for path in (left[stem], right[stem])]
         with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -211,9 +287,11 @@ def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8
         for stem in candidates:
             for path, twin in ((left[stem], right[stem]), (right[stem], left[stem])):
                 if path in bad:
-                    problems.append(Problem(_display(path), str(reasons[path])))
+                    problems.append(Problem(display_path(path), str(reasons[path])))
                 elif twin in bad:
-                    problems.append(Problem(_display(path), "its twin is unusable (see above)"))
+                    twin_name = display_path(twin.relative_to(root))
+                    reason = f"its twin {twin_name} is unusable (see above); this pair is skipped"
+                    problems.append(Problem(display_path(path), reason))
         candidates = [stem for stem in candidates if not {left[stem], right[stem]} & bad]
 
     groups = _read_groups(root, problems)
@@ -227,7 +305,10 @@ def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8
 def require_pairs(report: PairReport, strict: bool = False) -> list[Pair]:
     """The usable pairs, or an error that lists every problem (always, when ``strict``)."""
     if not report.pairs:
-        raise PairDataError("no usable pair found.\n" + report.format())
+        raise PairDataError(
+            "no usable pair found: left/ and right/ need images with the same file stem "
+            "(left/cat.jpg pairs with right/cat.png).\n" + report.format()
+        )
     if strict and report.problems:
         raise PairDataError("strict mode: the folder has problems.\n" + report.format())
     return report.pairs

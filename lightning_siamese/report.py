@@ -19,6 +19,7 @@ from PIL import Image
 from lightning_siamese.images import load_image
 from lightning_siamese.losses import Distance, paired_distance
 from lightning_siamese.metrics import rank_metrics, retrieval_ranks, top_k, triplet_statistics
+from lightning_siamese.pairs import display_path
 from lightning_siamese.viz import plot_distances, plot_projection, plot_retrieval
 
 TABLE_COLUMNS = ["query", "true_match", "rank", "true_match_score", "top_k"]
@@ -70,12 +71,12 @@ class SplitEmbeddings:
         for query in range(len(self)):
             rows.append(
                 {
-                    "query": self.left[query].name,
-                    "true_match": self.right[query].name,
+                    "query": display_path(self.left[query].name),
+                    "true_match": display_path(self.right[query].name),
                     "rank": int(ranks[query]),
                     "true_match_score": round(float(true_scores[query]), 4),
                     "top_k": [
-                        (self.right[int(index)].name, round(float(score), 4))
+                        (display_path(self.right[int(index)].name), round(float(score), 4))
                         for score, index in zip(scores[query], indices[query], strict=True)
                     ],
                 }

@@ -26,6 +26,7 @@ from PIL import Image
 
 from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
 from lightning_siamese.inference import CheckpointError, embed_paths, load_model, pick_device
+from lightning_siamese.pairs import display_path
 
 if TYPE_CHECKING:
     from lightning_siamese.model import SiameseModel
@@ -87,9 +88,16 @@ def list_images(root: Path) -> list[ImageFile]:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 folders.append((Path(entry.path), f"{prefix}{entry.name}/"))
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
-                stat = entry.stat()
-                found.append(ImageFile(prefix + entry.name, stat.st_size, stat.st_mtime_ns))
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                try:
+                    stat = entry.stat()  # follows a link
+                except OSError as error:  # a broken link or a link loop
+                    reason = error.strerror or type(error).__name__
+                    shown = display_path(entry.path)
+                    print(f"warning: skipped {shown}: {reason} (fix or remove it)", file=sys.stderr)
+                    continue
+                if entry.is_file():
+                    found.append(ImageFile(prefix + entry.name, stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda image: image.relative)
 
 
@@ -420,10 +428,10 @@ def format_results(queries: Sequence[str], results: Sequence[Sequence[tuple[str,
     """Each query's path, then its matches: rank, cosine score, path relative to the gallery."""
     lines = []
     for query, matches in zip(queries, results, strict=True):
-        lines.append(f"query: {query}")
+        lines.append(f"query: {display_path(query)}")
         width = len(str(len(matches)))
         lines.extend(
-            f"  {rank:>{width}}  {score:.4f}  {path}"
+            f"  {rank:>{width}}  {score:.4f}  {display_path(path)}"
             for rank, (path, score) in enumerate(matches, start=1)
         )
         if not matches:
@@ -474,7 +482,7 @@ def plot_matches(
         rows: ``(query image, [(match image, caption), ...])``; rows may have fewer matches.
         query_captions: optional text under each query image (e.g. its file name).
     """
-    from lightning_siamese.viz import to_display
+    from lightning_siamese.viz import caption, to_display
 
     if not rows:
         raise ValueError("no query to plot")
@@ -495,8 +503,8 @@ def plot_matches(
     )
     axes = np.asarray(figure.subplots(len(rows), columns, squeeze=False))
     for row, (query, matches) in enumerate(rows):
-        caption = query_captions[row] if query_captions is not None else ""
-        cells = [(query, caption), *matches]
+        query_caption = query_captions[row] if query_captions is not None else ""
+        cells = [(query, query_caption), *matches]
         for column in range(columns):
             axis = axes[row, column]
             axis.set_xticks([])
@@ -509,7 +517,7 @@ def plot_matches(
             image, text = cells[column]
             display = to_display(image)
             axis.imshow(display, cmap="gray" if display.ndim == 2 else None)
-            axis.set_xlabel(text, fontsize=7)
+            axis.set_xlabel(caption(text), fontsize=7)
             if column == 0:
                 for spine in axis.spines.values():
                     spine.set_edgecolor("tab:blue")

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from lightning_siamese.images import load_image
@@ -102,7 +103,7 @@ class TripletDataset(Dataset):
             other = negative if negative // 2 != candidate else (negative + 2) % (2 * len(self))
             try:
                 return self._load(candidate, other if step else negative)
-            except (OSError, ValueError, SyntaxError) as error:  # what PIL raises on bad files
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                 self._report_unreadable(error)
         raise RuntimeError("no triplet of this split can be read any more: every file failed")
 
@@ -112,7 +113,7 @@ class TripletDataset(Dataset):
         for path in (pair.left, pair.right, self.image_path(negative)):
             try:
                 images.append(self.transform(load_image(path)))
-            except (OSError, ValueError, SyntaxError) as error:
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                 raise OSError(f"{path}: {error}") from error
         return {
             "anchor": images[0],

@@ -25,6 +25,16 @@ def to_display(image: ImageLike) -> np.ndarray:
     return np.asarray(image)
 
 
+def caption(text: str) -> str:
+    """``text`` safe to draw as a title: bytes of a file name that are not UTF-8 (surrogates)
+    are shown escaped, and ``$`` is not read as the start of mathematical notation."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("$", r"\$")
+
+
 def plot_triplets(
     triplets: Sequence[tuple[ImageLike, ImageLike, ImageLike]],
     captions: Sequence[tuple[str, str, str]] | None = None,
@@ -51,7 +61,8 @@ def plot_triplets(
             axis.set_yticks([])
             label = title if row == 0 else ""
             if captions is not None:
-                label = f"{label}\n{captions[row][column]}" if label else captions[row][column]
+                text = caption(captions[row][column])
+                label = f"{label}\n{text}" if label else text
             axis.set_title(label, fontsize=8)
     return figure
 
@@ -84,18 +95,18 @@ def plot_retrieval(
         axis.set_xticks([])
         axis.set_yticks([])
         axis.set_frame_on(False)
-    for row, (query, caption, results) in enumerate(rows):
+    for row, (query, query_caption, results) in enumerate(rows):
         axes[row, 0].imshow(to_display(query))
         axes[row, 0].set_frame_on(True)
         _frame(axes[row, 0], "#1f77b4")
-        axes[row, 0].set_title(f"query\n{caption}", fontsize=7)
+        axes[row, 0].set_title(f"query\n{caption(query_caption)}", fontsize=7)
         for column, (image, text, is_match) in enumerate(results, start=1):
             axis = axes[row, column]
             axis.imshow(to_display(image))
             axis.set_frame_on(True)
             late = is_match and column == len(results) and text.startswith("true match")
             _frame(axis, "#d62728" if late else "#2ca02c" if is_match else "#bbbbbb")
-            axis.set_title(text, fontsize=7)
+            axis.set_title(caption(text), fontsize=7)
     return figure
 
 

@@ -110,8 +110,8 @@ def test_clear_errors_for_impossible_settings(pair_folder: Path, tmp_path: Path)
     with pytest.raises(PairDataError, match="does not exist"):
         make(tmp_path / "nowhere")  # at construction, before any model is built
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PairDataError, match="has no \\['left', 'right'\\] folder"):
-        make(tmp_path / "empty").setup("fit")
+    with pytest.raises(PairDataError, match="has no left/ or right/"):
+        make(tmp_path / "empty")
 
 
 def test_builds_the_demo_set_when_missing(tmp_path: Path) -> None:
