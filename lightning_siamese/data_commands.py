@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lightning_siamese.pairs import PairDataError, discover_pairs
+from lightning_siamese.pairs import NO_PAIR, PairDataError, discover_pairs
 from lightning_siamese.splits import SPLITS, assign_splits
 from lightning_siamese.triplets import draw_negatives, image_path
 
@@ -39,7 +39,7 @@ def _check(args: argparse.Namespace) -> int:
     print(report.to_json() if args.json else report.format())
     if not report.pairs:
         if not args.json:
-            print("error: no usable pair left", file=sys.stderr)
+            print(f"error: {NO_PAIR}", file=sys.stderr)
         return 1
     return 1 if args.strict and report.problems else 0
 

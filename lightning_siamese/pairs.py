@@ -96,6 +96,13 @@ class PairReport:
         return "\n".join(lines)
 
 
+#: What every command says when a folder has no usable pair.
+NO_PAIR = (
+    "no usable pair found: left/ and right/ need images with the same file stem "
+    "(left/cat.jpg pairs with right/cat.png)"
+)
+
+
 class PairDataError(ValueError):
     """A folder has no usable pair, or has problems and ``strict`` was asked for."""
 
@@ -305,10 +312,7 @@ def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8
 def require_pairs(report: PairReport, strict: bool = False) -> list[Pair]:
     """The usable pairs, or an error that lists every problem (always, when ``strict``)."""
     if not report.pairs:
-        raise PairDataError(
-            "no usable pair found: left/ and right/ need images with the same file stem "
-            "(left/cat.jpg pairs with right/cat.png).\n" + report.format()
-        )
+        raise PairDataError(f"{NO_PAIR}.\n{report.format()}")
     if strict and report.problems:
         raise PairDataError("strict mode: the folder has problems.\n" + report.format())
     return report.pairs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from matplotlib.figure import Figure
 from conftest import write_pairs
 from lightning_siamese.metrics import top_k
 from lightning_siamese.report import SplitEmbeddings, save_figure, write_table_csv
-from lightning_siamese.viz import pca_2d, plot_distances, plot_retrieval
+from lightning_siamese.viz import pca_2d, plot_distances, plot_retrieval, plot_triplets
 
 
 def split_of(root: Path, count: int, seed: int = 0) -> SplitEmbeddings:
@@ -100,3 +101,24 @@ def test_pca_keeps_the_main_direction() -> None:
 def test_plot_retrieval_needs_rows() -> None:
     with pytest.raises(ValueError, match="no query"):
         plot_retrieval([])
+
+
+def test_figures_and_table_take_any_file_name(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 and ``$`` (matplotlib's maths) in names are drawn as text."""
+    split = split_of(tmp_path / "pairs", 3)
+    odd = [os.fsdecode(b"caf\xe9"), "price $$", "x_$^$ ☕"]
+    for index, name in enumerate(odd):
+        for paths in (split.left, split.right):
+            target = paths[index].with_name(name + paths[index].suffix)
+            paths[index].rename(target)
+            paths[index] = target
+    figures = split.figures(examples=3, k=2)
+    figures["triplets"] = plot_triplets(
+        [(torch.zeros(3, 8, 8),) * 3], captions=[(odd[0], odd[1], odd[2])]
+    )
+    for name, figure in figures.items():
+        save_figure(figure, tmp_path / f"{name}.png")  # drawing the titles raised before
+    rows = split.table(k=2)
+    assert rows[0]["query"] == "caf\\xe9.jpg"
+    write_table_csv(rows, tmp_path / "table.csv")
+    assert "caf\\xe9.jpg" in (tmp_path / "table.csv").read_text(encoding="utf-8")

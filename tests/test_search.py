@@ -201,6 +201,25 @@ def test_unreadable_images_are_skipped(
     assert [entry["path"] for entry in document["unreadable"]] == ["left/broken.png"]
 
 
+def test_links_and_odd_names(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, tmp_path: Path
+) -> None:
+    """Broken links and link loops are named and skipped; names that are not UTF-8 print."""
+    (gallery / "left" / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (gallery / "left" / "loop.png").symlink_to(gallery / "left" / "loop.png")
+    odd = gallery / "left" / os.fsdecode(b"caf\xe9 $$.jpg")
+    (gallery / "left" / "pair0001.jpg").rename(odd)
+    code, stdout, stderr = run_search(
+        capsys, checkpoint, gallery, odd, f"--out={tmp_path / 'm.png'}"
+    )
+    assert code == 0, stderr
+    assert f"skipped {gallery / 'left' / 'dangling.png'}: No such file" in stderr
+    assert f"skipped {gallery / 'left' / 'loop.png'}: Too many levels of symbolic links" in stderr
+    assert "query: " in stdout and "caf\\xe9 $$.jpg" in stdout
+    assert "gallery: 80 images" in stdout
+    assert (tmp_path / "m.png").is_file()
+
+
 def test_query_folder(
     capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, tmp_path: Path
 ) -> None:
