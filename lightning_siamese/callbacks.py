@@ -1,4 +1,4 @@
-"""Callbacks: writing predictions (and, later, media for the loggers)."""
+"""Callbacks: writing predictions, and checkpoints whose ``last.ckpt`` follows every epoch."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
+
+from lightning_siamese.checkpoint_io import partial_files
 
 EMBEDDINGS_FILE = "embeddings.pt"
 
@@ -58,6 +60,20 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     step, so after the monitored metric stops improving ``--ckpt_path last`` would resume from
     the best epoch, not the last one, and repeat the epochs since.
     """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # A save killed mid-write (AtomicCheckpointIO) leaves its partial file, never a
+        # truncated checkpoint; clear them once the folder is known.
+        if trainer.is_global_zero and self.dirpath is not None:
+            leftovers = partial_files(self.dirpath)
+            for path in leftovers:
+                path.unlink(missing_ok=True)
+            if leftovers:
+                rank_zero_info(
+                    f"removed {len(leftovers)} partial checkpoint file(s) that an interrupted "
+                    f"save left in {self.dirpath}"
+                )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)

@@ -147,7 +147,10 @@ def _trainer_defaults() -> dict[str, Any]:
         filename="epoch{epoch:03d}-recall1-{val/recall@1:.4f}",
         auto_insert_metric_name=False,
     )
-    return {"callbacks": [checkpoint, LearningRateMonitor(), WriteEmbeddings(), LogMedia()]}
+    return {
+        "callbacks": [checkpoint, LearningRateMonitor(), WriteEmbeddings(), LogMedia()],
+        "plugins": [{"class_path": "lightning_siamese.checkpoint_io.AtomicCheckpointIO"}],
+    }
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -1,15 +1,18 @@
-"""A callback for the interruption tests: the training process signals itself mid-epoch.
+"""Callbacks for the interruption tests: the training process signals itself mid-epoch, or is
+killed in the middle of writing a checkpoint.
 
 Loaded by the CLI in a subprocess (``--trainer.callbacks+=...``, with ``tests/`` on PYTHONPATH).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 
 class SignalAt(pl.Callback):
@@ -25,3 +28,30 @@ class SignalAt(pl.Callback):
     ) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), getattr(signal, self.signal_name))
+
+
+class KillWhileSaving(pl.Callback):
+    """SIGKILL this process halfway through writing the first checkpoint file of ``epoch``:
+    half the bytes are on disk, flushed, when the process dies."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch != self.epoch:
+            return
+        real_save = torch.save
+
+        def half_then_kill(obj: object, f: Any, *args: Any, **kwargs: Any) -> None:
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            data = buffer.getvalue()
+            if not hasattr(f, "fileno"):  # an in-memory buffer: nothing on disk yet
+                f.write(data)
+                return
+            f.write(data[: len(data) // 2])
+            f.flush()
+            os.fsync(f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.save = half_then_kill  # type: ignore[assignment]

@@ -1,5 +1,6 @@
-"""A fit killed mid-epoch (SIGTERM, SIGKILL) resumes with ``--ckpt_path last``, finishes, and
-ends with the same metrics and weights as an uninterrupted run (deterministic, fixed seed)."""
+"""A fit killed mid-epoch (SIGTERM, SIGKILL) or while writing a checkpoint resumes with
+``--ckpt_path last``, finishes, and ends with the same metrics and weights as an uninterrupted run
+(deterministic, fixed seed)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from conftest import tiny_args, write_pairs
+from lightning_siamese.checkpoint_io import partial_files
 
 TESTS = Path(__file__).resolve().parent
 
@@ -47,28 +49,40 @@ def final_metrics(run: Path) -> dict[str, float]:
     return values
 
 
+KILLERS = {
+    "SIGTERM": ("SignalAt", {"epoch": 1, "batch": 1, "signal_name": "SIGTERM"}),
+    "SIGKILL": ("SignalAt", {"epoch": 1, "batch": 1, "signal_name": "SIGKILL"}),
+    "SIGKILL while saving": ("KillWhileSaving", {"epoch": 1}),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
-def test_killed_fit_resumes_to_the_same_result(tmp_path: Path, signal_name: str) -> None:
+@pytest.mark.parametrize("kill", sorted(KILLERS))
+def test_killed_fit_resumes_to_the_same_result(tmp_path: Path, kill: str) -> None:
     root = tmp_path / "pairs"
     write_pairs(root, 40)
     plain = fit(tmp_path / "plain", root)
     assert plain.returncode == 0, plain.stderr[-3000:]
 
-    killer = {
-        "class_path": "interrupt_callbacks.SignalAt",
-        "init_args": {"epoch": 1, "batch": 1, "signal_name": signal_name},
-    }
+    name, options = KILLERS[kill]
+    killer = {"class_path": f"interrupt_callbacks.{name}", "init_args": options}
     run = tmp_path / "interrupted"
     killed = fit(run, root, f"--trainer.callbacks+={json.dumps(killer)}")
-    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    if signal_name == "SIGKILL":  # gone at once: the finished epoch's checkpoint is intact
+    checkpoints = run / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    if kill == "SIGTERM":  # Lightning stops gracefully on SIGTERM, before the planned end
+        assert "Received SIGTERM" in killed.stderr and last["epoch"] < 2
+    else:  # gone at once: the finished epoch's checkpoint is intact
         assert killed.returncode == -9 and last["epoch"] == 0
-    else:  # Lightning stops gracefully on SIGTERM, before the planned end
-        assert f"Received {signal_name}" in killed.stderr and last["epoch"] < 2
+    partial = partial_files(checkpoints)
+    if kill == "SIGKILL while saving":  # half of epoch 1's checkpoint was on disk
+        assert len(partial) == 1 and partial[0].stat().st_size > 0
+    for path in checkpoints.glob("*.ckpt"):  # every checkpoint file is whole
+        torch.load(path, weights_only=True)
 
     resumed = fit(run, root, "--ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not partial_files(checkpoints)
     final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     reference = torch.load(tmp_path / "plain" / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["epoch"] == reference["epoch"] == 2
