@@ -85,13 +85,35 @@ class TripletLoss(nn.Module):
             negative_pair_ids: (B,) pair of each given negative; default: a pair not in the batch.
                 Mining needs them to never pick an image of the anchor's own pair.
         """
+        losses = self._losses(anchor, positive, negative, pair_ids, negative_pair_ids, self.mining)
+        return losses.mean()
+
+    def per_triplet(
+        self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of each given triplet, (B,), with its own negative (no in-batch mining):
+        for a fixed set of triplets, such as a validation split, it does not depend on how the
+        triplets are batched or spread over devices."""
+        return self._losses(anchor, positive, negative, None, None, "none")
+
+    def _losses(
+        self,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        pair_ids: torch.Tensor | None,
+        negative_pair_ids: torch.Tensor | None,
+        mining: Mining,
+    ) -> torch.Tensor:
         if self.normalize:
             anchor, positive, negative = (
                 F.normalize(t, dim=1) for t in (anchor, positive, negative)
             )
-        loss = self._directed(anchor, positive, negative, pair_ids, negative_pair_ids)
+        loss = self._directed(anchor, positive, negative, pair_ids, negative_pair_ids, mining)
         if self.symmetric:
-            reverse = self._directed(positive, anchor, negative, pair_ids, negative_pair_ids)
+            reverse = self._directed(
+                positive, anchor, negative, pair_ids, negative_pair_ids, mining
+            )
             loss = (loss + reverse) / 2
         return loss
 
@@ -102,15 +124,16 @@ class TripletLoss(nn.Module):
         negative: torch.Tensor,
         pair_ids: torch.Tensor | None,
         negative_pair_ids: torch.Tensor | None,
+        mining: Mining,
     ) -> torch.Tensor:
+        """Per-anchor losses."""
         d_ap = paired_distance(anchor, positive, self.distance)
-        if self.mining == "none":
+        if mining == "none":
             d_an = paired_distance(anchor, negative, self.distance)
         else:
             d_an = self._mine(anchor, positive, negative, d_ap, pair_ids, negative_pair_ids)
         gap = d_ap - d_an
-        losses = F.softplus(gap) if self.soft_margin else F.relu(gap + self.margin)
-        return losses.mean()
+        return F.softplus(gap) if self.soft_margin else F.relu(gap + self.margin)
 
     def _mine(
         self,

@@ -338,13 +338,20 @@ class SiameseModel(pl.LightningModule):
 
     def _eval_step(self, batch: Batch, split: str) -> None:
         anchor, positive, negative = self._embed_triplets(batch, split)
-        loss = self._loss(batch, anchor, positive, negative)
-        self.log(f"{split}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(anchor))
         self._split_metrics(split).update(batch["index"], anchor, positive, negative)
 
     def _eval_epoch_end(self, split: str) -> None:
-        metrics = self._split_metrics(split).compute()
-        self._split_metrics(split).reset()
+        split_metrics = self._split_metrics(split)
+        metrics = split_metrics.compute()
+        # The loss of the split's fixed triplets, once each (a distributed sampler pads shards
+        # with repeats, removed when gathering), without in-batch mining: the same figure for
+        # any batch size and any number of devices.
+        gathered = split_metrics.last_gathered
+        losses = self.loss.per_triplet(
+            gathered["anchor"], gathered["positive"], gathered["negative"]
+        )
+        metrics["loss"] = losses.mean()
+        split_metrics.reset()
         shown = {"recall@1", "recall@5"}
         for name, value in metrics.items():
             # Already gathered and identical on every rank: the mean over ranks changes nothing

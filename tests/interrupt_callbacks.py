@@ -55,3 +55,18 @@ class KillWhileSaving(pl.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
         torch.save = half_then_kill  # type: ignore[assignment]
+
+
+class FailOnRank(pl.Callback):
+    """Raise ``RuntimeError`` on process ``rank`` (only) at batch ``batch`` of the first epoch:
+    the other processes are then waiting for it in the next collective operation."""
+
+    def __init__(self, rank: int, batch: int = 1) -> None:
+        self.rank = rank
+        self.batch = batch
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_rank == self.rank and batch_idx == self.batch:
+            raise RuntimeError(f"rank {self.rank} failed on purpose at batch {batch_idx}")

@@ -1,4 +1,6 @@
-"""DDP on CPU (gloo, 2 processes): the same retrieval metrics as one process.
+"""DDP on CPU (gloo, 2 processes): the same validation and test figures as one process, for
+splits that divide evenly over the processes and splits that do not (the distributed sampler
+pads those with repeats); and a process that fails stops the whole run with its error.
 
 The CLI runs in a subprocess: Lightning's DDP launcher re-executes the command line for rank 1.
 """
@@ -8,67 +10,145 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import write_pairs
+from conftest import tiny_args, write_pairs
 from lightning_siamese.data import SiameseDataModule
+from lightning_siamese.pairs import Pair
+from lightning_siamese.splits import assign_splits
+
+TESTS = Path(__file__).resolve().parent
+FRACTIONS = (0.5, 0.25, 0.25)
 
 
-def run_cli(*args: str, cwd: Path) -> None:
+def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """The command in its own process group, killed whole if it outlives ``timeout``."""
     # A fresh launch: drop what an earlier in-process DDP run may have left in the environment
     # (MASTER_PORT would point the new processes at a port that is still taken).
     launch = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"}
     env = {key: value for key, value in os.environ.items() if key not in launch}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    result = subprocess.run(
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(TESTS))
+    process = subprocess.Popen(
         [sys.executable, "-m", "lightning_siamese", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"still running after {timeout} s (hung?):\n{output[-3000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, output, "")
 
 
-def validation_metrics(log_dir: Path) -> dict[str, float]:
+def ddp_args(root: Path, run: Path, logs: Path, name: str, devices: int) -> list[str]:
+    init = {"save_dir": str(logs), "name": name, "version": ""}
+    logger = {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": init}
+    strategy = ["--trainer.strategy=ddp"] if devices > 1 else []
+    return [
+        *tiny_args(root, run),
+        "--data.batch_size=4",
+        f"--data.split_fractions=[{','.join(map(str, FRACTIONS))}]",
+        "--trainer.accelerator=cpu",
+        f"--trainer.devices={devices}",
+        *strategy,
+        f"--trainer.logger={json.dumps(logger)}",
+    ]
+
+
+def logged(log_dir: Path) -> dict[str, float]:
     rows = list(csv.DictReader((log_dir / "metrics.csv").open()))
     return {key: float(value) for row in rows for key, value in row.items() if value and "/" in key}
 
 
-def test_ddp_validation_equals_one_process(tmp_path: Path) -> None:
-    root, run = tmp_path / "pairs", tmp_path / "run"
-    write_pairs(root, 46)
-    fractions = "[0.5,0.3,0.2]"
-    probe = SiameseDataModule(str(root), split_fractions=(0.5, 0.3, 0.2), num_workers=0)
-    probe.setup("validate")
-    val_size = len(probe.splits["val"])
-    assert val_size % 2 == 1, "the validation split must not divide evenly over 2 processes"
+def pair_count(val_divides: bool, test_divides: bool) -> int:
+    """A folder size (``write_pairs`` names) whose val and test splits divide by 2 or not."""
+    for count in range(30, 200):
+        names = [f"pair{index:04d}" for index in range(count)]
+        splits = assign_splits([Pair(n, Path(), Path(), n) for n in names], FRACTIONS, seed=0)
+        val, test = len(splits["val"]), len(splits["test"])
+        if min(val, test) >= 5 and (val % 2 == 0, test % 2 == 0) == (val_divides, test_divides):
+            return count
+    raise AssertionError("no such folder size")
 
-    def logger(name: str) -> str:
-        init = {"save_dir": str(tmp_path / "logs"), "name": name, "version": ""}
-        return json.dumps({"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": init})
 
-    common = [
-        f"--data.root={root}", "--data.image_size=32", "--data.batch_size=4",
-        "--data.num_workers=0", f"--data.split_fractions={fractions}",
-        "--model.backbone=resnet18", "--model.weights=none", "--model.head=pooled",
-        f"--trainer.default_root_dir={run}", "--trainer.accelerator=cpu",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-    ]  # fmt: skip
-    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2"]
-    run_cli("fit", *common, *ddp, "--trainer.max_epochs=1", "--validate_before_fit=false",
-            f"--trainer.logger={logger('fit')}", cwd=tmp_path)  # fmt: skip
-    checkpoint = run / "checkpoints" / "last.ckpt"
-    assert checkpoint.is_file()
+@pytest.mark.parametrize(
+    ("val_divides", "test_divides"), [(True, False), (False, True)], ids=["val-even", "val-odd"]
+)
+def test_ddp_validation_and_test_equal_one_process(
+    val_divides: bool, test_divides: bool, tmp_path: Path, trained_run: tuple[Path, Path, Path]
+) -> None:
+    root, logs = tmp_path / "pairs", tmp_path / "logs"
+    write_pairs(root, pair_count(val_divides, test_divides))
+    probe = SiameseDataModule(str(root), split_fractions=FRACTIONS, num_workers=0)
+    probe.setup("test")
+    sizes = {split: len(probe.splits[split]) for split in ("val", "test")}
+    assert (sizes["val"] % 2 == 0, sizes["test"] % 2 == 0) == (val_divides, test_divides)
 
-    run_cli("validate", *common, *ddp, f"--ckpt_path={checkpoint}",
-            f"--trainer.logger={logger('two')}", cwd=tmp_path)  # fmt: skip
-    run_cli("validate", *common, "--trainer.devices=1", f"--ckpt_path={checkpoint}",
-            f"--trainer.logger={logger('one')}", cwd=tmp_path)  # fmt: skip
-    two = validation_metrics(tmp_path / "logs" / "two")
-    one = validation_metrics(tmp_path / "logs" / "one")
-    assert two["val/pairs"] == one["val/pairs"] == val_size
-    for key in ("val/recall@1", "val/recall@5", "val/mrr", "val/median_rank",
-                "val/triplet_accuracy", "val/cosine_positive"):  # fmt: skip
-        assert two[key] == pytest.approx(one[key], abs=1e-6), key
+    # The trained checkpoint with a soft margin on normalised embeddings: every triplet has a
+    # loss above 0 (a zero loss would hide repeated triplets). `validate` and `test` build the
+    # model from the checkpoint's hyper-parameters.
+    saved = torch.load(trained_run[2], weights_only=True)
+    saved["hyper_parameters"].update(soft_margin=True, normalize=True)
+    torch.save(saved, tmp_path / "soft.ckpt")
+    checkpoint = [f"--ckpt_path={tmp_path / 'soft.ckpt'}"]
+    for command in ("validate", "test"):
+        for devices in (2, 1):
+            name = f"{command}-{devices}"
+            args = ddp_args(root, tmp_path / name, logs, name, devices)
+            result = run_cli(command, *args, *checkpoint, cwd=tmp_path)
+            assert result.returncode == 0, result.stdout[-3000:]
+
+        split = "val" if command == "validate" else "test"
+        two, one = logged(logs / f"{command}-2"), logged(logs / f"{command}-1")
+        assert two.keys() == one.keys() and one[f"{split}/loss"] > 0
+        assert two[f"{split}/pairs"] == one[f"{split}/pairs"] == sizes[split]
+        for key, value in one.items():
+            assert two[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+    # The test table has every pair once, with the same ranks.
+    tables = []
+    for devices in (2, 1):
+        table = tmp_path / f"test-{devices}" / "media" / "test" / "retrieval.csv"
+        with table.open(encoding="utf-8", newline="") as handle:
+            tables.append(
+                [(r["query"], r["true_match"], r["rank"]) for r in csv.DictReader(handle)]
+            )
+    assert tables[0] == tables[1] and len(tables[0]) == sizes["test"]
+
+
+def processes_mentioning(text: str) -> list[str]:
+    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if text in line and "ps -eo" not in line]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_failing_process_stops_the_run(rank: int, tmp_path: Path) -> None:
+    root, run = tmp_path / "pairs", tmp_path / f"run-rank{rank}"
+    write_pairs(root, 30)
+    failing = {"class_path": "interrupt_callbacks.FailOnRank", "init_args": {"rank": rank}}
+    args = [
+        *ddp_args(root, run, tmp_path / "logs", "fail", devices=2),
+        "--trainer.max_epochs=2",
+        "--validate_before_fit=false",
+        f"--trainer.callbacks+={json.dumps(failing)}",
+    ]
+    started = time.perf_counter()
+    result = run_cli("fit", *args, cwd=tmp_path, timeout=240)
+    assert result.returncode != 0
+    assert f"RuntimeError: rank {rank} failed on purpose at batch 1" in result.stdout
+    if rank == 1:  # the other process says where to look
+        assert "remote worker crashing" in result.stdout
+    deadline = time.perf_counter() + 30
+    while processes_mentioning(str(run)) and time.perf_counter() < deadline:
+        time.sleep(0.5)
+    assert not processes_mentioning(str(run)), "a process of the run is still alive"
+    print(f"rank {rank} failed: the run stopped after {time.perf_counter() - started:.0f} s")

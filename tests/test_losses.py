@@ -101,3 +101,20 @@ def test_pairwise_distance_matches_cdist() -> None:
     x, y, _ = batch(seed=3)
     assert torch.allclose(pairwise_distance(x, y, "l2"), torch.cdist(x, y), atol=1e-9)
     assert torch.allclose(pairwise_distance(x, y, "squared_l2"), torch.cdist(x, y) ** 2, atol=1e-9)
+
+
+@pytest.mark.parametrize("mining", ["none", "semi_hard", "batch_hard"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_per_triplet_losses_ignore_mining_and_batching(mining: str, symmetric: bool) -> None:
+    """The evaluation loss: each triplet with its own negative, whatever the batches."""
+    anchor, positive, negative = batch(seed=3, size=8)
+    loss = TripletLoss(margin=0.3, mining=mining, symmetric=symmetric)  # type: ignore[arg-type]
+    plain = TripletLoss(margin=0.3, symmetric=symmetric)
+    per_triplet = loss.per_triplet(anchor, positive, negative)
+    assert per_triplet.shape == (8,)
+    for row in range(8):  # one triplet at a time: no other image to mine
+        one = plain(anchor[row : row + 1], positive[row : row + 1], negative[row : row + 1])
+        assert per_triplet[row].item() == pytest.approx(one.item())
+    halves = torch.cat([loss.per_triplet(*(t[:3] for t in batch(3, 8))),
+                        loss.per_triplet(*(t[3:] for t in batch(3, 8)))])  # fmt: skip
+    torch.testing.assert_close(halves, per_triplet)
