@@ -64,10 +64,19 @@ def verify_image(path: str | Path) -> tuple[int, int]:
 
     Raises:
         OSError: the file is missing, not an image, truncated or corrupt.
-        PIL.Image.DecompressionBombError: the image has more pixels than Pillow allows.
+        PIL.Image.DecompressionBombError: the image has more pixels than Pillow's limit
+            (``PIL.Image.MAX_IMAGE_PIXELS``), which Pillow itself only warns about below twice
+            the limit.
     """
     with Image.open(path) as image:
         size = image.size
+        # Pillow only warns between its limit and twice the limit; such an image would be
+        # decoded, at full size, for every epoch. Refuse it here, before decoding.
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and size[0] * size[1] > limit:
+            raise Image.DecompressionBombError(
+                f"Image size ({size[0] * size[1]} pixels) exceeds limit of {limit} pixels"
+            )
         if image.format == "JPEG":
             image.draft("RGB", (image.width // 8 or 1, image.height // 8 or 1))
         image.load()

@@ -67,15 +67,19 @@ def truncated_jpeg(root: Path) -> None:
     twin(root, "cut", 70)
 
 
-def decompression_bomb(root: Path) -> None:
-    """A PNG whose header claims 20000x20000 pixels, more than twice Pillow's limit."""
-    buffer = io.BytesIO()
-    Image.new("1", (8, 8)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    data[16:24] = struct.pack(">II", 20000, 20000)  # IHDR width and height
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    (root / "left" / "bomb.png").write_bytes(bytes(data))
-    twin(root, "bomb", 71)
+def decompression_bomb(stem: str, side: int, index: int) -> Callable[[Path], None]:
+    """A PNG whose header claims ``side`` x ``side`` pixels (its data is 8x8)."""
+
+    def build(root: Path) -> None:
+        buffer = io.BytesIO()
+        Image.new("1", (8, 8)).save(buffer, "PNG")
+        data = bytearray(buffer.getvalue())
+        data[16:24] = struct.pack(">II", side, side)  # IHDR width and height
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+        (root / "left" / f"{stem}.png").write_bytes(bytes(data))
+        twin(root, stem, index)
+
+    return build
 
 
 def sixteen_bit(root: Path) -> None:
@@ -187,9 +191,13 @@ CASES = {
     "PNG named .jpg": Case(
         png_named_jpg, {"left/png_named.jpg": None, "right/png_named.png": None}
     ),
-    "decompression bomb": Case(
-        decompression_bomb,
+    "decompression bomb": Case(  # 400 megapixels: Pillow refuses it (over twice its limit)
+        decompression_bomb("bomb", 20000, 71),
         {"left/bomb.png": "below 89 megapixels", "right/bomb.png": "its twin left/bomb.png"},
+    ),
+    "over Pillow's limit": Case(  # 100 megapixels: Pillow would only warn and decode it
+        decompression_bomb("huge", 10000, 96),
+        {"left/huge.png": "exceeds limit of 89478485", "right/huge.png": "its twin left/huge"},
     ),
     "1x1 image": Case(
         tiny, {"left/dot.png": "too small (1x1 pixels", "right/dot.png": "its twin left/dot.png"}
