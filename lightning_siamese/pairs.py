@@ -14,6 +14,7 @@ import csv
 import errno
 import json
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -288,7 +289,10 @@ def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8
             candidates.append(stem)
     if check_images:
         files = [path for stem in candidates for path in (left[stem], right[stem])]
-        with ThreadPoolExecutor(max(1, workers)) as pool:
+        # Pillow warns, without the file name, on opening an image over its pixel limit; the
+        # check reports that file itself, by name, as a problem.
+        with warnings.catch_warnings(), ThreadPoolExecutor(max(1, workers)) as pool:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             reasons = dict(zip(files, pool.map(_check_image, files), strict=True))
         bad = {path for path, reason in reasons.items() if reason}
         for stem in candidates:
