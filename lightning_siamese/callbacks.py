@@ -64,8 +64,9 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         # A save killed mid-write (AtomicCheckpointIO) leaves its partial file, never a
-        # truncated checkpoint; clear them once the folder is known.
-        if trainer.is_global_zero and self.dirpath is not None:
+        # truncated checkpoint; a new fit clears them. Not `validate` or `test`: they may run
+        # next to a fit that is writing into this folder.
+        if stage == "fit" and trainer.is_global_zero and self.dirpath is not None:
             leftovers = partial_files(self.dirpath)
             for path in leftovers:
                 path.unlink(missing_ok=True)

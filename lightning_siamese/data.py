@@ -39,13 +39,14 @@ from lightning_siamese.triplets import TripletDataset, TripletSampler, draw_nega
 
 def check_root(root: str | None, build_if_missing: str | None, predict_root: str | None) -> None:
     """Fail now, with what to do, when the data folder is missing and nothing will build it."""
-    if build_if_missing is None and predict_root is None and not Path(str(root)).is_dir():
+    if build_if_missing is not None or predict_root is not None:
+        return
+    if not Path(str(root)).exists():
         raise PairDataError(
             f"data root {root} does not exist: pass --data.root a folder with left/ and right/ "
             "(or --data.build_if_missing emoji|glyphs to build a demo set there)"
         )
-    if build_if_missing is None and predict_root is None:
-        check_layout(str(root))
+    check_layout(str(root))
 
 
 class ImageFolderDataset(Dataset):

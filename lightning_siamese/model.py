@@ -356,6 +356,8 @@ class SiameseModel(pl.LightningModule):
         for name, value in metrics.items():
             # Already gathered and identical on every rank: the mean over ranks changes nothing
             # and keeps Lightning from warning about epoch-level values logged without sync.
+            # On this process's device: NCCL (multi-GPU) reduces CUDA tensors only.
+            value = value.to(self.device)
             self.log(f"{split}/{name}", value, prog_bar=name in shown, sync_dist=True)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

@@ -65,7 +65,7 @@ class PairReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "root": str(self.root),
+            "root": display_path(self.root),
             "pairs": len(self.pairs),
             "groups": len({pair.group for pair in self.pairs}),
             "files_seen": self.files_seen,
@@ -80,8 +80,9 @@ class PairReport:
         """One line: pairs used, files skipped."""
         groups = len({pair.group for pair in self.pairs})
         return (
-            f"{self.root}: {len(self.pairs)} pairs ({groups} groups) from {self.files_seen} files; "
-            f"{self.skipped_files} files skipped, {len(self.problems)} problems"
+            f"{display_path(self.root)}: {len(self.pairs)} pairs ({groups} groups) from "
+            f"{self.files_seen} files; {self.skipped_files} files skipped, "
+            f"{len(self.problems)} problems"
         )
 
     def format(self, limit: int | None = None) -> str:
@@ -92,7 +93,8 @@ class PairReport:
         if len(shown) < len(self.problems):
             hidden = len(self.problems) - len(shown)
             lines.append(
-                f"  ... and {hidden} more (run `lightning-siamese data check {self.root}`)"
+                f"  ... and {hidden} more "
+                f"(run `lightning-siamese data check {display_path(self.root)}`)"
             )
         return "\n".join(lines)
 
@@ -174,16 +176,17 @@ def _link_problem(entry: Path) -> str | None:
         if error.errno == errno.ELOOP:
             return "symbolic link loop: point it at an image or remove it"
         target = display_path(os.readlink(entry))
-        return f"broken symbolic link (its target {target} does not exist): fix or remove it"
+        if error.errno == errno.ENOENT:
+            return f"broken symbolic link (its target {target} does not exist): fix or remove it"
+        return f"symbolic link to {target} cannot be followed ({error.strerror}): fix or remove it"
     return None
 
 
 def _list_side(
     root: Path, side: str, problems: list[Problem], unusable: dict[str, Path]
 ) -> tuple[dict[str, Path], int]:
-    """Image files of one side by stem; everything unusable goes to ``problems``, and broken
-    links and shared stems also to ``unusable`` (by stem, so their twins can say why they are
-    not used)."""
+    """Image files of one side by stem; everything unusable goes to ``problems``, and also to
+    ``unusable`` by stem, so a twin on the other side can say why it is not used."""
     folder = root / side
     by_stem: dict[str, list[Path]] = defaultdict(list)
     seen = 0
@@ -196,6 +199,7 @@ def _list_side(
             problems.append(Problem(shown, link))
             unusable[entry.stem] = entry
         elif entry.is_dir():
+            unusable[entry.name] = entry
             problems.append(
                 Problem(
                     shown,
@@ -205,6 +209,7 @@ def _list_side(
             )
         elif entry.suffix.lower() not in IMAGE_EXTENSIONS:
             kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+            unusable[entry.stem] = entry
             problems.append(
                 Problem(
                     shown,
@@ -233,9 +238,10 @@ def check_layout(root: str | Path) -> None:
     missing = [f"{side}/" for side in SIDES if not (root / side).is_dir()]
     if root.is_dir() and not missing:
         return
-    what = (
-        f"{root} does not exist" if not root.is_dir() else f"{root} has no {' or '.join(missing)}"
-    )
+    if root.is_dir():
+        what = f"{root} has no {' or '.join(missing)}"
+    else:
+        what = f"{root} is a file, not a folder" if root.exists() else f"{root} does not exist"
     raise PairDataError(
         f"{what}: expected {root}/left and {root}/right holding look-alike images with the "
         "same file stem (left/cat.jpg pairs with right/cat.png)"
@@ -276,13 +282,13 @@ def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8
 
     candidates = []
     for stem in sorted(left.keys() & right.keys()):
-        if left[stem].resolve() == right[stem].resolve():
+        if os.path.samefile(left[stem], right[stem]):
             for path in (left[stem], right[stem]):
                 problems.append(
                     Problem(
                         display_path(path),
-                        f"left/ and right/ '{stem}' are the same file (through a symbolic link): "
-                        "a pair needs two different images; replace one side",
+                        f"left/ and right/ '{stem}' are one and the same file (a symbolic or "
+                        "hard link): a pair needs two different images; replace one side",
                     )
                 )
         else:

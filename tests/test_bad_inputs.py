@@ -137,6 +137,16 @@ def symlink_same_file(root: Path) -> None:
     (root / "left" / "same.png").symlink_to(root / "right" / "same.png")
 
 
+def hard_link(root: Path) -> None:
+    twin(root, "hard", 97)
+    (root / "left" / "hard.png").hardlink_to(root / "right" / "hard.png")
+
+
+def twin_not_an_image(root: Path) -> None:
+    pattern_image(98).save(root / "left" / "photo.jpg")
+    (root / "right" / "photo.heic").write_bytes(b"a format we do not read")
+
+
 def one_stem_twice(root: Path) -> None:
     pattern_image(84).save(root / "left" / "twice.png")
     pattern_image(84).save(root / "left" / "twice.jpg")
@@ -233,6 +243,13 @@ CASES = {
     ),
     "left and right one file": Case(
         symlink_same_file, {"left/same.png": "same file", "right/same.png": "same file"}
+    ),
+    "left and right hard-linked": Case(
+        hard_link, {"left/hard.png": "same file", "right/hard.png": "same file"}
+    ),
+    "twin not an image": Case(
+        twin_not_an_image,
+        {"left/photo.jpg": "its twin right/photo.heic is unusable", "right/photo.heic": "not an"},
     ),
     "two files with one stem": Case(
         one_stem_twice,
@@ -379,6 +396,16 @@ def test_evaluate_scores_the_good_pairs_and_lists_the_rest(
     assert "strict mode: the folder has problems" in strict.stderr
 
 
+def test_a_folder_name_that_is_not_utf8(tmp_path: Path) -> None:
+    root = Path(os.fsdecode(bytes(tmp_path) + b"/pairs-\xe9"))
+    write_pairs(root, 3)
+    result = run_cli("data", "check", str(root))
+    assert result.returncode == 0, result.stderr
+    assert f"{tmp_path}/pairs-\\xe9: 3 pairs" in result.stdout
+    payload = json.loads(run_cli("data", "check", str(root), "--json").stdout)
+    assert payload["root"] == f"{tmp_path}/pairs-\\xe9" and payload["pairs"] == 3
+
+
 def no_pair(root: Path) -> None:
     for side, name in (("left", "cat"), ("right", "dog")):
         (root / side).mkdir(parents=True)
@@ -400,6 +427,10 @@ def folders(*sides: str) -> Callable[[Path], None]:
     return build
 
 
+def a_file(root: Path) -> None:
+    root.write_bytes(b"not a folder")
+
+
 def nothing(root: Path) -> None:
     """The data root itself is missing."""
 
@@ -407,6 +438,7 @@ def nothing(root: Path) -> None:
 #: Folders no command can use: builder, and the message every command gives.
 LAYOUTS = {
     "missing root": (nothing, "does not exist"),
+    "root is a file": (a_file, "is a file, not a folder"),
     "empty folder": (folders(), "has no left/ or right/"),
     "missing left/": (folders("right"), "has no left/"),
     "missing right/": (folders("left"), "has no right/"),

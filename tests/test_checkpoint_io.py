@@ -88,3 +88,26 @@ def test_the_cli_trainer_writes_with_it(tmp_path: Path) -> None:
         run=False,
     )
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+@pytest.mark.parametrize(
+    ("stage", "removed"), [("fit", True), ("validate", False), ("test", False)]
+)
+def test_partial_files_are_removed_when_a_fit_starts(
+    tmp_path: Path, stage: str, removed: bool
+) -> None:
+    """Only a new fit clears them: `validate`/`test` may run next to a fit that is saving."""
+    import pytorch_lightning as pl
+
+    from lightning_siamese.callbacks import BestAndLastCheckpoint
+    from lightning_siamese.model import SiameseModel
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    partial = folder / f".checkpoint-{'0' * 32}{checkpoint_io.PARTIAL_SUFFIX}"
+    partial.write_bytes(b"half a checkpoint")
+    callback = BestAndLastCheckpoint(dirpath=str(folder), save_last=True)
+    trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, callbacks=[callback])
+    model = SiameseModel(backbone="resnet18", weights="none", head="pooled", image_size=32)
+    callback.setup(trainer, model, stage)
+    assert partial.exists() is not removed

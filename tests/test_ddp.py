@@ -145,8 +145,6 @@ def test_a_failing_process_stops_the_run(rank: int, tmp_path: Path) -> None:
     result = run_cli("fit", *args, cwd=tmp_path, timeout=240)
     assert result.returncode != 0
     assert f"RuntimeError: rank {rank} failed on purpose at batch 1" in result.stdout
-    if rank == 1:  # the other process says where to look
-        assert "remote worker crashing" in result.stdout
     deadline = time.perf_counter() + 30
     while processes_mentioning(str(run)) and time.perf_counter() < deadline:
         time.sleep(0.5)
