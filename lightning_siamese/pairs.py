@@ -113,7 +113,10 @@ class PairDataError(ValueError):
 def display_path(path: str | Path) -> str:
     """``path`` as printable text: bytes of a name that are not UTF-8 (which Python keeps as
     surrogates) are shown escaped, ``\\xe9``, instead of failing to encode a whole report."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _read_groups(root: Path, problems: list[Problem]) -> dict[str, str]:

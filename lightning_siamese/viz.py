@@ -10,6 +10,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
+from lightning_siamese.pairs import display_path
+
 ImageLike = Image.Image | torch.Tensor | np.ndarray
 
 
@@ -28,11 +30,7 @@ def to_display(image: ImageLike) -> np.ndarray:
 def caption(text: str) -> str:
     """``text`` safe to draw as a title: bytes of a file name that are not UTF-8 (surrogates)
     are shown escaped, and ``$`` is not read as the start of mathematical notation."""
-    try:
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that did not come from a file name
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text.replace("$", r"\$")
+    return display_path(text).replace("$", r"\$")
 
 
 def plot_triplets(
