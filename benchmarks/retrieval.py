@@ -22,7 +22,7 @@ import time
 def run_one(size: int, dim: int, k: int, block_size: int, threads: int) -> dict[str, float]:
     import torch
 
-    from lightning_siamese.metrics import top_k
+    from lightning_siamese.retrieval import top_k
 
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)

@@ -7,11 +7,8 @@ validation (retrieval examples, distance histograms, PCA), and prints a short ta
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,62 +101,3 @@ def evaluate(
         save_figure(figure, folder / f"{name}.png")
     metrics["output"] = str(folder)
     return metrics
-
-
-def format_table(metrics: dict[str, Any]) -> str:
-    """The headline figures, one per line."""
-    lines = [
-        f"{metrics['root']}: {metrics['pairs']} pairs ({metrics['images']} images, "
-        f"{metrics['skipped_files']} files skipped) in {metrics['seconds']:.1f} s"
-    ]
-    width = max(len(name) for name in SHOWN)
-    lines += [f"  {name:<{width}}  {metrics[name]:.4f}" for name in SHOWN]
-    lines.append(f"written to {metrics['output']}")
-    return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lightning-siamese evaluate",
-        description="Evaluate a checkpoint on every pair of a left/right folder (each left "
-        "image is a query among all right images).",
-    )
-    parser.add_argument("--ckpt", required=True, type=Path, help="a checkpoint from `fit`")
-    parser.add_argument("--root", required=True, type=Path, help="folder with left/ and right/")
-    parser.add_argument(
-        "--out", type=Path, help="output folder (default: <run>/evaluate/<root name>)"
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--seed", type=int, default=0, help="draws each pair's negative")
-    parser.add_argument("--top-k", type=int, default=5, help="results per query in the table")
-    parser.add_argument("--strict", action="store_true", help="fail on any bad file")
-    parser.add_argument("--json", action="store_true", help="print metrics.json instead")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from lightning_siamese.inference import CheckpointError
-
-    args = build_parser().parse_args(argv)
-    try:
-        metrics = evaluate(
-            args.ckpt,
-            args.root,
-            args.out,
-            args.batch_size,
-            args.num_workers,
-            args.device,
-            args.seed,
-            args.top_k,
-            args.strict,
-        )
-    except (CheckpointError, PairDataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if metrics["problems"]:
-        shown = "\n".join(f"  {p['path']}: {p['reason']}" for p in metrics["problems"][:10])
-        print(f"{len(metrics['problems'])} problems; not evaluated:\n{shown}", file=sys.stderr)
-    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
-    return 0

@@ -19,10 +19,6 @@ if TYPE_CHECKING:
     from lightning_siamese.model import SiameseModel
 
 
-class CheckpointError(ValueError):
-    """The file is not a checkpoint of this project's model."""
-
-
 def pick_device(device: str | None = None) -> torch.device:
     """``device`` if given, else the first CUDA device when there is one, else the CPU."""
     if device:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -13,9 +12,9 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
+from lightning_siamese.checkpoints import CheckpointError, _check_is_ours, _checkpoint_problem
 from lightning_siamese.embedding import EmbeddingNet, normalization
 from lightning_siamese.feature_cache import FeatureCache, build_feature_cache
-from lightning_siamese.inference import CheckpointError
 from lightning_siamese.losses import Distance, Mining, TripletLoss
 from lightning_siamese.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.transforms import Transform, eval_transform
@@ -26,60 +25,6 @@ Batch = dict[str, Any]
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
-
-
-def _check_is_ours(path: Path) -> None:
-    """A cheap look (memory-mapped, tensors not read) at the checkpoint's hyper-parameters, so
-    a checkpoint of another model is named as such before any model is built from it."""
-    if not zipfile.is_zipfile(path):
-        return  # the full load reports what is wrong
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return  # the full load reports it
-    hparams = content.get("hyper_parameters") if isinstance(content, dict) else None
-    if not isinstance(content, dict) or "state_dict" not in content or hparams is None:
-        raise CheckpointError(
-            f"{path}: a PyTorch file but not a Lightning checkpoint of a SiameseModel (no "
-            "state_dict/hyper_parameters); pass a .ckpt written by `lightning-siamese fit`"
-        )
-    if "backbone" not in hparams:
-        raise CheckpointError(
-            f"{path}: written by another model: its hyper-parameters "
-            f"{sorted(hparams)[:8]} are not a SiameseModel's"
-        )
-
-
-def _checkpoint_problem(path: Path, error: BaseException) -> str:
-    """What is wrong with a checkpoint file, from the error loading it raised."""
-    text = f"{type(error).__name__}: {error}".split("\n")[0][:300]
-    if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        return (
-            f"{path}: not a readable checkpoint: not a PyTorch file, or truncated "
-            f"({path.stat().st_size:,} bytes); pass a complete .ckpt written by "
-            "`lightning-siamese fit`"
-        )
-    if "Weights only load failed" in str(error):
-        return (
-            f"{path}: holds Python objects beyond tensors and plain values, which are not loaded "
-            "by default (weights_only=True): a checkpoint can run code when unpickled. Only if "
-            "you trust its source, pass weights_only=False"
-        )
-    if isinstance(error, KeyError) or "hyper_parameters" in text:
-        return (
-            f"{path}: a PyTorch file but not a Lightning checkpoint of a SiameseModel "
-            f"({text}); pass a .ckpt written by `lightning-siamese fit`"
-        )
-    if isinstance(error, TypeError) or "state_dict" in text or "size mismatch" in text:
-        return (
-            f"{path}: written by another model: its settings or weights do not fit a "
-            f"SiameseModel ({text})"
-        )
-    size = path.stat().st_size if path.is_file() else 0
-    return (
-        f"{path}: not a readable checkpoint: not a PyTorch file, or truncated ({size:,} bytes; "
-        f"{text}); pass a complete .ckpt written by `lightning-siamese fit`"
-    )
 
 
 def _log_split(split: str, text: str) -> None:

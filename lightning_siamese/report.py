@@ -18,8 +18,9 @@ from PIL import Image
 
 from lightning_siamese.images import load_image
 from lightning_siamese.losses import Distance, paired_distance
-from lightning_siamese.metrics import rank_metrics, retrieval_ranks, top_k, triplet_statistics
+from lightning_siamese.metrics import triplet_statistics
 from lightning_siamese.pairs import display_path
+from lightning_siamese.retrieval import rank_metrics, retrieval_ranks, top_k
 from lightning_siamese.viz import plot_distances, plot_projection, plot_retrieval
 
 TABLE_COLUMNS = ["query", "true_match", "rank", "true_match_score", "top_k"]

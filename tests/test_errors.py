@@ -140,7 +140,7 @@ def broken_checkpoints(good: Path, folder: Path) -> dict[str, tuple[Path, str]]:
 def test_bad_checkpoints_give_clear_errors(
     trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lightning_siamese.inference import CheckpointError
+    from lightning_siamese.checkpoints import CheckpointError
 
     pairs, _, good = trained_run
     for name, (path, message) in broken_checkpoints(good, tmp_path / "bad").items():

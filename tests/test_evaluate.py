@@ -13,7 +13,7 @@ import torch
 from conftest import write_pairs
 from lightning_siamese.cli import main
 from lightning_siamese.inference import embed_paths, load_model
-from lightning_siamese.metrics import rank_metrics, retrieval_ranks
+from lightning_siamese.retrieval import rank_metrics, retrieval_ranks
 
 
 def test_evaluate_writes_metrics_table_and_pictures(

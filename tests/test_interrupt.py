@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import tiny_args, write_pairs
-from lightning_siamese.checkpoint_io import partial_files
+from lightning_siamese.checkpoints import partial_files
 
 TESTS = Path(__file__).resolve().parent
 

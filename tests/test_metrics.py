@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_siamese.metrics import SplitMetrics, rank_metrics, retrieval_ranks
+from lightning_siamese.metrics import SplitMetrics
+from lightning_siamese.retrieval import rank_metrics, retrieval_ranks
 
 
 def brute_force_ranks(queries: torch.Tensor, gallery: torch.Tensor) -> list[int]:

@@ -11,8 +11,8 @@ import torch
 from matplotlib.figure import Figure
 
 from conftest import write_pairs
-from lightning_siamese.metrics import top_k
 from lightning_siamese.report import SplitEmbeddings, save_figure, write_table_csv
+from lightning_siamese.retrieval import top_k
 from lightning_siamese.viz import pca_2d, plot_distances, plot_retrieval, plot_triplets
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import pattern_image
+from lightning_siamese import gallery as gallery_module
 from lightning_siamese import search as search_module
 from lightning_siamese.cli import main
 from lightning_siamese.images import load_image
@@ -249,7 +250,7 @@ def test_cache_falls_back_when_the_gallery_is_not_writable(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(search_module, "_gallery_writable", lambda folder: False)
+    monkeypatch.setattr(gallery_module, "_gallery_writable", lambda folder: False)
     query = gallery / "left" / "pair0001.jpg"
     out = f"--out={tmp_path / 'search.png'}"
     code, _, stderr = run_search(capsys, checkpoint, gallery, query, out, "--json")

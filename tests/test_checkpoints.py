@@ -11,8 +11,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from conftest import tiny_args, write_pairs
-from lightning_siamese import checkpoint_io
-from lightning_siamese.checkpoint_io import AtomicCheckpointIO, partial_files
+from lightning_siamese import checkpoints as checkpoint_io
+from lightning_siamese.checkpoints import AtomicCheckpointIO, partial_files
 
 
 def checkpoint(epoch: int) -> dict[str, Any]:
@@ -74,8 +74,12 @@ def test_urls_are_saved_by_lightning(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_cli_trainer_writes_with_it(tmp_path: Path) -> None:
-    from lightning_siamese.cli import _cli_class, _config_callback_class, _trainer_defaults
     from lightning_siamese.data import SiameseDataModule
+    from lightning_siamese.lightning_cli import (
+        _cli_class,
+        _config_callback_class,
+        _trainer_defaults,
+    )
     from lightning_siamese.model import SiameseModel
 
     write_pairs(tmp_path / "pairs", 20)
@@ -99,7 +103,7 @@ def test_partial_files_are_removed_when_a_fit_starts(
     """Only a new fit clears them: `validate`/`test` may run next to a fit that is saving."""
     import pytorch_lightning as pl
 
-    from lightning_siamese.callbacks import BestAndLastCheckpoint
+    from lightning_siamese.checkpoints import BestAndLastCheckpoint
     from lightning_siamese.model import SiameseModel
 
     folder = tmp_path / "checkpoints"

@@ -1,0 +1,171 @@
+"""Checkpoints: files that are always whole, the best-and-last callback, what is wrong with a file.
+
+Checkpoint files are written next to their target, then renamed over it.
+
+Lightning writes a local checkpoint into a temporary file of the system's temporary folder, then
+moves it into place. When that folder is on another file system (a RAM disk, a node-local disk
+under a shared checkpoint folder) the move is a copy into the final path, so a kill during the
+copy leaves a truncated ``last.ckpt`` where the previous good one was. Here the temporary file
+lies in the checkpoint's own folder, is flushed to disk, and replaces the target with one
+``os.replace``: a kill at any moment leaves either the previous checkpoint or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_info
+
+#: Suffix of a checkpoint being written; a file with it is what an interrupted save left.
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_files(folder: str | Path) -> list[Path]:
+    """Files in ``folder`` that a save interrupted by a kill left behind."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob(f".checkpoint-*{PARTIAL_SUFFIX}"))
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose saves to local paths are atomic; URLs (``s3://`` ...) are
+    saved by Lightning as before. Pass it as ``Trainer(plugins=[AtomicCheckpointIO()])``; the
+    CLI uses it by default."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        # A URL (s3://, gs://, file://, fsspec chains with ::) goes to Lightning's writer.
+        if storage_options is not None or "://" in str(path) or "::" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Hex digits only: never mistaken for "last*.ckpt" by --ckpt_path last.
+        temporary = target.parent / f".checkpoint-{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
+        try:
+            with temporary.open("wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _sync_folder(target.parent)
+
+
+class CheckpointError(ValueError):
+    """The file is not a checkpoint of this project's model."""
+
+
+def _check_is_ours(path: Path) -> None:
+    """A cheap look (memory-mapped, tensors not read) at the checkpoint's hyper-parameters, so
+    a checkpoint of another model is named as such before any model is built from it."""
+    if not zipfile.is_zipfile(path):
+        return  # the full load reports what is wrong
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return  # the full load reports it
+    hparams = content.get("hyper_parameters") if isinstance(content, dict) else None
+    if not isinstance(content, dict) or "state_dict" not in content or hparams is None:
+        raise CheckpointError(
+            f"{path}: a PyTorch file but not a Lightning checkpoint of a SiameseModel (no "
+            "state_dict/hyper_parameters); pass a .ckpt written by `lightning-siamese fit`"
+        )
+    if "backbone" not in hparams:
+        raise CheckpointError(
+            f"{path}: written by another model: its hyper-parameters "
+            f"{sorted(hparams)[:8]} are not a SiameseModel's"
+        )
+
+
+def _checkpoint_problem(path: Path, error: BaseException) -> str:
+    """What is wrong with a checkpoint file, from the error loading it raised."""
+    text = f"{type(error).__name__}: {error}".split("\n")[0][:300]
+    if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        return (
+            f"{path}: not a readable checkpoint: not a PyTorch file, or truncated "
+            f"({path.stat().st_size:,} bytes); pass a complete .ckpt written by "
+            "`lightning-siamese fit`"
+        )
+    if "Weights only load failed" in str(error):
+        return (
+            f"{path}: holds Python objects beyond tensors and plain values, which are not loaded "
+            "by default (weights_only=True): a checkpoint can run code when unpickled. Only if "
+            "you trust its source, pass weights_only=False"
+        )
+    if isinstance(error, KeyError) or "hyper_parameters" in text:
+        return (
+            f"{path}: a PyTorch file but not a Lightning checkpoint of a SiameseModel "
+            f"({text}); pass a .ckpt written by `lightning-siamese fit`"
+        )
+    if isinstance(error, TypeError) or "state_dict" in text or "size mismatch" in text:
+        return (
+            f"{path}: written by another model: its settings or weights do not fit a "
+            f"SiameseModel ({text})"
+        )
+    size = path.stat().st_size if path.is_file() else 0
+    return (
+        f"{path}: not a readable checkpoint: not a PyTorch file, or truncated ({size:,} bytes; "
+        f"{text}); pass a complete .ckpt written by `lightning-siamese fit`"
+    )
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` follows every validation.
+
+    Lightning 2.6 refreshes ``last.ckpt`` only when a top-k checkpoint is saved in the same
+    step, so after the monitored metric stops improving ``--ckpt_path last`` would resume from
+    the best epoch, not the last one, and repeat the epochs since.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # A save killed mid-write (AtomicCheckpointIO) leaves its partial file, never a
+        # truncated checkpoint; a new fit clears them. Not `validate` or `test`: they may run
+        # next to a fit that is writing into this folder.
+        if stage == "fit" and trainer.is_global_zero and self.dirpath is not None:
+            leftovers = partial_files(self.dirpath)
+            for path in leftovers:
+                path.unlink(missing_ok=True)
+            if leftovers:
+                rank_zero_info(
+                    f"removed {len(leftovers)} partial checkpoint file(s) that an interrupted "
+                    f"save left in {self.dirpath}"
+                )
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: pl.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

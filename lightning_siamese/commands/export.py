@@ -1,0 +1,140 @@
+"""``lightning-siamese export``: the embedding network as ONNX or TorchScript, for use elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lightning_siamese import export
+from lightning_siamese.checkpoints import CheckpointError
+from lightning_siamese.inference import load_model
+
+if TYPE_CHECKING:
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-siamese export",
+        description=(
+            "Export the embedding network of a checkpoint as ONNX or TorchScript (dynamic batch), "
+            "with a JSON sidecar that documents the preprocessing, and check it against PyTorch."
+        ),
+    )
+    parser.add_argument("--ckpt", type=Path, required=True, help="checkpoint written by `fit`")
+    parser.add_argument(
+        "--format",
+        choices=export.FORMATS,
+        required=True,
+        help="onnx (needs the [export] extra) or torchscript (deprecated in recent torch releases)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="file to write (default: <ckpt stem>.onnx or <ckpt stem>.torchscript.pt beside it)",
+    )
+    parser.add_argument(
+        "--batch-size-hint",
+        type=int,
+        default=2,
+        metavar="N",
+        help="batch size of the example input used to trace (default 2); the batch stays dynamic",
+    )
+    check = parser.add_mutually_exclusive_group()
+    check.add_argument(
+        "--check",
+        metavar="DIR_OR_IMAGE",
+        type=Path,
+        default=None,
+        help=f"check with these images (up to {export.CHECK_IMAGES}); default: random inputs",
+    )
+    check.add_argument("--no-check", action="store_true", help="skip running the exported file")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=export.TOLERANCE,
+        help=f"largest max |exported - PyTorch| the check accepts (default {export.TOLERANCE:g})",
+    )
+    return parser
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    parsed = build_parser().parse_args(None if args is None else list(args))
+    if parsed.batch_size_hint < 1:
+        print("error: --batch-size-hint must be at least 1", file=sys.stderr)
+        return 2
+    do_check = not parsed.no_check
+    missing = export.missing_modules(parsed.format, do_check)
+    if missing:
+        print(
+            f"error: --format {parsed.format} needs {', '.join(missing)}, not installed; "
+            f"run: {export.INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        model = load_model(parsed.ckpt, device="cpu")
+        # Read the check images first: a wrong --check path should not cost an export.
+        inputs, source = export.check_inputs(model, parsed.check) if do_check else (None, "")
+    except (CheckpointError, export.ExportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    net = model.net.eval()
+    out = parsed.out or export.default_output(parsed.ckpt, parsed.format)
+    try:
+        out, exporter = export.EXPORTERS[parsed.format](
+            net, out, int(model.hparams["image_size"]), parsed.batch_size_hint
+        )
+    except export.ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    info = export.describe(model, parsed.format, out, parsed.ckpt, exporter)
+    if parsed.format == "onnx":
+        info["onnx_opset"] = export._onnx_opset(out)
+    status = 0
+    if inputs is not None:
+        difference = export.compare(net, export.load_exported(out, parsed.format), inputs)
+        passed = difference <= parsed.tolerance
+        info["check"] = {
+            "inputs": source,
+            "max_abs_difference": difference,
+            "tolerance": parsed.tolerance,
+            "passed": passed,
+        }
+        print(f"check: {source}: max |{parsed.format} - pytorch| = {difference:.3g}")
+        if not passed:
+            print(
+                f"error: the exported file differs from PyTorch by {difference:.3g} "
+                f"> {parsed.tolerance:g}; do not use {out}",
+                file=sys.stderr,
+            )
+            status = 1
+    sidecar = export.sidecar_path(out)
+    sidecar.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    print(_summary(info, out, sidecar))
+    return status
+
+
+def _summary(info: dict[str, Any], out: Path, sidecar: Path) -> str:
+    data = out.with_name(out.name + ".data")  # ONNX weights over 2 GiB live beside the graph
+    size_mb = sum(path.stat().st_size for path in (out, data) if path.is_file()) / 1e6
+    pre = info["preprocessing"]
+    size = pre["image_size"]
+    mean = ", ".join(f"{v:.3f}" for v in pre["mean"])
+    std = ", ".join(f"{v:.3f}" for v in pre["std"])
+    normalized = "L2-normalised" if info["output"]["l2_normalized"] else "not normalised"
+    lines = [
+        f"wrote {out} ({size_mb:.1f} MB, {info['format']} via {info['exporter']}) and {sidecar}",
+        f"input '{export.INPUT_NAME}': float32 (batch, 3, {size}, {size}); "
+        f"output '{export.OUTPUT_NAME}': (batch, {info['output']['dim']}), {normalized}; "
+        "compare with cosine similarity",
+        f"preprocessing: RGB -> resize to {size}x{size} ({export.RESIZE}) -> "
+        f"{export.SCALE} -> (x - mean) / std, mean ({mean}), std ({std}), NCHW",
+    ]
+    return "\n".join(lines)
