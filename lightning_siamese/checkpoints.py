@@ -25,6 +25,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_siamese.errors import CheckpointError
+
 #: Suffix of a checkpoint being written; a file with it is what an interrupted save left.
 PARTIAL_SUFFIX = ".partial"
 
@@ -75,19 +77,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         _sync_folder(target.parent)
 
 
-class CheckpointError(ValueError):
-    """The file is not a checkpoint of this project's model."""
+def check_checkpoint(path: str | Path, weights_only: bool = True) -> None:
+    """Raise :class:`CheckpointError`, naming the problem, unless ``path`` is a readable
+    checkpoint of a ``SiameseModel``: missing, not a PyTorch file, truncated, holding pickled
+    objects (with ``weights_only``), or written by another model.
 
-
-def _check_is_ours(path: Path) -> None:
-    """A cheap look (memory-mapped, tensors not read) at the checkpoint's hyper-parameters, so
-    a checkpoint of another model is named as such before any model is built from it."""
-    if not zipfile.is_zipfile(path):
-        return  # the full load reports what is wrong
+    Cheap: the file is memory-mapped and its tensors are not read, so a bad file is named as
+    such before any model is built from it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return  # the full load reports it
+        content = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except Exception as error:  # torch.load raises many kinds for a file that is not whole
+        raise CheckpointError(checkpoint_problem(path, error)) from error
     hparams = content.get("hyper_parameters") if isinstance(content, dict) else None
     if not isinstance(content, dict) or "state_dict" not in content or hparams is None:
         raise CheckpointError(
@@ -101,7 +105,7 @@ def _check_is_ours(path: Path) -> None:
         )
 
 
-def _checkpoint_problem(path: Path, error: BaseException) -> str:
+def checkpoint_problem(path: Path, error: BaseException) -> str:
     """What is wrong with a checkpoint file, from the error loading it raised."""
     text = f"{type(error).__name__}: {error}".split("\n")[0][:300]
     if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive

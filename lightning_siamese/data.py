@@ -10,6 +10,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_siamese.errors import ConfigError, InputError
 from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
 from lightning_siamese.pairs import (
     Pair,
@@ -58,7 +59,9 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: str | Path, transform: Transform) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root} is not a folder of images")
+            raise InputError(
+                f"{self.root} is not a folder of images: pass --data.predict_root a folder"
+            )
         self.paths = sorted(
             path
             for path in self.root.rglob("*")
@@ -67,7 +70,7 @@ class ImageFolderDataset(Dataset):
             and not any(part.startswith(".") for part in path.relative_to(self.root).parts)
         )
         if not self.paths:
-            raise FileNotFoundError(f"no image file under {self.root}")
+            raise InputError(f"no image file under {self.root}")
         self.transform = transform
 
     def __len__(self) -> int:
@@ -122,7 +125,7 @@ class SiameseDataModule(pl.LightningDataModule):
         super().__init__()
         check_fractions(split_fractions)
         if image_size < 1 or batch_size < 1 or num_workers < 0:
-            raise ValueError(
+            raise ConfigError(
                 "image_size and batch_size must be >= 1 and num_workers >= 0; got "
                 f"{image_size}, {batch_size}, {num_workers}"
             )
@@ -151,7 +154,7 @@ class SiameseDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict":
             if self.hparams["predict_root"] is None:
-                raise ValueError("predict needs --data.predict_root: a folder of images to embed")
+                raise ConfigError("predict needs --data.predict_root: a folder of images to embed")
             transform = eval_transform(
                 self.hparams["image_size"], self.hparams["mean"], self.hparams["std"]
             )
@@ -172,7 +175,7 @@ class SiameseDataModule(pl.LightningDataModule):
         for split in needed:
             self._require_split(split, stage)
         if stage == "fit" and len(self.datasets["train"]) < self.hparams["batch_size"]:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size ({self.hparams['batch_size']}) is larger than the train split "
                 f"({len(self.datasets['train'])} pairs): lower --data.batch_size"
             )
@@ -220,7 +223,7 @@ class SiameseDataModule(pl.LightningDataModule):
         count = len(self.splits[split])
         if count < 2:
             fractions = self.hparams["split_fractions"]
-            raise ValueError(
+            raise ConfigError(
                 f"the {split} split has {count} pair(s) but '{stage}' needs at least 2: add pairs "
                 f"or raise its share in --data.split_fractions (now {fractions})"
             )

@@ -19,6 +19,7 @@ import torchvision
 from torch import nn
 
 from lightning_siamese import lite0
+from lightning_siamese.errors import ConfigError, MissingFileError, WeightsError
 from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -100,7 +101,7 @@ def normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _spec(backbone: str) -> Backbone:
     if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+        raise ConfigError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
     return BACKBONES[backbone]
 
 
@@ -113,13 +114,13 @@ def _load_weights(model: nn.Module, backbone: str, weights: str) -> None:
             state = torch.load(lite0.pretrained_path(), map_location="cpu", weights_only=True)
             model.load_state_dict(lite0.convert_state_dict(state))
             return
-        # torchvision downloads once into $TORCH_HOME/hub/checkpoints and reuses the file.
-        enum = getattr(torchvision.models, spec.weights).DEFAULT
-        model.load_state_dict(enum.get_state_dict(progress=True))
+        model.load_state_dict(
+            _download(backbone, getattr(torchvision.models, spec.weights).DEFAULT)
+        )
         return
     path = Path(weights)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"weights must be 'imagenet', 'none' or a state-dict file; {weights!r} is neither"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -129,7 +130,26 @@ def _load_weights(model: nn.Module, backbone: str, weights: str) -> None:
     missing, _ = model.load_state_dict(state, strict=False)
     missing = [key for key in missing if key.split(".")[0] not in spec.drop]
     if missing:
-        raise ValueError(f"{path} is not a {backbone} state dict: missing {missing[:5]} ...")
+        raise ConfigError(f"{path} is not a {backbone} state dict: missing {missing[:5]} ...")
+
+
+def _download(backbone: str, weights: torchvision.models.WeightsEnum) -> dict[str, torch.Tensor]:
+    """torchvision's pretrained state dict: downloaded once into ``$TORCH_HOME/hub/checkpoints``
+    and reused from there; a :class:`WeightsError` that says what to do when that fails."""
+    try:
+        return weights.get_state_dict(progress=True)
+    # URLError and HTTPError are OSErrors; a truncated earlier download fails torch.load with a
+    # RuntimeError. Both happen inside torch.hub's download-and-load alone.
+    except (OSError, RuntimeError) as error:
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+        name = weights.url.rsplit("/", 1)[-1]
+        raise WeightsError(
+            f"could not get the ImageNet weights of {backbone} from {weights.url} "
+            f"({type(error).__name__}: {error}). Without internet, download that file elsewhere "
+            f"and put it at {folder / name} (torch.hub's cache under $TORCH_HOME), or pass "
+            "--model.weights FILE (a state-dict file of the backbone) or --model.weights none "
+            "(random weights). If an earlier download there was cut short, delete that file"
+        ) from error
 
 
 class EmbeddingNet(nn.Module):
@@ -179,7 +199,7 @@ class EmbeddingNet(nn.Module):
         self.units = spec.units(self.backbone)
         if feature_unit is not None:
             if feature_unit not in self.units:
-                raise ValueError(
+                raise ConfigError(
                     f"feature_unit={feature_unit!r} is not a unit of {backbone}: {self.units}"
                 )
             dropped = self.units[self.units.index(feature_unit) + 1 :]
@@ -191,7 +211,7 @@ class EmbeddingNet(nn.Module):
         self.normalize = normalize
         last_frozen = spec.default_freeze if freeze == "auto" else freeze
         if last_frozen not in {"none", "all", *self.units}:
-            raise ValueError(
+            raise ConfigError(
                 f"freeze={freeze!r} is not a unit of {backbone}; use auto, none, all or one of "
                 f"{self.units}"
             )
@@ -220,7 +240,7 @@ class EmbeddingNet(nn.Module):
         elif head == "pooled":
             if pool_size > min(height, width):
                 needed = -(-image_size * pool_size // min(height, width))
-                raise ValueError(
+                raise ConfigError(
                     f"image_size={image_size} gives a {height}x{width} feature map at "
                     f"{self.units[-1]}, smaller than pool_size={pool_size}: use image_size >= "
                     f"{needed} or a smaller pool_size"
@@ -231,7 +251,7 @@ class EmbeddingNet(nn.Module):
                 nn.Linear(channels * pool_size * pool_size, embedding_dim),
             )
         else:
-            raise ValueError(f"head must be 'seed' or 'pooled', got {head!r}")
+            raise ConfigError(f"head must be 'seed' or 'pooled', got {head!r}")
 
     @torch.no_grad()
     def feature_shape(self, image_size: int) -> tuple[int, int, int]:
@@ -241,7 +261,7 @@ class EmbeddingNet(nn.Module):
         try:
             shape = self._run(torch.zeros(1, 3, image_size, image_size), 0, len(self.units)).shape
         except RuntimeError as error:
-            raise ValueError(
+            raise ConfigError(
                 f"image_size={image_size} is too small for this backbone: {error}"
             ) from error
         finally:

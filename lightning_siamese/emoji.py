@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lightning_siamese.errors import NpmError
 from lightning_siamese.pairs import write_pairs_csv
 
 VERSION = "16.0.0"
@@ -43,10 +44,6 @@ Built by `lightning-siamese data emoji`: {pairs} pairs, {size}x{size} RGBA PNG, 
 emoji's code points. pairs.csv gives each pair's name, description, category and a `group` that
 keeps skin-tone and gender variants of one base emoji in one split.
 """
-
-
-class NpmError(RuntimeError):
-    """npm is missing or cannot fetch the packages."""
 
 
 def emoji_group(unified: str) -> str:

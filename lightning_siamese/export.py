@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from lightning_siamese.errors import ExportError
 from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
 
 if TYPE_CHECKING:
@@ -43,10 +44,6 @@ ONNX_INLINE_LIMIT = 1_800_000_000
 
 RESIZE = "bilinear, antialiased, square, aspect ratio not kept"
 SCALE = "pixels / 255"
-
-
-class ExportError(RuntimeError):
-    """The export or its check could not be done; the message says why."""
 
 
 def default_output(checkpoint: str | Path, fmt: str) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_siamese.errors import CacheMemoryError, ConfigError
 from lightning_siamese.inference import ImagePathsDataset
 from lightning_siamese.transforms import Transform
 
@@ -69,14 +70,20 @@ class FeatureCache:
             self.features = torch.empty((count, *self.shape), dtype=dtype)
         else:
             folder = Path(directory)
-            folder.mkdir(parents=True, exist_ok=True)
             self.path = folder / f"features-{os.getpid()}-{id(self):x}.npy"
             # NumPy has no bfloat16: such features are mapped as 16-bit words and viewed back.
             bf16 = dtype == torch.bfloat16
             numpy_dtype = np.uint16 if bf16 else torch.empty(0, dtype=dtype).numpy().dtype
-            array = np.lib.format.open_memmap(
-                self.path, mode="w+", dtype=numpy_dtype, shape=(count, *self.shape)
-            )
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                array = np.lib.format.open_memmap(
+                    self.path, mode="w+", dtype=numpy_dtype, shape=(count, *self.shape)
+                )
+            except OSError as error:
+                raise ConfigError(
+                    f"feature_cache_dir {folder}: cannot write the feature cache there ({error}); "
+                    "pass a writable folder on a fast disk"
+                ) from error
             features = torch.from_numpy(array)
             self.features = features.view(torch.bfloat16) if bf16 else features
 
@@ -134,7 +141,7 @@ def build_feature_cache(
     size = FeatureCache.size_of(len(paths), shape, dtype)
     available = available_memory()
     if directory is None and available is not None and size > max_memory_fraction * available:
-        raise MemoryError(
+        raise CacheMemoryError(
             f"the frozen-feature cache needs {format_bytes(size)} for {len(paths):,} images but "
             f"{format_bytes(available)} of memory is available: set "
             "--model.feature_cache_dir to a folder on a fast disk (a memory-mapped file), or "

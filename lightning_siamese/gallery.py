@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lightning_siamese.errors import InputError
 from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
 from lightning_siamese.inference import embed_paths
 from lightning_siamese.pairs import display_path
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 CACHE_FOLDER = ".lightning-siamese"
 #: Version of the cache file's layout; a file of another version is rebuilt.
 CACHE_FORMAT = 1
-
-
-class SearchError(ValueError):
-    """A problem with the command's inputs, reported as one ``error:`` line."""
 
 
 @dataclass(frozen=True)
@@ -92,25 +89,25 @@ def list_images(root: Path) -> list[ImageFile]:
 
 
 def gallery_images(gallery: Path) -> list[ImageFile]:
-    """The gallery's images; :class:`SearchError` when the folder is missing or has none."""
+    """The gallery's images; :class:`InputError` when the folder is missing or has none."""
     if not gallery.is_dir():
-        raise SearchError(f"gallery {gallery}: no such folder")
+        raise InputError(f"gallery {gallery}: no such folder")
     images = list_images(gallery)
     if not images:
         extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-        raise SearchError(f"gallery {gallery}: no image file in it ({extensions})")
+        raise InputError(f"gallery {gallery}: no image file in it ({extensions})")
     return images
 
 
 def query_paths(query: Path) -> list[Path]:
-    """One image file, or every image under a folder; :class:`SearchError` when there is none."""
+    """One image file, or every image under a folder; :class:`InputError` when there is none."""
     if query.is_file():
         return [query]
     if not query.is_dir():
-        raise SearchError(f"query {query}: no such file or folder")
+        raise InputError(f"query {query}: no such file or folder")
     paths = [query / image.relative for image in list_images(query)]
     if not paths:
-        raise SearchError(f"query {query}: no image file in the folder")
+        raise InputError(f"query {query}: no image file in the folder")
     return paths
 
 

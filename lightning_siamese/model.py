@@ -12,8 +12,9 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
-from lightning_siamese.checkpoints import CheckpointError, _check_is_ours, _checkpoint_problem
+from lightning_siamese.checkpoints import check_checkpoint, checkpoint_problem
 from lightning_siamese.embedding import EmbeddingNet, normalization
+from lightning_siamese.errors import CheckpointError, NonFiniteLossError
 from lightning_siamese.feature_cache import FeatureCache, build_feature_cache
 from lightning_siamese.losses import Distance, Mining, TripletLoss
 from lightning_siamese.metrics import SplitMetrics, triplet_statistics
@@ -21,10 +22,6 @@ from lightning_siamese.transforms import Transform, eval_transform
 from lightning_siamese.triplets import TripletDataset
 
 Batch = dict[str, Any]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
 
 
 def _log_split(split: str, text: str) -> None:
@@ -115,18 +112,14 @@ class SiameseModel(pl.LightningModule):
         cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any
     ) -> SiameseModel:
         """Lightning's ``load_from_checkpoint`` (``weights_only`` by default), with a
-        :class:`~lightning_siamese.inference.CheckpointError` that says what is wrong with the
+        :class:`~lightning_siamese.errors.CheckpointError` that says what is wrong with the
         file when it is missing, not a checkpoint, truncated, or from another model."""
         path = Path(checkpoint_path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
+        check_checkpoint(path, weights_only=kwargs.get("weights_only") is not False)
         try:
-            _check_is_ours(path)
             return super().load_from_checkpoint(path, *args, **kwargs)
-        except CheckpointError:
-            raise
-        except Exception as error:  # torch.load and the module's init raise many kinds
-            raise CheckpointError(_checkpoint_problem(path, error)) from error
+        except Exception as error:  # the module's init rejects another model's settings
+            raise CheckpointError(checkpoint_problem(path, error)) from error
 
     # Inference -------------------------------------------------------------------------------
 

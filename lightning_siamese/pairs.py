@@ -24,6 +24,7 @@ from typing import Any
 
 from PIL import Image
 
+from lightning_siamese.errors import PairDataError
 from lightning_siamese.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, verify_image
 
 SIDES = ("left", "right")
@@ -104,10 +105,6 @@ NO_PAIR = (
     "no usable pair found: left/ and right/ need images with the same file stem "
     "(left/cat.jpg pairs with right/cat.png)"
 )
-
-
-class PairDataError(ValueError):
-    """A folder has no usable pair, or has problems and ``strict`` was asked for."""
 
 
 def display_path(path: str | Path) -> str:

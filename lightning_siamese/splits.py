@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning_siamese.errors import ConfigError, MissingFileError, PairDataError
 from lightning_siamese.pairs import Pair
 
 SPLITS = ("train", "val", "test")
@@ -22,12 +23,12 @@ SPLIT_FILE = "split.csv"
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     """Validate (train, val, test) fractions: three values >= 0 summing to 1, train > 0."""
     if len(fractions) != 3:
-        raise ValueError(
+        raise ConfigError(
             f"split_fractions needs 3 values (train, val, test), got {list(fractions)}"
         )
     train, val, test = (float(value) for value in fractions)
     if min(train, val, test) < 0 or train <= 0 or abs(train + val + test - 1.0) > 1e-6:
-        raise ValueError(
+        raise ConfigError(
             f"split_fractions must be >= 0, with train > 0, and sum to 1; got {list(fractions)} "
             f"(sum {train + val + test:g})"
         )
@@ -82,11 +83,13 @@ def write_split(path: Path, splits: dict[str, list[Pair]]) -> None:
 
 def read_split(path: Path) -> dict[str, str]:
     """Pair name -> split from a ``split.csv`` written by :func:`write_split`."""
+    if not path.is_file():
+        raise MissingFileError(f"split file {path} does not exist: pass a split.csv that fit wrote")
     with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
         rows = list(csv.DictReader(handle))
     if rows and not {"name", "split"} <= rows[0].keys():
-        raise ValueError(f"{path}: a split file needs the columns 'name' and 'split'")
+        raise PairDataError(f"{path}: a split file needs the columns 'name' and 'split'")
     unknown = {row["split"] for row in rows} - set(SPLITS)
     if unknown:
-        raise ValueError(f"{path}: unknown split names {sorted(unknown)}; expected {SPLITS}")
+        raise PairDataError(f"{path}: unknown split names {sorted(unknown)}; expected {SPLITS}")
     return {row["name"]: row["split"] for row in rows}

@@ -12,7 +12,8 @@ from PIL import Image
 
 from conftest import npm_unreachable_reason
 from lightning_siamese.cli import main
-from lightning_siamese.emoji import NpmError, build_emoji, emoji_group, npm_pack
+from lightning_siamese.emoji import build_emoji, emoji_group, npm_pack
+from lightning_siamese.errors import NpmError
 from lightning_siamese.pairs import discover_pairs
 
 

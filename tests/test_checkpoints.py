@@ -74,23 +74,10 @@ def test_urls_are_saved_by_lightning(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_cli_trainer_writes_with_it(tmp_path: Path) -> None:
-    from lightning_siamese.data import SiameseDataModule
-    from lightning_siamese.lightning_cli import (
-        _cli_class,
-        _config_callback_class,
-        _trainer_defaults,
-    )
-    from lightning_siamese.model import SiameseModel
+    from lightning_siamese.lightning_cli import run
 
     write_pairs(tmp_path / "pairs", 20)
-    cli = _cli_class()(
-        SiameseModel,
-        SiameseDataModule,
-        args=tiny_args(tmp_path / "pairs", tmp_path / "run"),
-        trainer_defaults=_trainer_defaults(),
-        save_config_callback=_config_callback_class(),
-        run=False,
-    )
+    cli = run(tiny_args(tmp_path / "pairs", tmp_path / "run"), run=False)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 

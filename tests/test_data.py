@@ -10,7 +10,7 @@ import torch
 
 from conftest import write_pairs
 from lightning_siamese.data import SiameseDataModule
-from lightning_siamese.pairs import PairDataError
+from lightning_siamese.errors import PairDataError
 from lightning_siamese.splits import read_split
 from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
 

@@ -13,7 +13,9 @@ import torch
 from conftest import tiny_args, write_pairs
 from lightning_siamese.cli import main
 from lightning_siamese.data import SiameseDataModule
-from lightning_siamese.model import NonFiniteLossError, SiameseModel
+from lightning_siamese.embedding import EmbeddingNet
+from lightning_siamese.errors import NonFiniteLossError
+from lightning_siamese.model import SiameseModel
 
 BAD_SETTINGS = {
     "unknown backbone": (["--model.backbone=resnet9000"], "unknown backbone 'resnet9000'"),
@@ -56,6 +58,53 @@ def test_traceback_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     write_pairs(tmp_path / "pairs", 20)
     with pytest.raises(ValueError, match="margin must be >= 0"):
         main(["fit", *tiny_args(tmp_path / "pairs", tmp_path / "run"), "--model.margin=-1"])
+
+
+def test_a_failed_weights_download_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Offline for certain: an empty torch.hub cache and a proxy on a closed local port.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    write_pairs(tmp_path / "pairs", 20)
+    args = [*tiny_args(tmp_path / "pairs", tmp_path / "run"), "--model.weights=imagenet"]
+    assert main(["fit", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: could not get the ImageNet weights of resnet18 from "), err
+    line = err[0]
+    assert "https://download.pytorch.org/models/resnet18-" in line
+    assert "--model.weights FILE" in line and "--model.weights none" in line
+    assert "$TORCH_HOME" in line and str(tmp_path / "torch-home" / "hub" / "checkpoints") in line
+
+
+def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only user errors become one line: a ValueError from inside the code is not one."""
+
+    def broken(self: Any, features: torch.Tensor) -> torch.Tensor:
+        raise ValueError("shape mismatch deep inside")
+
+    monkeypatch.setattr(EmbeddingNet, "forward_tail", broken)
+    write_pairs(tmp_path / "pairs", 20)
+    with pytest.raises(ValueError, match="shape mismatch deep inside"):
+        main(["fit", *tiny_args(tmp_path / "pairs", tmp_path / "run"), "--trainer.max_epochs=1"])
+
+
+@pytest.mark.parametrize("stage", ["fit", "test"])
+def test_a_bad_ckpt_path_is_named_before_the_model_is_built(
+    stage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_pairs(tmp_path / "pairs", 20)
+    args = tiny_args(tmp_path / "pairs", tmp_path / "run")
+    missing = tmp_path / "nowhere.ckpt"
+    assert main([stage, *args, f"--ckpt_path={missing}"]) == 2
+    assert f"error: {missing}: no such checkpoint file" in capsys.readouterr().err
+    truncated = tmp_path / "cut.ckpt"
+    truncated.write_bytes(b"PK\x03\x04 not the rest")
+    assert main([stage, *args, f"--ckpt_path={truncated}"]) == 2
+    assert f"error: {truncated}: not a readable checkpoint" in capsys.readouterr().err
 
 
 def tiny_run(
@@ -140,7 +189,7 @@ def broken_checkpoints(good: Path, folder: Path) -> dict[str, tuple[Path, str]]:
 def test_bad_checkpoints_give_clear_errors(
     trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lightning_siamese.checkpoints import CheckpointError
+    from lightning_siamese.errors import CheckpointError
 
     pairs, _, good = trained_run
     for name, (path, message) in broken_checkpoints(good, tmp_path / "bad").items():

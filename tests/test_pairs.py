@@ -10,7 +10,8 @@ from PIL import Image
 
 from conftest import pattern_image, write_pairs
 from lightning_siamese.cli import main
-from lightning_siamese.pairs import PairDataError, discover_pairs, require_pairs
+from lightning_siamese.errors import PairDataError
+from lightning_siamese.pairs import discover_pairs, require_pairs
 
 
 def make_messy_folder(root: Path) -> dict[str, str]:

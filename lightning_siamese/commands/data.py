@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lightning_siamese.pairs import NO_PAIR, PairDataError, discover_pairs
+from lightning_siamese.errors import PairDataError
+from lightning_siamese.pairs import NO_PAIR, discover_pairs
 from lightning_siamese.splits import SPLITS, assign_splits
 from lightning_siamese.triplets import draw_negatives, image_path
 
@@ -33,9 +34,8 @@ def _check(args: argparse.Namespace) -> int:
                     }
                 )
             )
-        else:
-            print(f"error: {error}", file=sys.stderr)
-        return 2
+            return 2
+        raise
     print(report.to_json() if args.json else report.format())
     if not report.pairs:
         if not args.json:
@@ -79,13 +79,9 @@ def _caption(path: Path) -> str:
 
 
 def _emoji(args: argparse.Namespace) -> int:
-    from lightning_siamese.emoji import NpmError, build_emoji
+    from lightning_siamese.emoji import build_emoji
 
-    try:
-        result = build_emoji(args.out, skin_tones=args.skin_tones, cache_dir=args.cache_dir)
-    except NpmError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    result = build_emoji(args.out, skin_tones=args.skin_tones, cache_dir=args.cache_dir)
     print(f"wrote {result['pairs']} emoji pairs to {args.out} in {result['seconds']:.1f} s")
     return 0
 
@@ -135,8 +131,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: Sequence[str]) -> int:
     parsed = build_parser().parse_args(list(args))
-    try:
-        return int(parsed.run(parsed))
-    except PairDataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return int(parsed.run(parsed))

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from lightning_siamese.evaluate import evaluate
-from lightning_siamese.pairs import PairDataError
 
 METRICS_FILE = "metrics.json"
 SHOWN = (
@@ -60,24 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lightning_siamese.checkpoints import CheckpointError
-
     args = build_parser().parse_args(argv)
-    try:
-        metrics = evaluate(
-            args.ckpt,
-            args.root,
-            args.out,
-            args.batch_size,
-            args.num_workers,
-            args.device,
-            args.seed,
-            args.top_k,
-            args.strict,
-        )
-    except (CheckpointError, PairDataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    metrics = evaluate(
+        args.ckpt,
+        args.root,
+        args.out,
+        args.batch_size,
+        args.num_workers,
+        args.device,
+        args.seed,
+        args.top_k,
+        args.strict,
+    )
     if metrics["problems"]:
         shown = "\n".join(f"  {p['path']}: {p['reason']}" for p in metrics["problems"][:10])
         print(f"{len(metrics['problems'])} problems; not evaluated:\n{shown}", file=sys.stderr)

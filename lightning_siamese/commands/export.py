@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_siamese import export
-from lightning_siamese.checkpoints import CheckpointError
 from lightning_siamese.inference import load_model
 
 if TYPE_CHECKING:
@@ -77,22 +76,14 @@ def main(args: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        model = load_model(parsed.ckpt, device="cpu")
-        # Read the check images first: a wrong --check path should not cost an export.
-        inputs, source = export.check_inputs(model, parsed.check) if do_check else (None, "")
-    except (CheckpointError, export.ExportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    model = load_model(parsed.ckpt, device="cpu")
+    # Read the check images first: a wrong --check path should not cost an export.
+    inputs, source = export.check_inputs(model, parsed.check) if do_check else (None, "")
     net = model.net.eval()
     out = parsed.out or export.default_output(parsed.ckpt, parsed.format)
-    try:
-        out, exporter = export.EXPORTERS[parsed.format](
-            net, out, int(model.hparams["image_size"]), parsed.batch_size_hint
-        )
-    except export.ExportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    out, exporter = export.EXPORTERS[parsed.format](
+        net, out, int(model.hparams["image_size"]), parsed.batch_size_hint
+    )
 
     info = export.describe(model, parsed.format, out, parsed.ckpt, exporter)
     if parsed.format == "onnx":

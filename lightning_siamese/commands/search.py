@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lightning_siamese.checkpoints import CheckpointError
 from lightning_siamese.gallery import (
     Gallery,
     ImageFile,
-    SearchError,
+    InputError,
     _gather,
     cache_content,
     checkpoint_fingerprint,
@@ -160,10 +159,7 @@ def embed_queries(
 def search(args: argparse.Namespace) -> int:
     images = gallery_images(args.gallery)
     query_files = query_paths(args.query)
-    try:
-        model = load_model(args.ckpt, args.device)
-    except CheckpointError as error:
-        raise SearchError(str(error)) from error
+    model = load_model(args.ckpt, args.device)
     log = sys.stderr if args.json else sys.stdout
 
     started = time.perf_counter()
@@ -172,13 +168,13 @@ def search(args: argparse.Namespace) -> int:
         print(f"warning: skipped unreadable image {args.gallery / path}: {reason}", file=sys.stderr)
     print(gallery_line(gallery, time.perf_counter() - started), file=log)
     if not gallery.paths:
-        raise SearchError(f"gallery {args.gallery}: no readable image")
+        raise InputError(f"gallery {args.gallery}: no readable image")
 
     queries, embeddings, own, bad_queries = embed_queries(args, model, query_files, gallery)
     for path, reason in bad_queries:
         print(f"warning: skipped unreadable query {path}: {reason}", file=sys.stderr)
     if not queries:
-        raise SearchError(f"query {args.query}: no readable image")
+        raise InputError(f"query {args.query}: no readable image")
 
     ranked = top_k(
         embeddings,
@@ -248,9 +244,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    parsed = build_parser().parse_args(None if args is None else list(args))
-    try:
-        return search(parsed)
-    except SearchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return search(build_parser().parse_args(None if args is None else list(args)))

@@ -1,0 +1,54 @@
+"""The errors a user can fix: bad settings, bad data, unusable checkpoints, export problems.
+
+Each is a :class:`UserError`, whose message says what is wrong and what to do. ``cli.main`` (and
+only it) prints such an error as one ``error: <message>`` line and exits with status 2; anything
+else, such as a ``ValueError`` from a shape mismatch deep in torch, is a bug and keeps its
+traceback. Each kind also derives from the built-in exception it used to be, so code that
+catches ``ValueError`` or ``OSError`` around the library keeps working.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message says what and how."""
+
+
+class ConfigError(UserError, ValueError):
+    """A setting that cannot work: an unknown backbone, a negative margin, bad split fractions."""
+
+
+class PairDataError(UserError, ValueError):
+    """A pair folder is missing or unusable, has no usable pair, or has problems (``strict``)."""
+
+
+class InputError(UserError, ValueError):
+    """A file or folder given to a command is missing, or holds no usable image."""
+
+
+class CheckpointError(UserError, ValueError):
+    """The file is not a readable checkpoint of this project's model."""
+
+
+class WeightsError(UserError, OSError):
+    """Pretrained weights could not be downloaded or loaded."""
+
+
+class ExportError(UserError, RuntimeError):
+    """The export or its check could not be done."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class CacheMemoryError(UserError, MemoryError):
+    """The frozen-feature cache would not fit in the available memory."""
+
+
+class NpmError(UserError, RuntimeError):
+    """npm is missing or cannot fetch the emoji packages."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder named in a setting does not exist."""
