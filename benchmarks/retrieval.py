@@ -4,8 +4,9 @@
     python benchmarks/retrieval.py --sizes 100000 --block-size 2048
 
 Each size runs in a fresh process so its peak memory (max RSS) is its own. Reported: wall time
-of the top-k (the project's ``metrics.top_k``, the same code ``search`` and the split reports
-use), the peak RSS of the process, and the memory above the embeddings themselves. A check on
+of the top-k (the project's ``retrieval.top_k``, the same code ``search`` and the split reports
+use; ``--block-size`` query rows a block, where the library's default is 2**24 scores a block),
+the peak RSS of the process, and the memory above the embeddings themselves. A check on
 the first 100 queries compares against a full sort.
 """
 
@@ -30,7 +31,7 @@ def run_one(size: int, dim: int, k: int, block_size: int, threads: int) -> dict[
     gallery = torch.randn(size, dim, generator=generator)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     started = time.perf_counter()
-    _, indices = top_k(queries, gallery, k, block_size=block_size)
+    _, indices = top_k(queries, gallery, k, block_elements=block_size * size)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     check = min(100, size)

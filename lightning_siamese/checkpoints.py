@@ -1,7 +1,5 @@
 """Checkpoints: files that are always whole, the best-and-last callback, what is wrong with a file.
 
-Checkpoint files are written next to their target, then renamed over it.
-
 Lightning writes a local checkpoint into a temporary file of the system's temporary folder, then
 moves it into place. When that folder is on another file system (a RAM disk, a node-local disk
 under a shared checkpoint folder) the move is a copy into the final path, so a kill during the
@@ -12,9 +10,6 @@ lies in the checkpoint's own folder, is flushed to disk, and replaces the target
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,9 +21,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_siamese.errors import CheckpointError
+from lightning_siamese.files import PARTIAL_SUFFIX, atomic_write
 
-#: Suffix of a checkpoint being written; a file with it is what an interrupted save left.
-PARTIAL_SUFFIX = ".partial"
+#: A checkpoint being written is ``<PARTIAL_PREFIX><hex><PARTIAL_SUFFIX>``: what a save
+#: interrupted by a kill leaves.
+PARTIAL_PREFIX = ".checkpoint-"
 
 
 def partial_files(folder: str | Path) -> list[Path]:
@@ -36,17 +33,7 @@ def partial_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(folder.glob(f".checkpoint-*{PARTIAL_SUFFIX}"))
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+    return sorted(folder.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,20 +48,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path) or "::" in str(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Hex digits only: never mistaken for "last*.ckpt" by --ckpt_path last.
-        temporary = target.parent / f".checkpoint-{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
-        try:
-            with temporary.open("wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        _sync_folder(target.parent)
+        # ".checkpoint-<hex>.partial": never mistaken for "last*.ckpt" by --ckpt_path last.
+        with atomic_write(path, prefix=PARTIAL_PREFIX) as handle:
+            torch.save(checkpoint, handle)
 
 
 def check_checkpoint(path: str | Path, weights_only: bool = True) -> None:

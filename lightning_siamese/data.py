@@ -11,7 +11,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_siamese.errors import ConfigError, InputError
-from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
+from lightning_siamese.images import ImageFilesDataset, list_images
 from lightning_siamese.pairs import (
     Pair,
     PairDataError,
@@ -50,35 +50,17 @@ def check_root(root: str | None, build_if_missing: str | None, predict_root: str
     check_layout(str(root))
 
 
-class ImageFolderDataset(Dataset):
-    """Every image file under a folder (recursively, hidden files skipped), in sorted order.
-
-    Items: ``image`` (tensor) and ``path`` (relative to the folder, as a string).
-    """
-
-    def __init__(self, root: str | Path, transform: Transform) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise InputError(
-                f"{self.root} is not a folder of images: pass --data.predict_root a folder"
-            )
-        self.paths = sorted(
-            path
-            for path in self.root.rglob("*")
-            if path.suffix.lower() in IMAGE_EXTENSIONS
-            and path.is_file()
-            and not any(part.startswith(".") for part in path.relative_to(self.root).parts)
-        )
-        if not self.paths:
-            raise InputError(f"no image file under {self.root}")
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.paths[index]
-        return {"image": self.transform(load_image(path)), "path": str(path.relative_to(self.root))}
+def predict_dataset(root: str | Path, transform: Transform) -> ImageFilesDataset:
+    """Every image file under ``root`` by the rule of :func:`~lightning_siamese.images.list_images`
+    (recursively, hidden files left out), in sorted order; items carry ``path`` relative to it."""
+    if not Path(root).is_dir():
+        raise InputError(f"{root} is not a folder: pass --data.predict_root a folder of images")
+    listing = list_images(root)
+    for path, reason in listing.skipped:
+        rank_zero_warn(f"{path}: {reason}; it is not embedded")
+    if not listing.files:
+        raise InputError(f"no image file under {root}")
+    return ImageFilesDataset(listing.paths(), transform, root)
 
 
 class SiameseDataModule(pl.LightningDataModule):
@@ -158,7 +140,7 @@ class SiameseDataModule(pl.LightningDataModule):
             transform = eval_transform(
                 self.hparams["image_size"], self.hparams["mean"], self.hparams["std"]
             )
-            self.predict_dataset = ImageFolderDataset(self.hparams["predict_root"], transform)
+            self.predict_dataset = predict_dataset(self.hparams["predict_root"], transform)
             return
         # A validation before `fit` may have reused an older split file of the run folder;
         # `fit` always splits afresh (from `split_file` if given) and writes the run's split.

@@ -8,7 +8,6 @@ registry and proxy settings apply).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_siamese.errors import NpmError
+from lightning_siamese.files import user_cache_dir
 from lightning_siamese.pairs import write_pairs_csv
 
 VERSION = "16.0.0"
@@ -131,7 +131,7 @@ def build_emoji(
     """
     start = time.perf_counter()
     out = Path(out)
-    cache = Path(cache_dir) if cache_dir else _default_cache() / "npm"
+    cache = Path(cache_dir) if cache_dir else user_cache_dir() / "npm"
     specs = [f"{PACKAGES[side]}@{VERSION}" for side in ("left", "right")]
     tarballs = dict(zip(("left", "right"), npm_pack(specs, cache), strict=True))
 
@@ -166,8 +166,3 @@ def build_emoji(
     )
     (out / "NOTICE.md").write_text(notice, encoding="utf-8")
     return {"pairs": len(complete), "seconds": time.perf_counter() - start}
-
-
-def _default_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lightning-siamese"

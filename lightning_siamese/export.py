@@ -10,30 +10,32 @@ DIR_OR_IMAGE``) or random images and compared with the PyTorch network.
 from __future__ import annotations
 
 import importlib.util
-import os
-import sys
+import json
 import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from lightning_siamese.embedding import normalization
 from lightning_siamese.errors import ExportError
-from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
+from lightning_siamese.export_check import (
+    FORMATS,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    check_inputs,
+    compare,
+    example_inputs,
+    load_exported,
+    quiet_jit,
+)
+from lightning_siamese.inference import load_model
+from lightning_siamese.model import SiameseModel
 
-if TYPE_CHECKING:
-    from lightning_siamese.model import SiameseModel
-
-FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
-INPUT_NAME = "images"
-OUTPUT_NAME = "embeddings"
 #: Largest max |exported - PyTorch| a check accepts by default.
 TOLERANCE = 1e-4
-#: At most this many images from ``--check DIR``.
-CHECK_IMAGES = 8
 #: Modules the ONNX export (``onnx``, ``onnxscript``) and its check (``onnxruntime``) need.
 ONNX_MODULES = ("onnx", "onnxscript")
 ONNX_CHECK_MODULES = ("onnxruntime",)
@@ -72,8 +74,6 @@ def _installed(module: str) -> bool:
 
 def preprocessing_info(model: SiameseModel) -> dict[str, Any]:
     """How to turn an image file into the network's input, without this package."""
-    from lightning_siamese.embedding import normalization
-
     size = int(model.hparams["image_size"])
     mean, std = normalization(model.hparams["backbone"])
     return {
@@ -135,23 +135,26 @@ def describe(
     }
 
 
-def _example(image_size: int, batch_size: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(max(batch_size, 1), 3, image_size, image_size, generator=generator)
+class ExportedFile(NamedTuple):
+    """A file an exporter wrote, the exporter used, and what is worth telling about it."""
+
+    path: Path
+    exporter: str
+    notes: list[str]
 
 
 def export_onnx(
     net: nn.Module, path: str | Path, image_size: int, batch_size: int = 2
-) -> tuple[Path, str]:
+) -> ExportedFile:
     """Write ``net`` as ONNX (input ``images``, output ``embeddings``, dynamic batch).
 
-    Uses the ``torch.export``-based exporter and falls back to the legacy TorchScript-based one
-    when that fails. Returns the path and the exporter used (``dynamo`` or ``legacy``).
+    Uses the ``torch.export``-based exporter (``dynamo``) and falls back to the legacy
+    TorchScript-based one (``legacy``) when that fails, saying why in the notes.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()
-    example = (_example(image_size, batch_size),)
+    example = (example_inputs(image_size, batch_size),)
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
     try:
         batch = torch.export.Dim("batch", min=1)
@@ -167,14 +170,13 @@ def export_onnx(
                 dynamic_shapes=({0: batch},),
                 external_data=weights > ONNX_INLINE_LIMIT,
             )
-        return path, "dynamo"
+        return ExportedFile(path, "dynamo", [])
     except Exception as error:  # any failure of torch.export / onnxscript: try the old way
         reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
-        print(
+        notes = [
             f"note: the torch.export-based ONNX exporter failed ({reason}); "
-            "falling back to the legacy TorchScript-based exporter",
-            file=sys.stderr,
-        )
+            "fell back to the legacy TorchScript-based exporter"
+        ]
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -189,133 +191,93 @@ def export_onnx(
             )
     except Exception as error:
         raise ExportError(f"ONNX export failed: {type(error).__name__}: {error}") from error
-    return path, "legacy"
+    return ExportedFile(path, "legacy", notes)
 
 
 def export_torchscript(
     net: nn.Module, path: str | Path, image_size: int, batch_size: int = 2
-) -> tuple[Path, str]:
+) -> ExportedFile:
     """Write ``net`` traced with ``torch.jit.trace``; the batch dimension stays free.
 
     The input side is fixed, so shape arithmetic the tracer bakes in (e.g. TF-style "same"
-    padding) stays right; only the batch varies. Returns the path and ``torch.jit.trace``.
+    padding) stays right; only the batch varies.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            _quiet_jit()
-            traced = torch.jit.trace(net, _example(image_size, batch_size))
+            quiet_jit()
+            traced = torch.jit.trace(net, example_inputs(image_size, batch_size))
             torch.jit.save(traced, str(path))
     except Exception as error:
         raise ExportError(f"TorchScript export failed: {type(error).__name__}: {error}") from error
-    return path, "torch.jit.trace"
-
-
-def _quiet_jit() -> None:
-    """Silence the tracer's constant-shape notes and TorchScript's deprecation notices."""
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    warnings.filterwarnings(
-        "ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning
-    )
-
-
-def load_exported(path: str | Path, fmt: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function preprocessed images (B, 3, S, S) -> embeddings (B, D) running the exported file
-    (ONNX Runtime on the CPU, or ``torch.jit.load``)."""
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-        def run_onnx(images: torch.Tensor) -> torch.Tensor:
-            array = images.detach().cpu().float().numpy()
-            return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
-
-        return run_onnx
-    if fmt == "torchscript":
-        with warnings.catch_warnings():
-            _quiet_jit()
-            module = torch.jit.load(str(path), map_location="cpu").eval()
-
-        def run_torchscript(images: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return module(images.cpu().float())
-
-        return run_torchscript
-    raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
-
-
-def max_difference(a: torch.Tensor | Any, b: torch.Tensor | Any) -> float:
-    """max |a - b| over all elements (tensors or arrays of the same shape)."""
-    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    return float((a - b).abs().max()) if a.numel() else 0.0
-
-
-def _walk_images(folder: Path) -> Iterator[Path]:
-    for current, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                yield Path(current) / name
-
-
-def find_images(path: str | Path, limit: int = CHECK_IMAGES) -> list[Path]:
-    """Up to ``limit`` image files: ``path`` itself, or the first ones (sorted) under a folder."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise ExportError(f"{path}: no such file or folder of images to check with")
-    images = []
-    for image in _walk_images(path):
-        images.append(image)
-        if len(images) == limit:
-            break
-    if not images:
-        extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-        raise ExportError(f"{path}: no image files ({extensions}) to check with")
-    return images
-
-
-def check_inputs(
-    model: SiameseModel, source: str | Path | None, count: int = 3
-) -> tuple[torch.Tensor, str]:
-    """A batch to check with: images under ``source`` preprocessed by ``model.transform()``, or
-    without ``source``, ``count`` random inputs of the right shape. Also says which it is."""
-    if source is None:
-        size = int(model.hparams["image_size"])
-        return _example(size, count), f"{count} random inputs (no --check images given)"
-    paths = find_images(source)
-    transform = model.transform()
-    tensors = []
-    for path in paths:
-        try:
-            tensors.append(transform(load_image(path)))
-        except OSError as error:
-            raise ExportError(f"{path}: cannot read the image: {error}") from error
-    return torch.stack(tensors), f"{len(paths)} image(s) from {source}"
-
-
-def compare(
-    net: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor
-) -> float:
-    """max |exported - PyTorch| over the batch and, to exercise the dynamic batch, its first
-    image alone."""
-    batches = [images] if len(images) == 1 else [images, images[:1]]
-    net = net.eval()
-    worst = 0.0
-    for batch in batches:
-        with torch.no_grad():
-            expected = net(batch)
-        worst = max(worst, max_difference(run(batch), expected))
-    return worst
+    return ExportedFile(path, "torch.jit.trace", [])
 
 
 EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
+
+
+def export_model(
+    checkpoint: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    check: bool = True,
+    check_images: str | Path | None = None,
+    tolerance: float = TOLERANCE,
+    batch_size_hint: int = 2,
+) -> dict[str, Any]:
+    """Export the embedding network of ``checkpoint`` and write its sidecar (``<out>.json``).
+
+    Args:
+        fmt: ``onnx`` or ``torchscript``.
+        out: the file to write; default :func:`default_output`.
+        check: run the exported file and compare it with PyTorch.
+        check_images: an image or a folder to check with (up to :data:`CHECK_IMAGES`); default:
+            random inputs.
+        tolerance: the largest max |exported - PyTorch| the check accepts.
+        batch_size_hint: batch size of the example input used to trace (the batch stays dynamic).
+
+    Returns:
+        the sidecar's content, with ``path`` (the file), ``sidecar`` and ``notes``; with a check,
+        ``check.passed`` says whether the file is within ``tolerance``.
+
+    Raises:
+        ExportError: a needed module is missing, the check images cannot be read, or the export
+            failed.
+        CheckpointError: the checkpoint cannot be used.
+    """
+    if fmt not in EXPORTERS:
+        raise ExportError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    missing = missing_modules(fmt, check)
+    if missing:
+        raise ExportError(
+            f"--format {fmt} needs {', '.join(missing)}, not installed; run: {INSTALL_HINT}"
+        )
+    model = load_model(checkpoint, device="cpu")
+    # Read the check images first: a wrong path should not cost an export.
+    inputs, source = check_inputs(model, check_images) if check else (None, "")
+    net = model.net.eval()
+    exported = EXPORTERS[fmt](
+        net,
+        out or default_output(checkpoint, fmt),
+        int(model.hparams["image_size"]),
+        batch_size_hint,
+    )
+    info = describe(model, fmt, exported.path, checkpoint, exported.exporter)
+    if fmt == "onnx":
+        info["onnx_opset"] = _onnx_opset(exported.path)
+    if inputs is not None:
+        difference = compare(net, load_exported(exported.path, fmt), inputs)
+        info["check"] = {
+            "inputs": source,
+            "max_abs_difference": difference,
+            "tolerance": tolerance,
+            "passed": difference <= tolerance,
+        }
+    sidecar = sidecar_path(exported.path)
+    sidecar.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return {**info, "path": str(exported.path), "sidecar": str(sidecar), "notes": exported.notes}
 
 
 def _onnx_opset(path: Path) -> int | None:

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_siamese.errors import CacheMemoryError, ConfigError
-from lightning_siamese.inference import ImagePathsDataset
+from lightning_siamese.images import ImageFilesDataset
 from lightning_siamese.transforms import Transform
 
 
@@ -135,7 +135,7 @@ def build_feature_cache(
     ``directory`` (a memory-mapped file) as the way out.
     """
     started = time.perf_counter()
-    dataset = ImagePathsDataset(paths, transform)
+    dataset = ImageFilesDataset(paths, transform)
     probe = frozen(dataset[0]["image"][None].to(device))
     shape, dtype = tuple(probe.shape[1:]), probe.dtype
     size = FeatureCache.size_of(len(paths), shape, dtype)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
-import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightning_siamese.errors import InputError
-from lightning_siamese.images import IMAGE_EXTENSIONS, load_image
-from lightning_siamese.inference import embed_paths
-from lightning_siamese.pairs import display_path
+from lightning_siamese.files import atomic_write, user_cache_dir
+from lightning_siamese.images import (
+    IMAGE_EXTENSIONS,
+    ImageFile,
+    ImageListing,
+    list_images,
+)
+from lightning_siamese.inference import embed_files, gather_rows
 
 if TYPE_CHECKING:
     from lightning_siamese.model import SiameseModel
@@ -29,15 +33,6 @@ if TYPE_CHECKING:
 CACHE_FOLDER = ".lightning-siamese"
 #: Version of the cache file's layout; a file of another version is rebuilt.
 CACHE_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class ImageFile:
-    """An image file found under a folder: path relative to it (POSIX form), size, mtime."""
-
-    relative: str
-    size: int
-    mtime_ns: int
 
 
 @dataclass
@@ -49,136 +44,29 @@ class Gallery:
     embeddings: torch.Tensor
     cached: int = 0
     embedded: int = 0
-    #: (relative path, reason) of every file that could not be read.
+    #: (relative path, reason) of every image file that could not be read.
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    #: (path, reason) of folder entries that are not read at all (broken links, special files).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Where the cache was read or written, when that is worth saying.
+    notes: list[str] = field(default_factory=list)
+    #: Seconds spent listing, reading the cache and embedding.
+    seconds: float = 0.0
 
 
 # Listing ---------------------------------------------------------------------------------------
 
 
-def list_images(root: Path) -> list[ImageFile]:
-    """Every image file under ``root``, recursively, sorted; hidden files and folders skipped.
-
-    Symbolic links to files are followed, links to folders are not (no loops).
-    """
-    found: list[ImageFile] = []
-    folders = [(root, "")]
-    while folders:
-        folder, prefix = folders.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError as error:
-            print(f"warning: skipped unreadable folder {folder}: {error}", file=sys.stderr)
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                folders.append((Path(entry.path), f"{prefix}{entry.name}/"))
-            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                try:
-                    stat = entry.stat()  # follows a link
-                except OSError as error:  # a broken link or a link loop
-                    reason = error.strerror or type(error).__name__
-                    shown = display_path(entry.path)
-                    print(f"warning: skipped {shown}: {reason} (fix or remove it)", file=sys.stderr)
-                    continue
-                if entry.is_file():
-                    found.append(ImageFile(prefix + entry.name, stat.st_size, stat.st_mtime_ns))
-    return sorted(found, key=lambda image: image.relative)
-
-
-def gallery_images(gallery: Path) -> list[ImageFile]:
-    """The gallery's images; :class:`InputError` when the folder is missing or has none."""
+def gallery_images(gallery: Path) -> ImageListing:
+    """The gallery's images (:func:`~lightning_siamese.images.list_images`); an
+    :class:`InputError` when the folder is missing or holds none."""
     if not gallery.is_dir():
         raise InputError(f"gallery {gallery}: no such folder")
-    images = list_images(gallery)
-    if not images:
+    listing = list_images(gallery)
+    if not listing.files:
         extensions = " ".join(sorted(IMAGE_EXTENSIONS))
         raise InputError(f"gallery {gallery}: no image file in it ({extensions})")
-    return images
-
-
-def query_paths(query: Path) -> list[Path]:
-    """One image file, or every image under a folder; :class:`InputError` when there is none."""
-    if query.is_file():
-        return [query]
-    if not query.is_dir():
-        raise InputError(f"query {query}: no such file or folder")
-    paths = [query / image.relative for image in list_images(query)]
-    if not paths:
-        raise InputError(f"query {query}: no image file in the folder")
-    return paths
-
-
-# Embedding -------------------------------------------------------------------------------------
-
-
-def _unreadable_reason(model: SiameseModel, path: Path) -> str | None:
-    """Why the file cannot be read and preprocessed, or None when it can."""
-    try:
-        model.transform()(load_image(path))
-    except Exception as error:
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-def embed_files(
-    model: SiameseModel,
-    paths: Sequence[Path],
-    batch_size: int = 64,
-    num_workers: int = 0,
-    chunk_size: int | None = None,
-) -> tuple[torch.Tensor, list[int], list[tuple[int, str]]]:
-    """Embed the readable files among ``paths``, skipping the unreadable ones.
-
-    Files go through :func:`~lightning_siamese.inference.embed_paths` in chunks; a chunk that
-    fails is split in halves until the failing file is alone, so one bad file costs a few
-    re-runs, not a crash.
-
-    Returns:
-        the embeddings (K, D) of the readable files in order, their indices into ``paths``, and
-        ``(index, reason)`` for each unreadable file.
-    """
-    chunk_size = chunk_size or max(16 * batch_size, 1024)
-    pieces: list[tuple[list[int], torch.Tensor]] = []
-    unreadable: list[tuple[int, str]] = []
-
-    def run(indices: list[int]) -> None:
-        workers = num_workers if len(indices) > batch_size else 0
-        try:
-            rows = embed_paths(model, [paths[i] for i in indices], batch_size, workers)
-        except Exception:
-            if len(indices) > 1:
-                half = len(indices) // 2
-                run(indices[:half])
-                run(indices[half:])
-                return
-            reason = _unreadable_reason(model, paths[indices[0]])
-            if reason is None:  # the file is fine: something else went wrong
-                raise
-            unreadable.append((indices[0], reason))
-            return
-        pieces.append((indices, rows))
-
-    for start in range(0, len(paths), chunk_size):
-        run(list(range(start, min(start + chunk_size, len(paths)))))
-    if not pieces:
-        return torch.zeros(0, model.hparams["embedding_dim"]), [], unreadable
-    # The halves run in order, so the pieces are in file order already.
-    kept = [index for indices, _ in pieces for index in indices]
-    return torch.cat([rows for _, rows in pieces]), kept, unreadable
-
-
-def _gather(
-    count: int, dim: int, sources: Sequence[tuple[torch.Tensor, list[int], list[int]]]
-) -> torch.Tensor:
-    """A (count, dim) tensor filled from ``(source, target rows, source rows)`` triples."""
-    result = torch.empty(count, dim)
-    for source, target_rows, source_rows in sources:
-        if target_rows:
-            result[torch.tensor(target_rows)] = source[torch.tensor(source_rows)]
-    return result
+    return listing
 
 
 # Cache -----------------------------------------------------------------------------------------
@@ -192,7 +80,7 @@ def checkpoint_fingerprint(checkpoint: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _gallery_writable(gallery: Path) -> bool:
+def gallery_writable(gallery: Path) -> bool:
     """Whether the cache folder inside the gallery exists or can be made, and is writable."""
     folder = gallery / CACHE_FOLDER
     try:
@@ -204,8 +92,7 @@ def _gallery_writable(gallery: Path) -> bool:
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/lightning-siamese/search`` (``~/.cache/...`` when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lightning-siamese" / "search"
+    return user_cache_dir() / "search"
 
 
 def cache_path(gallery: Path, fingerprint: str, cache_dir: Path | None = None) -> Path:
@@ -230,14 +117,17 @@ def choose_cache_path(
     """
     if cache_dir is not None:
         return cache_path(gallery, fingerprint, cache_dir), None
-    if _gallery_writable(gallery):
+    if gallery_writable(gallery):
         return cache_path(gallery, fingerprint), None
     fallback = cache_path(gallery, fingerprint, default_cache_dir())
     return fallback, f"note: gallery {gallery} is not writable; caching embeddings in {fallback}"
 
 
-def load_cache(path: Path, fingerprint: str, image_size: int) -> dict[str, Any] | None:
-    """The cache file's content, or None when it is missing, unreadable or for another model."""
+def load_cache(
+    path: Path, fingerprint: str, image_size: int, notes: list[str]
+) -> dict[str, Any] | None:
+    """The cache file's content, or None when it is missing, unreadable (said in ``notes``) or
+    for another model."""
     if not path.is_file():
         return None
     try:
@@ -252,7 +142,7 @@ def load_cache(path: Path, fingerprint: str, image_size: int) -> dict[str, Any] 
             and len(bad["paths"]) == len(bad["stats"]) == len(bad["reasons"])
         )
     except Exception as error:
-        print(f"note: ignoring unreadable cache {path} ({type(error).__name__})", file=sys.stderr)
+        notes.append(f"note: ignoring unreadable cache {path} ({type(error).__name__})")
         return None
     return cache if valid else None
 
@@ -313,7 +203,7 @@ def update_gallery(
     gallery = Gallery(
         root=root,
         paths=[images[p].relative for p in positions],
-        embeddings=_gather(len(positions), fresh.shape[1], sources),
+        embeddings=gather_rows(len(positions), fresh.shape[1], sources),
         cached=len(reused),
         embedded=len(fresh_rows),
         unreadable=[(images[p].relative, unreadable[p]) for p in sorted(unreadable)],
@@ -344,16 +234,46 @@ def cache_content(
 
 
 def save_cache(path: Path, content: dict[str, Any]) -> None:
-    """Write the cache atomically: a temporary file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; others may share it
-        with os.fdopen(handle, "wb") as file:
-            torch.save(content, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write the cache atomically (:func:`~lightning_siamese.files.atomic_write`)."""
+    with atomic_write(path) as handle:
+        torch.save(content, handle)
+
+
+# The whole -------------------------------------------------------------------------------------
+
+
+def build_gallery(
+    model: SiameseModel,
+    root: str | Path,
+    checkpoint: str | Path,
+    use_cache: bool = True,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> Gallery:
+    """Every readable image under ``root`` with its embedding by ``model``, through the cache
+    (unless ``use_cache`` is off) of the checkpoint file it was loaded from.
+
+    Raises:
+        InputError: ``root`` is missing, or holds no image file.
+    """
+    started = time.perf_counter()
+    root, checkpoint = Path(root), Path(checkpoint)
+    listing = gallery_images(root)
+    fingerprint = checkpoint_fingerprint(checkpoint)
+    image_size = int(model.hparams["image_size"])
+    notes: list[str] = []
+    path, cache = None, None
+    if use_cache:
+        path, note = choose_cache_path(root, fingerprint, Path(cache_dir) if cache_dir else None)
+        notes += [note] if note else []
+        cache = load_cache(path, fingerprint, image_size, notes)
+    gallery, changed = update_gallery(model, root, listing.files, cache, batch_size, num_workers)
+    if path is not None and changed:
+        try:
+            save_cache(path, cache_content(gallery, listing.files, fingerprint, image_size))
+        except OSError as error:
+            notes.append(f"note: could not write the cache {path}: {error}")
+    gallery.skipped, gallery.notes = listing.skipped, notes
+    gallery.seconds = time.perf_counter() - started
+    return gallery

@@ -1,11 +1,21 @@
-"""Reading image files of any mode as upright RGB."""
+"""Image files: reading any mode as upright RGB, the one rule for which files a folder holds,
+thumbnails, and a dataset of image files."""
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+
+from lightning_siamese.transforms import Transform
 
 #: File extensions read as images (lower case, with the dot).
 IMAGE_EXTENSIONS = frozenset(
@@ -16,6 +26,15 @@ IMAGE_EXTENSIONS = frozenset(
 MIN_IMAGE_SIDE = 8
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as printable text: bytes of a name that are not UTF-8 (which Python keeps as
+    surrogates) are shown escaped, ``\\xe9``, instead of failing to encode a whole report."""
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -81,3 +100,143 @@ def verify_image(path: str | Path) -> tuple[int, int]:
             image.draft("RGB", (image.width // 8 or 1, image.height // 8 or 1))
         image.load()
         return size
+
+
+# Which files a folder holds: the one rule of every command ---------------------------------
+
+
+class EntryKind(str, Enum):
+    """What a folder entry is (see :func:`examine`)."""
+
+    IMAGE = "image"
+    FOLDER = "folder"
+    HIDDEN = "hidden"
+    OTHER = "other"
+    UNUSABLE = "unusable"
+
+
+def _link_problem(entry: Path) -> str | None:
+    """Why a symbolic link cannot be used (None for a working link or a plain file)."""
+    if not entry.is_symlink():
+        return None
+    try:
+        entry.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return "symbolic link loop: point it at an image or remove it"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop: point it at an image or remove it"
+        target = display_path(os.readlink(entry))
+        if error.errno == errno.ENOENT:
+            return f"broken symbolic link (its target {target} does not exist): fix or remove it"
+        return f"symbolic link to {target} cannot be followed ({error.strerror}): fix or remove it"
+    return None
+
+
+def examine(entry: Path) -> tuple[EntryKind, str | None]:
+    """What a folder entry is, by the rule every command follows, and why it is unusable.
+
+    In this order: a name starting with a dot is ``HIDDEN``; a broken symbolic link or a link
+    loop is ``UNUSABLE``; a folder (or a link to one) is a ``FOLDER``; anything that is not a
+    regular file (a FIFO, a device, a socket, or a link to one) is ``UNUSABLE`` and never opened
+    (opening a FIFO blocks); a file without an image extension (:data:`IMAGE_EXTENSIONS`) is
+    ``OTHER``; the rest is an ``IMAGE`` (links to files are followed, wherever they point).
+    """
+    if entry.name.startswith("."):
+        return EntryKind.HIDDEN, None
+    link = _link_problem(entry)
+    if link is not None:
+        return EntryKind.UNUSABLE, link
+    if entry.is_dir():
+        return EntryKind.FOLDER, None
+    if not entry.is_file():
+        return EntryKind.UNUSABLE, "not a regular file (a FIFO, device or socket): remove it"
+    if entry.suffix.lower() not in IMAGE_EXTENSIONS:
+        return EntryKind.OTHER, None
+    return EntryKind.IMAGE, None
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file found under a folder: path relative to it (POSIX form), size, mtime."""
+
+    relative: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ImageListing:
+    """The image files under a folder, sorted by relative path, and what was skipped."""
+
+    root: Path
+    files: list[ImageFile] = field(default_factory=list)
+    #: (path, reason) of every entry that looks meant to be read but cannot be: broken links,
+    #: link loops, special files, unreadable folders, links to folders (not followed).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def paths(self) -> list[Path]:
+        return [self.root / image.relative for image in self.files]
+
+
+def list_images(root: str | Path, recursive: bool = True) -> ImageListing:
+    """Every image file under ``root`` (by :func:`examine`), recursively unless told otherwise.
+
+    Hidden files and folders and files of other kinds are left out silently; links to folders
+    are not followed (no loops), and they and every unusable entry are listed in ``skipped``.
+    """
+    listing = ImageListing(Path(root))
+    folders = [(listing.root, "")]
+    while folders:
+        folder, prefix = folders.pop()
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as error:
+            listing.skipped.append((display_path(folder), f"unreadable folder ({error})"))
+            continue
+        for entry in entries:
+            kind, reason = examine(entry)
+            if kind is EntryKind.FOLDER and recursive:
+                if entry.is_symlink():
+                    shown = display_path(entry)
+                    listing.skipped.append((shown, "symbolic link to a folder, not followed"))
+                else:
+                    folders.append((entry, f"{prefix}{entry.name}/"))
+            elif kind is EntryKind.UNUSABLE:
+                listing.skipped.append((display_path(entry), str(reason)))
+            elif kind is EntryKind.IMAGE:
+                stat = entry.stat()
+                listing.files.append(ImageFile(prefix + entry.name, stat.st_size, stat.st_mtime_ns))
+    listing.files.sort(key=lambda image: image.relative)
+    return listing
+
+
+def thumbnail(path: str | Path, size: int = 96) -> Image.Image:
+    """A copy of the image at most ``size`` pixels a side, for pictures; a grey square when the
+    file cannot be read (a picture with a gap beats no picture)."""
+    try:
+        image = load_image(path)
+    except Exception:  # any decoding failure; the picture is only an illustration
+        return Image.new("RGB", (size, size), (128, 128, 128))
+    image.thumbnail((size, size))
+    return image
+
+
+class ImageFilesDataset(Dataset):
+    """Images from a list of files, preprocessed; items ``image``, ``index`` and ``path``
+    (relative to ``root`` when given, as a string)."""
+
+    def __init__(
+        self, paths: Sequence[str | Path], transform: Transform, root: str | Path | None = None
+    ) -> None:
+        self.paths = [Path(path) for path in paths]
+        self.transform = transform
+        self.root = Path(root) if root is not None else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        shown = path.relative_to(self.root) if self.root is not None else path
+        return {"image": self.transform(load_image(path)), "index": index, "path": str(shown)}

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from lightning_siamese.images import load_image
-from lightning_siamese.transforms import Transform
-
-if TYPE_CHECKING:
-    from lightning_siamese.model import SiameseModel
+from lightning_siamese.images import ImageFilesDataset, load_image
+from lightning_siamese.model import SiameseModel
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -32,24 +28,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device | None = None)
     Raises :class:`CheckpointError` with the reason when the file is missing, is not a Lightning
     checkpoint, or was written by another model.
     """
-    from lightning_siamese.model import SiameseModel
-
     model = SiameseModel.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     return model.to(pick_device(str(device) if device is not None else None)).eval()
-
-
-class ImagePathsDataset(Dataset):
-    """Images from a list of files, preprocessed; items ``image`` and ``index``."""
-
-    def __init__(self, paths: Sequence[str | Path], transform: Transform) -> None:
-        self.paths = [Path(path) for path in paths]
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"image": self.transform(load_image(self.paths[index])), "index": index}
 
 
 @torch.inference_mode()
@@ -63,7 +43,7 @@ def embed_paths(
     if not paths:
         return torch.zeros(0, model.hparams["embedding_dim"])
     loader = DataLoader(
-        ImagePathsDataset(paths, model.transform()),
+        ImageFilesDataset(paths, model.transform()),
         batch_size=batch_size,
         num_workers=num_workers,
         pin_memory=model.device.type == "cuda",
@@ -74,3 +54,70 @@ def embed_paths(
         for batch in loader
     ]
     return torch.cat(chunks)
+
+
+def _unreadable_reason(model: SiameseModel, path: Path) -> str | None:
+    """Why the file cannot be read and preprocessed, or None when it can."""
+    try:
+        model.transform()(load_image(path))
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def embed_files(
+    model: SiameseModel,
+    paths: Sequence[Path],
+    batch_size: int = 64,
+    num_workers: int = 0,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, list[int], list[tuple[int, str]]]:
+    """Embed the readable files among ``paths``, skipping the unreadable ones.
+
+    Files go through :func:`~lightning_siamese.inference.embed_paths` in chunks; a chunk that
+    fails is split in halves until the failing file is alone, so one bad file costs a few
+    re-runs, not a crash.
+
+    Returns:
+        the embeddings (K, D) of the readable files in order, their indices into ``paths``, and
+        ``(index, reason)`` for each unreadable file.
+    """
+    chunk_size = chunk_size or max(16 * batch_size, 1024)
+    pieces: list[tuple[list[int], torch.Tensor]] = []
+    unreadable: list[tuple[int, str]] = []
+
+    def run(indices: list[int]) -> None:
+        workers = num_workers if len(indices) > batch_size else 0
+        try:
+            rows = embed_paths(model, [paths[i] for i in indices], batch_size, workers)
+        except Exception:
+            if len(indices) > 1:
+                half = len(indices) // 2
+                run(indices[:half])
+                run(indices[half:])
+                return
+            reason = _unreadable_reason(model, paths[indices[0]])
+            if reason is None:  # the file is fine: something else went wrong
+                raise
+            unreadable.append((indices[0], reason))
+            return
+        pieces.append((indices, rows))
+
+    for start in range(0, len(paths), chunk_size):
+        run(list(range(start, min(start + chunk_size, len(paths)))))
+    if not pieces:
+        return torch.zeros(0, model.hparams["embedding_dim"]), [], unreadable
+    # The halves run in order, so the pieces are in file order already.
+    kept = [index for indices, _ in pieces for index in indices]
+    return torch.cat([rows for _, rows in pieces]), kept, unreadable
+
+
+def gather_rows(
+    count: int, dim: int, sources: Sequence[tuple[torch.Tensor, list[int], list[int]]]
+) -> torch.Tensor:
+    """A (count, dim) tensor filled from ``(source, target rows, source rows)`` triples."""
+    result = torch.empty(count, dim)
+    for source, target_rows, source_rows in sources:
+        if target_rows:
+            result[torch.tensor(target_rows)] = source[torch.tensor(source_rows)]
+    return result

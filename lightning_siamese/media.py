@@ -23,8 +23,7 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_siamese.images import load_image
-from lightning_siamese.pairs import display_path
+from lightning_siamese.images import display_path, load_image, thumbnail
 from lightning_siamese.report import SplitEmbeddings, save_figure, write_table_csv
 from lightning_siamese.transforms import denormalize
 from lightning_siamese.triplets import TripletDataset, TripletSampler
@@ -156,8 +155,8 @@ class LogMedia(pl.Callback):
             if number < self.table_images:
                 best = by_name[row["top_k"][0][0]]
                 images = [
-                    wandb.Image(_thumbnail(split.left[number])),
-                    wandb.Image(_thumbnail(best)),
+                    wandb.Image(thumbnail(split.left[number], 64)),
+                    wandb.Image(thumbnail(best, 64)),
                 ]
             data.append(
                 [
@@ -195,9 +194,3 @@ def _dataset(loaders: Any) -> TripletDataset | None:
 
 def _folder(trainer: pl.Trainer, split: str) -> Path:
     return Path(trainer.default_root_dir) / "media" / split
-
-
-def _thumbnail(path: Path, size: int = 64) -> Image.Image:
-    image = load_image(path)
-    image.thumbnail((size, size))
-    return image

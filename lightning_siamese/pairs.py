@@ -11,7 +11,6 @@ reported and skipped.
 from __future__ import annotations
 
 import csv
-import errno
 import json
 import os
 import warnings
@@ -25,7 +24,14 @@ from typing import Any
 from PIL import Image
 
 from lightning_siamese.errors import PairDataError
-from lightning_siamese.images import IMAGE_EXTENSIONS, MIN_IMAGE_SIDE, verify_image
+from lightning_siamese.images import (
+    IMAGE_EXTENSIONS,
+    MIN_IMAGE_SIDE,
+    EntryKind,
+    display_path,
+    examine,
+    verify_image,
+)
 
 SIDES = ("left", "right")
 PAIRS_CSV = "pairs.csv"
@@ -107,15 +113,6 @@ NO_PAIR = (
 )
 
 
-def display_path(path: str | Path) -> str:
-    """``path`` as printable text: bytes of a name that are not UTF-8 (which Python keeps as
-    surrogates) are shown escaped, ``\\xe9``, instead of failing to encode a whole report."""
-    try:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that did not come from a file name
-        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _read_groups(root: Path, problems: list[Problem]) -> dict[str, str]:
     path = root / PAIRS_CSV
     if not path.is_file():
@@ -164,24 +161,6 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
-def _link_problem(entry: Path) -> str | None:
-    """Why a symbolic link cannot be used (None for a working link or a plain file)."""
-    if not entry.is_symlink():
-        return None
-    try:
-        entry.resolve(strict=True)
-    except RuntimeError:  # Python < 3.13 reports a loop this way
-        return "symbolic link loop: point it at an image or remove it"
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return "symbolic link loop: point it at an image or remove it"
-        target = display_path(os.readlink(entry))
-        if error.errno == errno.ENOENT:
-            return f"broken symbolic link (its target {target} does not exist): fix or remove it"
-        return f"symbolic link to {target} cannot be followed ({error.strerror}): fix or remove it"
-    return None
-
-
 def _list_side(
     root: Path, side: str, problems: list[Problem], unusable: dict[str, Path]
 ) -> tuple[dict[str, Path], int]:
@@ -193,12 +172,13 @@ def _list_side(
     for entry in sorted(folder.iterdir()):
         seen += 1
         shown = display_path(entry)
-        if entry.name.startswith("."):
+        kind, reason = examine(entry)
+        if kind is EntryKind.HIDDEN:
             problems.append(Problem(shown, "hidden file, ignored (rename it to use it)"))
-        elif (link := _link_problem(entry)) is not None:
-            problems.append(Problem(shown, link))
+        elif kind is EntryKind.UNUSABLE:
+            problems.append(Problem(shown, str(reason)))
             unusable[entry.stem] = entry
-        elif entry.is_dir():
+        elif kind is EntryKind.FOLDER:
             unusable[entry.name] = entry
             problems.append(
                 Problem(
@@ -207,7 +187,7 @@ def _list_side(
                     "and right/; move its images up if they are pairs",
                 )
             )
-        elif entry.suffix.lower() not in IMAGE_EXTENSIONS:
+        elif kind is EntryKind.OTHER:
             kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
             unusable[entry.stem] = entry
             problems.append(

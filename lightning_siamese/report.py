@@ -16,10 +16,9 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from lightning_siamese.images import load_image
+from lightning_siamese.images import display_path, thumbnail
 from lightning_siamese.losses import Distance, paired_distance
 from lightning_siamese.metrics import triplet_statistics
-from lightning_siamese.pairs import display_path
 from lightning_siamese.retrieval import rank_metrics, retrieval_ranks, top_k
 from lightning_siamese.viz import plot_distances, plot_projection, plot_retrieval
 
@@ -95,7 +94,7 @@ class SplitEmbeddings:
         distance: Distance = "squared_l2",
         examples: int = 6,
         k: int = 5,
-        thumbnail: int = 96,
+        size: int = 96,
     ) -> dict[str, Figure]:
         """``retrieval`` (fixed example queries with their top-k, the true match framed),
         ``distances`` (histograms with the margin) and ``projection`` (PCA)."""
@@ -104,14 +103,12 @@ class SplitEmbeddings:
         ranks = self.ranks()
 
         def thumb(path: Path) -> Image.Image:
-            image = load_image(path)
-            image.thumbnail((thumbnail, thumbnail))
-            return image
+            return thumbnail(path, size)
 
         rows = []
         for row, query in enumerate(queries):
             results = [
-                (thumb(self.right[int(i)]), f"{s:.3f} {self.right[int(i)].name}", int(i) == query)
+                (thumb(self.right[int(i)]), f"{s:.3f}\n{self.right[int(i)].name}", int(i) == query)
                 for s, i in zip(scores[row].tolist(), indices[row].tolist(), strict=True)
             ]
             rank = int(ranks[query])

@@ -5,6 +5,8 @@ Retrieval ranks every gallery item for every query, in row blocks so memory stay
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -30,21 +32,39 @@ def retrieval_ranks(
 
 
 def top_k(
-    queries: torch.Tensor, gallery: torch.Tensor, k: int, block_size: int = 1024
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    exclude: Sequence[int | None] | None = None,
+    block_elements: int = 1 << 24,
+    device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` most cosine-similar gallery rows of every query: (scores, indices), (Q, k) each,
-    best first. Exact, in query blocks (memory O(block x N)); ``k`` is capped at the gallery size.
+    """The ``k`` gallery rows most cosine-similar to each query: ``(scores, indices)``, (Q, k)
+    each, best first, on ``device`` (default: the gallery's, so CUDA tensors stay on the GPU).
+
+    Exact (``torch.topk``); the score matrix is built ``block_elements // len(gallery)`` query
+    rows at a time, so memory stays bounded whatever the sizes. ``k`` is capped at the gallery
+    size. ``exclude[i]`` is a gallery row left out of query ``i``'s results (the query itself)
+    or None; an excluded row that still has to fill the top ``k`` scores ``-inf``.
     """
-    queries = F.normalize(queries.float(), dim=1)
-    gallery = F.normalize(gallery.float(), dim=1)
-    k = min(k, len(gallery))
+    device = torch.device(device) if device is not None else gallery.device
+    gallery = F.normalize(gallery.to(device, torch.float32), dim=1)
+    queries = F.normalize(queries.to(device, torch.float32), dim=1)
+    count = min(k, gallery.shape[0])
+    block = max(1, block_elements // max(1, gallery.shape[0]))
     scores, indices = [], []
-    for start in range(0, len(queries), block_size):
-        best = torch.topk(queries[start : start + block_size] @ gallery.T, k, dim=1)
+    for start in range(0, queries.shape[0], block):
+        similarity = queries[start : start + block] @ gallery.T
+        if exclude is not None:
+            for offset, row in enumerate(exclude[start : start + block]):
+                if row is not None:
+                    similarity[offset, row] = float("-inf")
+        best = torch.topk(similarity, count, dim=1)
         scores.append(best.values)
         indices.append(best.indices)
     if not scores:
-        return torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long)
+        empty = torch.zeros(0, count, device=device)
+        return empty, empty.long()
     return torch.cat(scores), torch.cat(indices)
 
 

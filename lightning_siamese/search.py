@@ -1,158 +1,199 @@
-"""Ranking a gallery by cosine similarity to query images, and the montage of the results."""
+"""Search: rank the images of a gallery folder by cosine similarity to query images, and draw
+the results. Plain arguments in, a :class:`SearchResult` out; the command only prints it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from matplotlib.figure import Figure
-from PIL import Image
 
-from lightning_siamese.gallery import Gallery
-from lightning_siamese.images import load_image
+from lightning_siamese.errors import InputError
+from lightning_siamese.gallery import Gallery, build_gallery
+from lightning_siamese.images import ImageFile, ImageListing, list_images, thumbnail
+from lightning_siamese.inference import embed_files, gather_rows, load_model, pick_device
+from lightning_siamese.retrieval import top_k
+from lightning_siamese.viz import plot_retrieval
 
 if TYPE_CHECKING:
-    pass
+    from lightning_siamese.model import SiameseModel
 
 #: Most queries (rows) and matches (columns) drawn in the montage.
 MONTAGE_ROWS = 16
 MONTAGE_MATCHES = 16
 
 
-# Ranking ---------------------------------------------------------------------------------------
+@dataclass
+class Queries:
+    """The readable query images, their embeddings and their own gallery row (or None)."""
+
+    paths: list[Path]
+    embeddings: torch.Tensor
+    gallery_rows: list[int | None]
+    #: (path, reason) of every query file that could not be read.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def top_k(
-    queries: torch.Tensor,
-    gallery: torch.Tensor,
-    k: int,
-    exclude: Sequence[int | None] | None = None,
-    block_elements: int = 1 << 24,
-    device: torch.device | str | None = None,
-) -> list[list[tuple[int, float]]]:
-    """The ``k`` gallery rows most cosine-similar to each query: ``[(row, score), ...]`` per query.
+@dataclass
+class SearchResult:
+    """What a search found: the gallery, the readable queries and each one's matches
+    (``(path relative to the gallery, cosine score)``, best first)."""
 
-    Exact (``torch.topk``); the score matrix is built ``block_elements // len(gallery)`` query
-    rows at a time, so memory stays bounded. ``exclude[i]`` is a gallery row left out of query
-    ``i``'s results (the query itself), or None.
+    gallery: Gallery
+    queries: Queries
+    matches: list[list[tuple[str, float]]]
+    top_k: int
+
+
+def query_paths(query: Path) -> ImageListing:
+    """One image file, or every image under a folder; an :class:`InputError` when there is none."""
+    if query.is_file():
+        return ImageListing(query.parent, [ImageFile(query.name, 0, 0)])
+    if not query.is_dir():
+        raise InputError(f"query {query}: no such file or folder")
+    listing = list_images(query)
+    if not listing.files:
+        raise InputError(f"query {query}: no image file in the folder")
+    return listing
+
+
+def embed_queries(
+    model: SiameseModel,
+    query: str | Path,
+    gallery: Gallery,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> Queries:
+    """The query image, or every image under the query folder, embedded by ``model``; a query
+    that is a gallery image reuses the gallery's embedding.
+
+    Raises:
+        InputError: ``query`` is missing or holds no image file.
     """
-    device = torch.device(device) if device is not None else gallery.device
-    gallery = F.normalize(gallery.to(device, torch.float32), dim=1)
-    queries = F.normalize(queries.to(device, torch.float32), dim=1)
-    count = min(k, gallery.shape[0])
-    block = max(1, block_elements // max(1, gallery.shape[0]))
-    results: list[list[tuple[int, float]]] = []
-    for start in range(0, queries.shape[0], block):
-        scores = queries[start : start + block] @ gallery.T
-        if exclude is not None:
-            for offset, row in enumerate(exclude[start : start + block]):
-                if row is not None:
-                    scores[offset, row] = float("-inf")
-        values, indices = torch.topk(scores, count, dim=1)
-        for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True):
-            results.append(
-                [
-                    (index, value)
-                    for index, value in zip(row_indices, row_values, strict=True)
-                    if value != float("-inf")
-                ]
-            )
-    return results
+    listing = query_paths(Path(query))
+    paths = listing.paths()
+    root = gallery.root.resolve()
+    rows = {path: row for row, path in enumerate(gallery.paths)}
+    own: list[int | None] = []
+    for path in paths:
+        try:
+            relative = path.resolve().relative_to(root).as_posix()
+        except ValueError:
+            relative = None
+        own.append(rows.get(relative) if relative is not None else None)
+    todo = [i for i, row in enumerate(own) if row is None]
+    fresh, kept, failed = embed_files(model, [paths[i] for i in todo], batch_size, num_workers)
+    fresh_rows = {todo[i]: row for row, i in enumerate(kept)}
+    keep = [i for i in range(len(paths)) if own[i] is not None or i in fresh_rows]
+    in_gallery = [row for row, i in enumerate(keep) if own[i] is not None]
+    embedded = [row for row, i in enumerate(keep) if own[i] is None]
+    gallery_rows = {i: row for i, row in enumerate(own) if row is not None}
+    embeddings = gather_rows(
+        len(keep),
+        gallery.embeddings.shape[1],
+        [
+            (gallery.embeddings, in_gallery, [gallery_rows[keep[row]] for row in in_gallery]),
+            (fresh, embedded, [fresh_rows[keep[row]] for row in embedded]),
+        ],
+    )
+    return Queries(
+        paths=[paths[i] for i in keep],
+        embeddings=embeddings,
+        gallery_rows=[own[i] for i in keep],
+        unreadable=[(str(paths[todo[i]]), reason) for i, reason in failed],
+        skipped=listing.skipped,
+    )
 
 
-def plot_matches(
-    rows: Sequence[tuple[Image.Image, Sequence[tuple[Image.Image, str]]]],
-    query_captions: Sequence[str] | None = None,
-    cell_inches: float = 1.6,
-) -> Figure:
-    """A grid with one query per row: the query first, then its matches with their captions.
+def search(
+    checkpoint: str | Path,
+    gallery: str | Path,
+    query: str | Path,
+    top_k_matches: int = 5,
+    include_self: bool = False,
+    use_cache: bool = True,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | None = None,
+) -> SearchResult:
+    """The ``top_k_matches`` gallery images most similar to each query image (exact cosine).
 
     Args:
-        rows: ``(query image, [(match image, caption), ...])``; rows may have fewer matches.
-        query_captions: optional text under each query image (e.g. its file name).
+        checkpoint: a checkpoint written by ``fit``.
+        gallery: folder searched, recursively (the rule of
+            :func:`~lightning_siamese.images.list_images`).
+        query: an image file, or a folder of them.
+        include_self: keep a query that is a gallery image in its own results.
+        use_cache: reuse and update the gallery's embedding cache (see
+            :mod:`~lightning_siamese.gallery`).
+        cache_dir: where the cache lives instead of ``GALLERY/.lightning-siamese``.
+        device: ``cpu``, ``cuda:0`` ...; default: the first GPU when there is one.
+
+    Raises:
+        InputError: a missing gallery or query, or no readable image in one.
+        CheckpointError: the checkpoint cannot be used.
     """
-    from lightning_siamese.viz import caption, to_display
-
-    if not rows:
-        raise ValueError("no query to plot")
-    columns = 1 + max(len(matches) for _, matches in rows)
-    # Fixed margins in inches (no constrained layout: it is slow with many axes): a title line
-    # on top, two caption lines under every row.
-    title, caption_space, gap = 0.25, 0.4, 0.1
-    width = columns * cell_inches + (columns + 1) * gap
-    height = title + len(rows) * (cell_inches + caption_space) + gap
-    figure = Figure(figsize=(width, height))
-    figure.subplots_adjust(
-        left=gap / width,
-        right=1 - gap / width,
-        top=1 - title / height,
-        bottom=caption_space / height,
-        wspace=gap / cell_inches,
-        hspace=caption_space / cell_inches,
+    gallery = Path(gallery)
+    query = Path(query)
+    # Fail on a wrong path before loading the model.
+    if not gallery.is_dir():
+        raise InputError(f"gallery {gallery}: no such folder")
+    if not query.exists():
+        raise InputError(f"query {query}: no such file or folder")
+    model = load_model(checkpoint, device)
+    found = build_gallery(model, gallery, checkpoint, use_cache, cache_dir, batch_size, num_workers)
+    if not found.paths:
+        raise InputError(f"gallery {gallery}: no readable image")
+    queries = embed_queries(model, query, found, batch_size, num_workers)
+    if not queries.paths:
+        raise InputError(f"query {query}: no readable image")
+    scores, indices = top_k(
+        queries.embeddings,
+        found.embeddings,
+        top_k_matches,
+        exclude=None if include_self else queries.gallery_rows,
+        device=pick_device(device),
     )
-    axes = np.asarray(figure.subplots(len(rows), columns, squeeze=False))
-    for row, (query, matches) in enumerate(rows):
-        query_caption = query_captions[row] if query_captions is not None else ""
-        cells = [(query, query_caption), *matches]
-        for column in range(columns):
-            axis = axes[row, column]
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if row == 0:
-                axis.set_title("query" if column == 0 else f"#{column}", fontsize=8)
-            if column >= len(cells):
-                axis.set_axis_off()
-                continue
-            image, text = cells[column]
-            display = to_display(image)
-            axis.imshow(display, cmap="gray" if display.ndim == 2 else None)
-            axis.set_xlabel(caption(text), fontsize=7)
-            if column == 0:
-                for spine in axis.spines.values():
-                    spine.set_edgecolor("tab:blue")
-                    spine.set_linewidth(2)
-    return figure
-
-
-def _thumbnail(path: Path, size: int = 128) -> Image.Image:
-    """A small copy of the image for the montage; a grey square when it cannot be read."""
-    try:
-        image = load_image(path)
-    except Exception:
-        return Image.new("RGB", (size, size), (128, 128, 128))
-    image.thumbnail((size, size))
-    return image
+    matches = [
+        [
+            (found.paths[index], score)
+            for index, score in zip(row_indices, row_scores, strict=True)
+            if score != float("-inf")
+        ]
+        for row_indices, row_scores in zip(indices.tolist(), scores.tolist(), strict=True)
+    ]
+    return SearchResult(found, queries, matches, top_k_matches)
 
 
 def _short(name: str, limit: int = 22) -> str:
     return name if len(name) <= limit else f"{name[: limit - 1]}…"
 
 
-def write_montage(
-    out: Path,
-    query_files: Sequence[Path],
-    gallery: Gallery,
-    results: Sequence[Sequence[tuple[str, float]]],
-) -> str:
-    """Draw the first queries and their matches into ``out``; the line to print about it."""
-    shown = min(len(query_files), MONTAGE_ROWS)
+def write_montage(out: str | Path, result: SearchResult) -> str:
+    """Draw the first queries and their matches into ``out`` (PNG); the line to print about it."""
+    out = Path(out)
+    queries, matches = result.queries.paths, result.matches
+    shown = min(len(queries), MONTAGE_ROWS)
     rows = []
-    for path, matches in zip(query_files[:shown], results[:shown], strict=True):
+    for path, found in zip(queries[:shown], matches[:shown], strict=True):
         cells = [
-            (_thumbnail(gallery.root / match), f"{score:.4f}\n{_short(Path(match).name)}")
-            for match, score in matches[:MONTAGE_MATCHES]
+            (
+                thumbnail(result.gallery.root / match, 128),
+                f"{score:.4f}\n{_short(Path(match).name)}",
+                None,
+            )
+            for match, score in found[:MONTAGE_MATCHES]
         ]
-        rows.append((_thumbnail(path), cells))
-    figure = plot_matches(rows, [_short(path.name) for path in query_files[:shown]])
+        rows.append((thumbnail(path, 128), _short(path.name), cells))
+    figure = plot_retrieval(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=100)
     notes = []
-    if shown < len(query_files):
-        notes.append(f"first {shown} of {len(query_files):,} queries shown")
-    if any(len(matches) > MONTAGE_MATCHES for matches in results[:shown]):
+    if shown < len(queries):
+        notes.append(f"first {shown} of {len(queries):,} queries shown")
+    if any(len(found) > MONTAGE_MATCHES for found in matches[:shown]):
         notes.append(f"top {MONTAGE_MATCHES} matches shown")
     return f"montage: {out}" + (f" ({'; '.join(notes)})" if notes else "")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_siamese.errors import ConfigError, MissingFileError, PairDataError
+from lightning_siamese.files import atomic_write
 from lightning_siamese.pairs import Pair
 
 SPLITS = ("train", "val", "test")
@@ -72,13 +73,10 @@ def write_split(path: Path, splits: dict[str, list[Pair]]) -> None:
     rows = sorted(
         (pair.name, pair.group, split) for split, pairs in splits.items() for pair in pairs
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+    with atomic_write(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["name", "group", "split"])
         writer.writerows(rows)
-    temporary.replace(path)
 
 
 def read_split(path: Path) -> dict[str, str]:

@@ -53,6 +53,19 @@ def draw_negatives(groups: Sequence[str], seed: int | str) -> list[int]:
     return [draw_negative(rng, anchor, groups) for anchor in range(len(groups))]
 
 
+def example_triplets(
+    pairs: Sequence[Pair], count: int = 4, seed: int = 0
+) -> list[tuple[Path, Path, Path]]:
+    """``count`` (anchor, positive, negative) files drawn by ``seed``: the pictures of
+    ``data show``, the seed's ``visualize()``."""
+    negatives = draw_negatives([pair.group for pair in pairs], f"show:{seed}")
+    chosen = random.Random(seed).sample(range(len(pairs)), min(count, len(pairs)))
+    return [
+        (pairs[index].left, pairs[index].right, image_path(pairs, negatives[index]))
+        for index in chosen
+    ]
+
+
 class TripletDataset(Dataset):
     """Triplets of one split.
 

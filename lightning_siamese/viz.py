@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
-from lightning_siamese.pairs import display_path
+from lightning_siamese.images import display_path
 
 ImageLike = Image.Image | torch.Tensor | np.ndarray
 
@@ -65,46 +65,70 @@ def plot_triplets(
     return figure
 
 
-def _frame(axis: Axes, colour: str) -> None:
+def _frame(axis: Axes, colour: str, width: float) -> None:
+    axis.set_frame_on(True)
     for spine in axis.spines.values():
         spine.set_edgecolor(colour)
-        spine.set_linewidth(4)
+        spine.set_linewidth(width)
+
+
+#: Frame colours: the query, a true match, a true match shown after the top-k, other results.
+QUERY, MATCH, LATE_MATCH, OTHER = "#1f77b4", "#2ca02c", "#d62728", "#bbbbbb"
 
 
 def plot_retrieval(
-    rows: Sequence[tuple[ImageLike, str, Sequence[tuple[ImageLike, str, bool]]]],
+    rows: Sequence[tuple[ImageLike, str, Sequence[tuple[ImageLike, str, bool | None]]]],
     cell_inches: float = 1.6,
 ) -> Figure:
-    """Ranked matches, one query per row: the query, then its results left to right.
+    """Ranked matches, one query per row: the query, then its results left to right, each with
+    its caption underneath (retrieval examples of a split, ``search``'s montage).
 
     Args:
-        rows: ``(query_image, query_caption, results)``; ``results`` are
-            ``(image, caption, is_true_match)``, best first. A true match gets a green frame,
-            the other results a grey one; a last result marked as the true match but shown
-            after the top-k (e.g. "true match, rank 12") gets a red frame.
+        rows: ``(query_image, query_caption, results)``; ``results`` are ``(image, caption,
+            is_true_match)``, best first, and rows may have fewer results than others. A true
+            match is framed green, a last result marked as the true match but shown after the
+            top-k (caption "true match, rank 12") red, other results grey; ``None`` (no true
+            match known, as in a search) leaves the result unframed.
     """
     if not rows:
         raise ValueError("no query to plot")
     columns = 1 + max(len(results) for _, _, results in rows)
-    figure = Figure(figsize=(columns * cell_inches, len(rows) * cell_inches * 1.15))
-    figure.set_layout_engine("constrained")
+    # Fixed margins in inches (constrained layout is slow with many axes): a title line on top,
+    # two caption lines under every row.
+    title, caption_space, gap = 0.25, 0.4, 0.1
+    width = columns * cell_inches + (columns + 1) * gap
+    height = title + len(rows) * (cell_inches + caption_space) + gap
+    figure = Figure(figsize=(width, height))
+    figure.subplots_adjust(
+        left=gap / width,
+        right=1 - gap / width,
+        top=1 - title / height,
+        bottom=caption_space / height,
+        wspace=gap / cell_inches,
+        hspace=caption_space / cell_inches,
+    )
     axes = np.asarray(figure.subplots(len(rows), columns, squeeze=False))
-    for axis in axes.flat:
-        axis.set_xticks([])
-        axis.set_yticks([])
-        axis.set_frame_on(False)
     for row, (query, query_caption, results) in enumerate(rows):
-        axes[row, 0].imshow(to_display(query))
-        axes[row, 0].set_frame_on(True)
-        _frame(axes[row, 0], "#1f77b4")
-        axes[row, 0].set_title(f"query\n{caption(query_caption)}", fontsize=7)
-        for column, (image, text, is_match) in enumerate(results, start=1):
+        cells: list[tuple[ImageLike, str, bool | None]] = [(query, query_caption, None)]
+        cells += list(results)
+        for column in range(columns):
             axis = axes[row, column]
-            axis.imshow(to_display(image))
-            axis.set_frame_on(True)
-            late = is_match and column == len(results) and text.startswith("true match")
-            _frame(axis, "#d62728" if late else "#2ca02c" if is_match else "#bbbbbb")
-            axis.set_title(caption(text), fontsize=7)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title("query" if column == 0 else f"#{column}", fontsize=8)
+            if column >= len(cells):
+                axis.set_axis_off()
+                continue
+            image, text, is_match = cells[column]
+            display = to_display(image)
+            axis.imshow(display, cmap="gray" if display.ndim == 2 else None)
+            axis.set_xlabel(caption(text), fontsize=7)
+            late = is_match and column == len(cells) - 1 and text.startswith("true match")
+            if column == 0:
+                _frame(axis, QUERY, 2)
+            elif is_match is not None:
+                _frame(axis, LATE_MATCH if late else MATCH if is_match else OTHER, 3)
     return figure
 
 

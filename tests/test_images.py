@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightning_siamese.images import load_image
+from conftest import write_pairs
+from lightning_siamese.images import list_images, load_image, thumbnail
+from lightning_siamese.pairs import discover_pairs
 
 
 def write_png_rgb16(path: Path, array: np.ndarray) -> None:
@@ -96,3 +99,61 @@ def test_truncated_file_raises(tmp_path: Path) -> None:
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(OSError, match=r"(?i)truncated"):
         load_image(tmp_path / "cut.jpg")
+
+
+def a_mixed_folder(root: Path) -> None:
+    """Images at two depths, and one of every entry that is not an image to read."""
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    Image.new("RGB", (16, 16)).save(root / "b.png")
+    Image.new("RGB", (16, 16)).save(root / "sub" / "a.jpg")
+    Image.new("RGB", (16, 16)).save(root / "sub" / "deeper" / "c.webp")
+    Image.new("RGB", (16, 16)).save(root / ".hidden" / "secret.png")
+    Image.new("RGB", (16, 16)).save(root / ".dotfile.png")
+    (root / "notes.txt").write_text("not an image")
+    (root / "linked.png").symlink_to(root / "b.png")
+    (root / "dangling.png").symlink_to(root / "gone.png")
+    (root / "loop.png").symlink_to(root / "loop.png")
+    (root / "folder-link").symlink_to(root / "sub")
+    os.mkfifo(root / "pipe.png")
+
+
+def test_one_rule_for_which_files_a_folder_holds(tmp_path: Path) -> None:
+    a_mixed_folder(tmp_path)
+    listing = list_images(tmp_path)
+    assert [image.relative for image in listing.files] == [
+        "b.png",
+        "linked.png",
+        "sub/a.jpg",
+        "sub/deeper/c.webp",
+    ]
+    reasons = {Path(path).name: reason for path, reason in listing.skipped}
+    assert sorted(reasons) == ["dangling.png", "folder-link", "loop.png", "pipe.png"]
+    assert reasons["dangling.png"].startswith("broken symbolic link")
+    assert reasons["loop.png"].startswith("symbolic link loop")
+    assert reasons["pipe.png"].startswith("not a regular file")
+    assert reasons["folder-link"] == "symbolic link to a folder, not followed"
+    top = list_images(tmp_path, recursive=False)
+    assert [image.relative for image in top.files] == ["b.png", "linked.png"]
+
+
+def test_pair_folders_follow_the_same_rule(tmp_path: Path) -> None:
+    """A FIFO in a pair folder is named as such and never opened (opening one blocks)."""
+    write_pairs(tmp_path, 3)
+    os.mkfifo(tmp_path / "left" / "pipe.png")
+    (tmp_path / "right" / "pipe.png").write_bytes(
+        (tmp_path / "right" / "pair0000.png").read_bytes()
+    )
+    report = discover_pairs(tmp_path)
+    reasons = {Path(problem.path).parent.name: problem.reason for problem in report.problems}
+    assert reasons["left"].startswith("not a regular file")
+    assert reasons["right"].startswith("its twin left/pipe.png is unusable")
+    assert len(report.pairs) == 3
+
+
+def test_thumbnail_of_an_unreadable_file_is_a_grey_square(tmp_path: Path) -> None:
+    (tmp_path / "bad.png").write_text("not an image")
+    image = thumbnail(tmp_path / "bad.png", 24)
+    assert image.size == (24, 24) and image.getpixel((0, 0)) == (128, 128, 128)
+    Image.new("RGB", (80, 40), (9, 9, 9)).save(tmp_path / "wide.png")
+    assert thumbnail(tmp_path / "wide.png", 24).size == (24, 12)

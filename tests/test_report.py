@@ -29,7 +29,7 @@ def split_of(root: Path, count: int, seed: int = 0) -> SplitEmbeddings:
 
 def test_top_k_matches_a_full_sort() -> None:
     queries, gallery = torch.randn(37, 16), torch.randn(53, 16)
-    scores, indices = top_k(queries, gallery, 5, block_size=8)
+    scores, indices = top_k(queries, gallery, 5, block_elements=8 * 53)  # 8 query rows a block
     similarity = (
         torch.nn.functional.normalize(queries, dim=1)
         @ torch.nn.functional.normalize(gallery, dim=1).T

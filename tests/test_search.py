@@ -14,10 +14,11 @@ from PIL import Image
 
 from conftest import pattern_image
 from lightning_siamese import gallery as gallery_module
-from lightning_siamese import search as search_module
 from lightning_siamese.cli import main
 from lightning_siamese.images import load_image
 from lightning_siamese.inference import embed_paths, load_model
+from lightning_siamese.retrieval import top_k
+from lightning_siamese.viz import plot_retrieval
 
 
 @pytest.fixture
@@ -214,8 +215,8 @@ def test_links_and_odd_names(
         capsys, checkpoint, gallery, odd, f"--out={tmp_path / 'm.png'}"
     )
     assert code == 0, stderr
-    assert f"skipped {gallery / 'left' / 'dangling.png'}: No such file" in stderr
-    assert f"skipped {gallery / 'left' / 'loop.png'}: Too many levels of symbolic links" in stderr
+    assert f"skipped {gallery / 'left' / 'dangling.png'}: broken symbolic link" in stderr
+    assert f"skipped {gallery / 'left' / 'loop.png'}: symbolic link loop" in stderr
     assert "query: " in stdout and "caf\\xe9 $$.jpg" in stdout
     assert "gallery: 80 images" in stdout
     assert (tmp_path / "m.png").is_file()
@@ -250,7 +251,7 @@ def test_cache_falls_back_when_the_gallery_is_not_writable(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gallery_module, "_gallery_writable", lambda folder: False)
+    monkeypatch.setattr(gallery_module, "gallery_writable", lambda folder: False)
     query = gallery / "left" / "pair0001.jpg"
     out = f"--out={tmp_path / 'search.png'}"
     code, _, stderr = run_search(capsys, checkpoint, gallery, query, out, "--json")
@@ -319,33 +320,38 @@ def test_top_k_blocks_and_exclusion() -> None:
     gallery = torch.randn(50, 8, generator=generator)
     queries = torch.cat([gallery[:3] * 2.0, torch.randn(4, 8, generator=generator)])
     exclude = [0, 1, 2, None, None, None, None]
-    whole = search_module.top_k(queries, gallery, 6, exclude, block_elements=10**9)
-    blocks = search_module.top_k(queries, gallery, 6, exclude, block_elements=50)
-    for in_blocks, at_once in zip(blocks, whole, strict=True):
-        assert [index for index, _ in in_blocks] == [index for index, _ in at_once]
-        assert [s for _, s in in_blocks] == pytest.approx([s for _, s in at_once], abs=1e-6)
+    whole = top_k(queries, gallery, 6, exclude, block_elements=10**9)
+    blocks = top_k(queries, gallery, 6, exclude, block_elements=50)
+    assert torch.equal(blocks[1], whole[1])
+    assert torch.allclose(blocks[0], whole[0], atol=1e-6)
     cosine = F.normalize(queries, dim=1) @ F.normalize(gallery, dim=1).T
-    for row, found in enumerate(whole):
-        assert len(found) == 6
+    scores, indices = whole
+    for row in range(len(queries)):
+        assert len(indices[row]) == 6
         if exclude[row] is not None:
-            assert exclude[row] not in [index for index, _ in found]
+            assert exclude[row] not in indices[row].tolist()
             cosine[row, exclude[row]] = -2
         want = torch.topk(cosine[row], 6)
-        assert [index for index, _ in found] == want.indices.tolist()
-        assert [score for _, score in found] == pytest.approx(want.values.tolist(), abs=1e-6)
-    # k larger than the gallery: everything but the excluded row.
-    small = search_module.top_k(queries[:1], gallery[:4], 10, [0])
-    assert sorted(index for index, _ in small[0]) == [1, 2, 3]
+        assert indices[row].tolist() == want.indices.tolist()
+        assert scores[row].tolist() == pytest.approx(want.values.tolist(), abs=1e-6)
+    # k larger than the gallery: everything, the excluded row last with -inf.
+    small_scores, small_indices = top_k(queries[:1], gallery[:4], 10, [0])
+    assert sorted(small_indices[0, :3].tolist()) == [1, 2, 3]
+    assert small_indices[0, 3] == 0 and small_scores[0, 3] == float("-inf")
 
 
-def test_plot_matches_draws_one_row_per_query() -> None:
+def test_montage_draws_one_row_per_query() -> None:
     rows = [
-        (pattern_image(0), [(pattern_image(1), "0.9\na.png"), (pattern_image(2), "0.8\nb.png")]),
-        (pattern_image(3), [(pattern_image(4), "0.7\nc.png")]),
+        (
+            pattern_image(0),
+            "q0.png",
+            [(pattern_image(1), "0.9\na.png", None), (pattern_image(2), "0.8\nb.png", None)],
+        ),
+        (pattern_image(3), "q1.png", [(pattern_image(4), "0.7\nc.png", None)]),
     ]
-    figure = search_module.plot_matches(rows, ["q0.png", "q1.png"])
+    figure = plot_retrieval(rows)
     assert len(figure.axes) == 2 * 3
     assert figure.axes[1].get_xlabel() == "0.9\na.png"
     assert not figure.axes[5].axison  # the second row has one match fewer
     with pytest.raises(ValueError, match="no query"):
-        search_module.plot_matches([])
+        plot_retrieval([])

@@ -6,6 +6,7 @@ What they do lives in library modules (``pairs``, ``evaluate``, ``gallery``, ``s
 
 from __future__ import annotations
 
+import argparse
 from typing import NamedTuple
 
 
@@ -34,3 +35,19 @@ COMMANDS = {
         "the embedding network as ONNX or TorchScript, checked against PyTorch",
     ),
 }
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lightning_siamese.errors import PairDataError
 from lightning_siamese.pairs import NO_PAIR, discover_pairs
 from lightning_siamese.splits import SPLITS, assign_splits
-from lightning_siamese.triplets import draw_negatives, image_path
-
-if TYPE_CHECKING:
-    from PIL import Image
+from lightning_siamese.triplets import example_triplets
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -58,19 +53,12 @@ def _show(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    negatives = draw_negatives([pair.group for pair in pairs], f"show:{args.seed}")
-    chosen = random.Random(args.seed).sample(range(len(pairs)), min(args.rows, len(pairs)))
-    triplets: list[tuple[Image.Image, Image.Image, Image.Image]] = []
-    captions: list[tuple[str, str, str]] = []
-    for index in chosen:
-        negative = image_path(pairs, negatives[index])
-        pair = pairs[index]
-        triplets.append((load_image(pair.left), load_image(pair.right), load_image(negative)))
-        captions.append((_caption(pair.left), _caption(pair.right), _caption(negative)))
-    figure = plot_triplets(triplets, captions)
+    chosen = example_triplets(pairs, args.rows, args.seed)
+    images = [(load_image(a), load_image(p), load_image(n)) for a, p, n in chosen]
+    figure = plot_triplets(images, [(_caption(a), _caption(p), _caption(n)) for a, p, n in chosen])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=100)
-    print(f"wrote {len(triplets)} triplets to {args.out}")
+    print(f"wrote {len(chosen)} triplets to {args.out}")
     return 0
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_siamese.commands import non_negative_int, positive_int
 from lightning_siamese.evaluate import evaluate
 
 METRICS_FILE = "metrics.json"
@@ -48,11 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, help="output folder (default: <run>/evaluate/<root name>)"
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--num-workers", type=non_negative_int, default=0)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=0, help="draws each pair's negative")
-    parser.add_argument("--top-k", type=int, default=5, help="results per query in the table")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=5, help="results per query in the table"
+    )
     parser.add_argument("--strict", action="store_true", help="fail on any bad file")
     parser.add_argument("--json", action="store_true", help="print metrics.json instead")
     return parser

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_siamese import export
-from lightning_siamese.inference import load_model
+from lightning_siamese.commands import positive_int
+from lightning_siamese.export_check import CHECK_IMAGES
 
 if TYPE_CHECKING:
     pass
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt", type=Path, required=True, help="checkpoint written by `fit`")
     parser.add_argument(
         "--format",
-        choices=export.FORMATS,
+        choices=tuple(export.EXPORTERS),
         required=True,
         help="onnx (needs the [export] extra) or torchscript (deprecated in recent torch releases)",
     )
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch-size-hint",
-        type=int,
+        type=positive_int,
         default=2,
         metavar="N",
         help="batch size of the example input used to trace (default 2); the batch stays dynamic",
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR_OR_IMAGE",
         type=Path,
         default=None,
-        help=f"check with these images (up to {export.CHECK_IMAGES}); default: random inputs",
+        help=f"check with these images (up to {CHECK_IMAGES}); default: random inputs",
     )
     check.add_argument("--no-check", action="store_true", help="skip running the exported file")
     parser.add_argument(
@@ -64,55 +64,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: Sequence[str] | None = None) -> int:
     parsed = build_parser().parse_args(None if args is None else list(args))
-    if parsed.batch_size_hint < 1:
-        print("error: --batch-size-hint must be at least 1", file=sys.stderr)
-        return 2
-    do_check = not parsed.no_check
-    missing = export.missing_modules(parsed.format, do_check)
-    if missing:
-        print(
-            f"error: --format {parsed.format} needs {', '.join(missing)}, not installed; "
-            f"run: {export.INSTALL_HINT}",
-            file=sys.stderr,
-        )
-        return 2
-    model = load_model(parsed.ckpt, device="cpu")
-    # Read the check images first: a wrong --check path should not cost an export.
-    inputs, source = export.check_inputs(model, parsed.check) if do_check else (None, "")
-    net = model.net.eval()
-    out = parsed.out or export.default_output(parsed.ckpt, parsed.format)
-    out, exporter = export.EXPORTERS[parsed.format](
-        net, out, int(model.hparams["image_size"]), parsed.batch_size_hint
+    info = export.export_model(
+        parsed.ckpt,
+        parsed.format,
+        out=parsed.out,
+        check=not parsed.no_check,
+        check_images=parsed.check,
+        tolerance=parsed.tolerance,
+        batch_size_hint=parsed.batch_size_hint,
     )
-
-    info = export.describe(model, parsed.format, out, parsed.ckpt, exporter)
-    if parsed.format == "onnx":
-        info["onnx_opset"] = export._onnx_opset(out)
+    for note in info["notes"]:
+        print(note, file=sys.stderr)
     status = 0
-    if inputs is not None:
-        difference = export.compare(net, export.load_exported(out, parsed.format), inputs)
-        passed = difference <= parsed.tolerance
-        info["check"] = {
-            "inputs": source,
-            "max_abs_difference": difference,
-            "tolerance": parsed.tolerance,
-            "passed": passed,
-        }
-        print(f"check: {source}: max |{parsed.format} - pytorch| = {difference:.3g}")
-        if not passed:
+    check = info.get("check")
+    if check is not None:
+        difference = check["max_abs_difference"]
+        print(f"check: {check['inputs']}: max |{parsed.format} - pytorch| = {difference:.3g}")
+        if not check["passed"]:
             print(
                 f"error: the exported file differs from PyTorch by {difference:.3g} "
-                f"> {parsed.tolerance:g}; do not use {out}",
+                f"> {parsed.tolerance:g}; do not use {info['path']}",
                 file=sys.stderr,
             )
             status = 1
-    sidecar = export.sidecar_path(out)
-    sidecar.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    print(_summary(info, out, sidecar))
+    print(_summary(info))
     return status
 
 
-def _summary(info: dict[str, Any], out: Path, sidecar: Path) -> str:
+def _summary(info: dict[str, Any]) -> str:
+    out, sidecar = Path(info["path"]), info["sidecar"]
     data = out.with_name(out.name + ".data")  # ONNX weights over 2 GiB live beside the graph
     size_mb = sum(path.stat().st_size for path in (out, data) if path.is_file()) / 1e6
     pre = info["preprocessing"]

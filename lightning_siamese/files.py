@@ -1,0 +1,60 @@
+"""Files that are always whole, and the user's cache folder. Pure Python.
+
+A file is written to a temporary name in its own folder, flushed to disk, and renamed over the
+target with one ``os.replace``: a kill at any moment leaves either the previous file or the new
+one, never half of one (checkpoints, the gallery's embedding cache, ``split.csv``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+#: Suffix of a file being written; a file with it is what an interrupted write left.
+PARTIAL_SUFFIX = ".partial"
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | Path, mode: str = "wb", prefix: str | None = None, **options: Any
+) -> Iterator[IO[Any]]:
+    """Open ``<prefix><hex>.partial`` next to ``path`` for writing (``mode`` ``wb`` or ``w``,
+    ``options`` as for :func:`open`), then make it ``path`` once the block ends.
+
+    The default ``prefix`` is ``.<name>.`` (a hidden file). Permissions follow the umask, as
+    for any new file. On an error inside the block the temporary file is removed and ``path``
+    is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.parent / f"{prefix or f'.{target.name}.'}{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
+    try:
+        with open(temporary, mode.replace("w", "x"), **options) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _sync_folder(target.parent)
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/lightning-siamese`` (``~/.cache/lightning-siamese`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lightning-siamese"
