@@ -1,7 +1,60 @@
-"""Image similarity with a Siamese network and triplet loss, on PyTorch Lightning."""
+"""Image similarity with a Siamese network and triplet loss, on PyTorch Lightning.
 
-from lightning_siamese.pairs import Pair, PairReport, Problem, discover_pairs
+The main classes import lazily, so ``import lightning_siamese`` stays cheap (no torch, no
+Lightning) until one of them is used::
+
+    from lightning_siamese import EmbeddingNet, SiameseDataModule, SiameseModel, TripletLoss
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Pair", "PairReport", "Problem", "__version__", "discover_pairs"]
+#: Public name -> the module that defines it.
+_PUBLIC = {
+    "SiameseModel": "lightning_siamese.model",
+    "SiameseDataModule": "lightning_siamese.data",
+    "EmbeddingNet": "lightning_siamese.embedding",
+    "TripletLoss": "lightning_siamese.losses",
+    "Pair": "lightning_siamese.pairs",
+    "PairReport": "lightning_siamese.pairs",
+    "Problem": "lightning_siamese.pairs",
+    "discover_pairs": "lightning_siamese.pairs",
+    "UserError": "lightning_siamese.errors",
+}
+
+__all__ = [
+    "EmbeddingNet",
+    "Pair",
+    "PairReport",
+    "Problem",
+    "SiameseDataModule",
+    "SiameseModel",
+    "TripletLoss",
+    "UserError",
+    "__version__",
+    "discover_pairs",
+]
+
+if TYPE_CHECKING:
+    from lightning_siamese.data import SiameseDataModule
+    from lightning_siamese.embedding import EmbeddingNet
+    from lightning_siamese.errors import UserError
+    from lightning_siamese.losses import TripletLoss
+    from lightning_siamese.model import SiameseModel
+    from lightning_siamese.pairs import Pair, PairReport, Problem, discover_pairs
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
+    raise AttributeError(f"module 'lightning_siamese' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

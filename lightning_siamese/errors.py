@@ -41,6 +41,26 @@ class ExportError(UserError, RuntimeError):
 class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
+    @classmethod
+    def at(
+        cls, loss: float, epoch: int | str, step: int | str, pairs: list[int], last_checkpoint: str
+    ) -> NonFiniteLossError:
+        """The error for a non-finite ``loss`` at this point of training: what happened, the
+        likely causes and what to do, and whether a good checkpoint exists."""
+        saved = (
+            f"the last checkpoint written, {last_checkpoint}, holds good weights"
+            if last_checkpoint
+            else "no checkpoint was written yet"
+        )
+        return cls(
+            f"non-finite training loss ({loss}) at epoch {epoch}, global step {step} "
+            f"(pairs {pairs}...); the weights were not updated with it and {saved}. Likely "
+            "causes: a learning rate too high for this model (lower "
+            "--model.optimizer.init_args.lr), unnormalised embeddings with a squared-L2 "
+            "distance growing without bound (try --model.normalize true), or corrupt inputs. "
+            "Resume with --ckpt_path last after changing the setting."
+        )
+
 
 class CacheMemoryError(UserError, MemoryError):
     """The frozen-feature cache would not fit in the available memory."""

@@ -1,8 +1,8 @@
-"""``lightning-siamese evaluate --ckpt PATH --root DIR``: a checkpoint against any pair folder.
+"""Evaluate a checkpoint against any pair folder (``lightning-siamese evaluate``).
 
-Every pair of ``DIR`` is a query: its left image is searched among all right images by cosine
+Every pair of the folder is a query: its left image is searched among all right images by cosine
 similarity. Writes ``metrics.json``, ``retrieval.csv`` (one row per query) and the pictures of a
-validation (retrieval examples, distance histograms, PCA), and prints a short table.
+validation (retrieval examples, distance histograms, PCA), and returns the metrics.
 """
 
 from __future__ import annotations
@@ -12,22 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lightning_siamese.inference import embed_paths, load_model
 from lightning_siamese.pairs import PairDataError, discover_pairs, require_pairs
 from lightning_siamese.report import SplitEmbeddings, save_figure, write_table_csv
 from lightning_siamese.triplets import draw_negatives
 
 METRICS_FILE = "metrics.json"
-SHOWN = (
-    "recall@1",
-    "recall@5",
-    "recall@10",
-    "recall@20",
-    "mrr",
-    "median_rank",
-    "cosine_positive",
-    "cosine_negative",
-    "triplet_accuracy",
-)
 
 
 def default_output(checkpoint: Path, root: Path) -> Path:
@@ -55,8 +45,6 @@ def evaluate(
         CheckpointError: the checkpoint cannot be loaded.
         PairDataError: ``root`` has no usable pair (or problems, with ``strict``).
     """
-    from lightning_siamese.inference import embed_paths, load_model
-
     started = time.perf_counter()
     checkpoint, root = Path(checkpoint), Path(root)
     report = discover_pairs(root)

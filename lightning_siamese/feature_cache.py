@@ -116,6 +116,35 @@ class FeatureCache:
             self.path = None
 
 
+class FeatureMemo:
+    """Frozen features remembered by image key as images pass by (``validate``, ``test``, or
+    training with no prebuilt cache): each image goes through the frozen part once."""
+
+    def __init__(self) -> None:
+        self.features: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __call__(
+        self,
+        frozen: Callable[[torch.Tensor], torch.Tensor],
+        images: torch.Tensor,
+        keys: Sequence[int],
+    ) -> torch.Tensor:
+        """The frozen features of ``images`` (row ``i`` has key ``keys[i]``), computing each key
+        not seen before once (an image twice in the batch runs once)."""
+        missing: dict[int, int] = {}  # key -> its first row
+        for row, key in enumerate(keys):
+            if key not in self.features:
+                missing.setdefault(key, row)
+        if missing:
+            computed = frozen(images[list(missing.values())])
+            for key, features in zip(missing, computed, strict=True):
+                self.features[key] = features.clone()
+        return torch.stack([self.features[key] for key in keys])
+
+
 @torch.no_grad()
 def build_feature_cache(
     frozen: Callable[[torch.Tensor], torch.Tensor],

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -25,9 +25,7 @@ from lightning_siamese.images import (
     list_images,
 )
 from lightning_siamese.inference import embed_files, gather_rows
-
-if TYPE_CHECKING:
-    from lightning_siamese.model import SiameseModel
+from lightning_siamese.model import SiameseModel
 
 #: Hidden folder inside the gallery that holds the embedding caches.
 CACHE_FOLDER = ".lightning-siamese"

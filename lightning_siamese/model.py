@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -15,7 +16,7 @@ from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLR
 from lightning_siamese.checkpoints import check_checkpoint, checkpoint_problem
 from lightning_siamese.embedding import EmbeddingNet, normalization
 from lightning_siamese.errors import CheckpointError, NonFiniteLossError
-from lightning_siamese.feature_cache import FeatureCache, build_feature_cache
+from lightning_siamese.feature_cache import FeatureCache, FeatureMemo, build_feature_cache
 from lightning_siamese.losses import Distance, Mining, TripletLoss
 from lightning_siamese.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.transforms import Transform, eval_transform
@@ -28,30 +29,55 @@ def _log_split(split: str, text: str) -> None:
     rank_zero_info(f"{split}: {text}")
 
 
+def default_optimizer(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer when none is configured: the seed's Adam with learning rate 1e-4, with
+    fused kernels when every parameter is on the CPU or a CUDA device (on CPU the plain step
+    over the seed's 60 M trainable parameters costs more than the backward pass)."""
+    parameters = list(parameters)
+    fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
+    return torch.optim.Adam(parameters, lr=1e-4, fused=fused)
+
+
 class SiameseModel(pl.LightningModule):
     """A Siamese embedding trained with a triplet loss.
 
     The defaults are the seed's model: ResNet50 (ImageNet), frozen up to ``layer4.0``, the
     Flatten-Dense head, 256-d embeddings, squared-L2 triplet loss with margin 0.5, Adam 1e-4.
+    The network is :class:`~lightning_siamese.embedding.EmbeddingNet`, the loss
+    :class:`~lightning_siamese.losses.TripletLoss`; their docstrings say more.
 
     Args:
-        backbone, weights, freeze, head, embedding_dim, normalize, image_size, pool_size,
-            feature_unit, channels_last: see :class:`~lightning_siamese.embedding.EmbeddingNet`.
-        margin, distance, soft_margin, mining, symmetric: see
-            :class:`~lightning_siamese.losses.TripletLoss`.
-        optimizer: built from the trainable parameters; default Adam, lr 1e-4 (fused kernels).
-        scheduler: optional learning-rate scheduler, stepped every epoch.
-        cache_frozen_features: compute each image's frozen-backbone output once and train only
-            the trainable tail. At ``fit`` start every distinct image of the train and val
-            splits is decoded and run through the frozen part once (size reported first); the
-            loaders then read no image at all. Exact: the frozen part is deterministic
-            (eval-mode BatchNorm) and so are the transforms; the training images' cache is off
-            when the data module augments. Without a data module (or in ``validate``/``test``)
-            features are cached as images pass by.
-        feature_cache_dir: keep the cache in a memory-mapped file in this folder instead of in
-            memory (for data sets whose features exceed the memory); the file is removed at
-            the end of ``fit``.
-        retrieval_block_size: query rows per block when ranking the gallery.
+        backbone: the pretrained network the embedding starts from: resnet18, resnet34,
+            resnet50, resnet101, efficientnet_b0 or efficientnet_lite0.
+        weights: ``imagenet`` (pretrained; torchvision's are downloaded once into
+            $TORCH_HOME), ``none`` (random), or the path of a state-dict file of the backbone.
+        freeze: the last backbone unit kept fixed, e.g. ``layer4.0``; ``auto`` (the seed's
+            policy for ResNets), ``none`` (train everything) or ``all``.
+        head: ``seed`` (Flatten, Dense 512, BN, Dense 256, BN, Dense) or ``pooled`` (average
+            pooling to a ``pool_size`` grid, then one Dense layer).
+        embedding_dim: length of the embedding vector.
+        normalize: scale embeddings to unit length (L2), so distances are bounded.
+        image_size: side of the square input in pixels; set from ``data.image_size``.
+        pool_size: side of the pooled head's grid (1: global average pooling; 4 keeps a coarse
+            layout).
+        feature_unit: the backbone unit whose output feeds the head (mid-level features);
+            later units are dropped; default the last unit.
+        channels_last: run the frozen part on channels-last (NHWC) images, faster on CPU and GPU.
+        margin: the gap the loss asks between d(anchor, negative) and d(anchor, positive).
+        distance: ``squared_l2`` (the seed's), ``l2`` or ``cosine`` (1 - cosine similarity).
+        soft_margin: use softplus(d(a,p) - d(a,n)) instead of the hinge with ``margin``.
+        mining: ``none`` (each triplet's own negative), ``semi_hard`` or ``batch_hard`` (the
+            hardest among every other image of the batch).
+        symmetric: also use each positive as an anchor, averaging both directions of the loss.
+        optimizer: built from the trainable parameters; default (unset)
+            :func:`default_optimizer`: Adam, lr 1e-4, fused kernels where supported.
+        scheduler: learning-rate scheduler, stepped every epoch; default none.
+        cache_frozen_features: run every distinct train/val image through the frozen part once
+            at ``fit`` start and train only the tail (exact; off for augmented training images).
+        feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
+            memory (removed at the end of ``fit``).
+        retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics
+            (memory grows with block x split size).
     """
 
     def __init__(
@@ -80,27 +106,35 @@ class SiameseModel(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.loss = TripletLoss(
-            margin, distance, soft_margin=soft_margin, mining=mining, symmetric=symmetric
+            margin=margin,
+            distance=distance,
+            soft_margin=soft_margin,
+            mining=mining,
+            symmetric=symmetric,
         )
         self.net = EmbeddingNet(
-            backbone,
-            weights,
-            freeze,
-            head,
-            embedding_dim,
-            normalize,
-            image_size,
-            pool_size,
-            feature_unit,
-            channels_last,
+            backbone=backbone,
+            weights=weights,
+            freeze=freeze,
+            head=head,
+            embedding_dim=embedding_dim,
+            normalize=normalize,
+            image_size=image_size,
+            pool_size=pool_size,
+            feature_unit=feature_unit,
+            channels_last=channels_last,
         )
         self.metrics = torch.nn.ModuleDict(
-            {split: SplitMetrics(distance, retrieval_block_size) for split in ("val", "test")}
+            {
+                split: SplitMetrics(distance=distance, block_size=retrieval_block_size)
+                for split in ("val", "test")
+            }
         )
         # LightningCLI saves the parsed config as hparams; the callables themselves live here.
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self._feature_cache: dict[str, dict[int, torch.Tensor]] = {}
+        #: Per split, frozen features remembered as images pass by (no prebuilt cache).
+        self.feature_memos: dict[str, FeatureMemo] = {}
         self._caches: dict[str, FeatureCache] = {}
         self._cached_datasets: list[TripletDataset] = []
         self._cache_train = cache_frozen_features
@@ -193,7 +227,7 @@ class SiameseModel(pl.LightningModule):
         self._close_caches()
 
     def setup(self, stage: str) -> None:
-        self._feature_cache = {}  # a new fit/validate/test may bring other data
+        self.feature_memos = {}  # a new fit/validate/test may bring other data
 
     def _frozen(self, images: torch.Tensor, keys: list[int], split: str) -> torch.Tensor:
         use_cache = self.hparams["cache_frozen_features"] and (
@@ -201,13 +235,8 @@ class SiameseModel(pl.LightningModule):
         )
         if not use_cache:
             return self.net.forward_frozen(images)
-        cache = self._feature_cache.setdefault(split, {})
-        missing = [row for row, key in enumerate(keys) if key not in cache]
-        if missing:
-            computed = self.net.forward_frozen(images[missing])
-            for row, features in zip(missing, computed, strict=True):
-                cache[keys[row]] = features.clone()
-        return torch.stack([cache[key] for key in keys])
+        memo = self.feature_memos.setdefault(split, FeatureMemo())
+        return memo(self.net.forward_frozen, images, keys)
 
     def _embed_triplets(self, batch: Batch, split: str) -> tuple[torch.Tensor, ...]:
         index = batch["index"].tolist()
@@ -253,21 +282,14 @@ class SiameseModel(pl.LightningModule):
             finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
             return
-        step = trainer.global_step if trainer is not None else "?"
-        epoch = trainer.current_epoch if trainer is not None else "?"
-        last = getattr(getattr(trainer, "checkpoint_callback", None), "last_model_path", "")
-        saved = (
-            f"the last checkpoint written, {last}, holds good weights"
-            if last
-            else ("no checkpoint was written yet")
-        )
-        raise NonFiniteLossError(
-            f"non-finite training loss ({loss.item()}) at epoch {epoch}, global step {step} "
-            f"(pairs {batch['index'][:8].tolist()}...); the weights were not updated with it and "
-            f"{saved}. Likely causes: a learning rate too high for this model (lower "
-            "--model.optimizer.init_args.lr), unnormalised embeddings with a squared-L2 "
-            "distance growing without bound (try --model.normalize true), or corrupt inputs. "
-            "Resume with --ckpt_path last after changing the setting."
+        raise NonFiniteLossError.at(
+            loss.item(),
+            epoch=trainer.current_epoch if trainer is not None else "?",
+            step=trainer.global_step if trainer is not None else "?",
+            pairs=batch["index"][:8].tolist(),
+            last_checkpoint=getattr(
+                getattr(trainer, "checkpoint_callback", None), "last_model_path", ""
+            ),
         )
 
     def _split_metrics(self, split: str) -> SplitMetrics:
@@ -317,14 +339,7 @@ class SiameseModel(pl.LightningModule):
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         parameters = [p for p in self.parameters() if p.requires_grad]
-        optimizer: torch.optim.Optimizer
-        if self.optimizer is None:
-            fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
-            # Fused Adam: on CPU the default implementation's step over the seed's 60 M
-            # trainable parameters costs more than the backward pass.
-            optimizer = torch.optim.Adam(parameters, lr=1e-4, fused=fused)
-        else:
-            optimizer = self.optimizer(parameters)
+        optimizer = (self.optimizer or default_optimizer)(parameters)
         if self.scheduler is None:
             return optimizer
         scheduler = self.scheduler(optimizer)

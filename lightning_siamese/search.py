@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -13,11 +12,9 @@ from lightning_siamese.errors import InputError
 from lightning_siamese.gallery import Gallery, build_gallery
 from lightning_siamese.images import ImageFile, ImageListing, list_images, thumbnail
 from lightning_siamese.inference import embed_files, gather_rows, load_model, pick_device
+from lightning_siamese.model import SiameseModel
 from lightning_siamese.retrieval import top_k
 from lightning_siamese.viz import plot_retrieval
-
-if TYPE_CHECKING:
-    from lightning_siamese.model import SiameseModel
 
 #: Most queries (rows) and matches (columns) drawn in the montage.
 MONTAGE_ROWS = 16

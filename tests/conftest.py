@@ -9,9 +9,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image, ImageDraw
 
 
@@ -101,27 +103,32 @@ def npm_unreachable_reason() -> str | None:
     return None
 
 
+#: The tiny, fast training setup every CLI test starts from.
+TINY_CONFIG = Path(__file__).resolve().parent / "configs" / "tiny.yaml"
+
+
 def tiny_args(root: Path, run: Path) -> list[str]:
-    """A small, fast configuration: 32 px images, resnet18 without pretrained weights."""
+    """``-c tests/configs/tiny.yaml`` with this data folder, run folder and a CSV logger."""
     logger = {
         "class_path": "pytorch_lightning.loggers.CSVLogger",
         "init_args": {"save_dir": str(run)},
     }
     return [
+        "-c",
+        str(TINY_CONFIG),
         f"--data.root={root}",
-        "--data.image_size=32",
-        "--data.batch_size=8",
-        "--data.num_workers=0",
-        "--data.split_fractions=[0.6,0.2,0.2]",
-        "--model.backbone=resnet18",
-        "--model.weights=none",
-        "--model.head=pooled",
         f"--trainer.default_root_dir={run}",
         f"--trainer.logger={json.dumps(logger)}",
-        "--trainer.enable_model_summary=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.log_every_n_steps=1",
     ]
+
+
+def tiny_model(**overrides: Any) -> Any:
+    """A ``SiameseModel`` with the model settings of the tiny config (and its image size)."""
+    from lightning_siamese.model import SiameseModel
+
+    config = yaml.safe_load(TINY_CONFIG.read_text(encoding="utf-8"))
+    options = {**config["model"], "image_size": config["data"]["image_size"]}
+    return SiameseModel(**{**options, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from conftest import tiny_args, write_pairs
+from conftest import tiny_args, tiny_model, write_pairs
 from lightning_siamese import checkpoints as checkpoint_io
 from lightning_siamese.checkpoints import AtomicCheckpointIO, partial_files
 
@@ -91,7 +91,6 @@ def test_partial_files_are_removed_when_a_fit_starts(
     import pytorch_lightning as pl
 
     from lightning_siamese.checkpoints import BestAndLastCheckpoint
-    from lightning_siamese.model import SiameseModel
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -99,6 +98,6 @@ def test_partial_files_are_removed_when_a_fit_starts(
     partial.write_bytes(b"half a checkpoint")
     callback = BestAndLastCheckpoint(dirpath=str(folder), save_last=True)
     trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, callbacks=[callback])
-    model = SiameseModel(backbone="resnet18", weights="none", head="pooled", image_size=32)
+    model = tiny_model()
     callback.setup(trainer, model, stage)
     assert partial.exists() is not removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -112,8 +113,8 @@ def test_ttl_config_shows_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture
     assert (model["backbone"], model["weights"], model["head"]) == ("resnet50", "imagenet", "seed")
     assert (model["freeze"], model["embedding_dim"], model["margin"]) == ("auto", 256, 0.5)
     assert (model["distance"], model["mining"], model["normalize"]) == ("squared_l2", "none", False)
-    assert model["optimizer"]["class_path"] == "torch.optim.Adam"
-    assert model["optimizer"]["init_args"]["lr"] == 1e-4
+    # Unset: SiameseModel's default optimizer, Adam 1e-4 (tests/test_model.py builds it).
+    assert model["optimizer"] is None
     assert (data["image_size"], data["batch_size"]) == (200, 64)  # model.image_size: linked
     assert config["trainer"]["max_epochs"] == 2
 
@@ -163,3 +164,36 @@ def test_config_runs_one_step(name: str, tmp_path: Path, monkeypatch: pytest.Mon
         if torch.distributed.is_initialized():  # leave no process group behind
             torch.distributed.destroy_process_group()
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from lightning_siamese.commands import COMMANDS
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for name, command in COMMANDS.items():
+        assert re.search(rf"^  {name} +{re.escape(command.summary)}$", out, re.M), name
+    for name in ("fit", "validate", "test", "predict"):
+        assert re.search(rf"^  {name} +\S", out, re.M), name
+    # LightningCLI's own help follows, unchanged.
+    assert out.index("export ") < out.index("usage: ") < out.index("{fit,validate,test,predict}")
+
+
+def test_fit_help_describes_every_model_and_data_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    # One entry per option: its flag line, then the help text up to the next option.
+    entries = re.findall(r"^  (--(?:model|data)\.\w+)\b[^\n]*\n((?:(?!  --)[^\n]*\n)*)", out, re.M)
+    options = {flag: text for flag, text in entries if not flag.endswith(".help")}
+    assert {"--model.backbone", "--model.freeze", "--model.head", "--data.root"} <= set(options)
+    undocumented = [
+        flag
+        for flag, text in options.items()
+        if not re.sub(r"\((required, )?type:.*", "", " ".join(text.split()), flags=re.S).strip()
+    ]
+    assert undocumented == []

@@ -94,9 +94,11 @@ def test_lite0_imagenet_weights_recognise_real_photos() -> None:
     from PIL import Image
     from torchvision.transforms import v2
 
-    from lightning_siamese.lite0 import MEAN, STD, lite0
+    from lightning_siamese.lite0 import MEAN, STD, Lite0Net, load_pretrained
 
-    model = lite0(pretrained=True).eval()
+    model = Lite0Net()
+    load_pretrained(model)
+    model.eval()
     preprocess = v2.Compose([
         v2.PILToTensor(),
         v2.Resize(256, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),

@@ -10,7 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import tiny_args, write_pairs
+from conftest import tiny_args, tiny_model, write_pairs
 from lightning_siamese.cli import main
 from lightning_siamese.data import SiameseDataModule
 from lightning_siamese.embedding import EmbeddingNet
@@ -111,7 +111,7 @@ def tiny_run(
     tmp_path: Path, root: Path, batch_size: int, **trainer_options: Any
 ) -> tuple[SiameseModel, SiameseDataModule, pl.Trainer]:
     """A 32 px resnet18 (no download), its data module and a quiet Trainer, for in-process fits."""
-    model = SiameseModel(backbone="resnet18", weights="none", head="pooled", image_size=32)
+    model = tiny_model()
     data = SiameseDataModule(str(root), image_size=32, batch_size=batch_size, num_workers=0)
     trainer = pl.Trainer(
         default_root_dir=tmp_path,

@@ -22,27 +22,23 @@ from pathlib import Path
 
 import pytest
 
-from conftest import npm_unreachable_reason, pattern_image, write_pairs
+from conftest import TINY_CONFIG, npm_unreachable_reason, pattern_image, write_pairs
 from lightning_siamese.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 
+# Appended to every training command of the README: the suite's tiny setup, and a smaller run
+# still (no frozen part, global pooling, two batches of one epoch).
 FAST = [
-    "--data.image_size=32",
+    "-c",
+    str(TINY_CONFIG),
     "--data.batch_size=4",
-    "--data.num_workers=0",
-    "--data.split_fractions=[0.6,0.2,0.2]",
-    "--model.backbone=resnet18",
-    "--model.weights=none",
     "--model.freeze=none",
-    "--model.head=pooled",
     "--model.pool_size=1",
     "--model.feature_unit=null",
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=2",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
 ]
 TRAINING = ("fit", "validate", "test", "predict")
 # Per command: extra flags after FAST (a resumed run needs one more epoch to run at all).
@@ -154,11 +150,24 @@ def test_readme_commands_run(sandbox: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert (sandbox / "search.png").is_file()
     assert (sandbox / "runs/demo/checkpoints/last.onnx").is_file()
 
-    # The Python block (loading a checkpoint), as written.
-    for block in readme_blocks("python"):
+    # The Python blocks (loading a checkpoint, the library behind the commands), as written.
+    blocks = readme_blocks("python")
+    assert len(blocks) == 2
+    for block in blocks:
         namespace: dict = {}
         exec(compile(block, str(README), "exec"), namespace)
-        assert namespace["embedding"].shape == (1, namespace["model"].hparams.embedding_dim)
+        if "embedding" in namespace:
+            assert namespace["embedding"].shape == (1, namespace["model"].hparams.embedding_dim)
+        else:
+            best = namespace["best"]
+            assert len(best) == 3 and all(
+                (sandbox / "data/emoji/right" / p).is_file() for p, _ in best
+            )
+            assert [score for _, score in best] == sorted(
+                (score for _, score in best), reverse=True
+            )
+            assert 0 <= namespace["metrics"]["recall@1"] <= 1
+            assert namespace["metrics"]["pairs"] == 21
 
     jupyter = Path(sys.executable).parent / "jupyter"
     result = subprocess.run([str(jupyter), "lab", "--version"], capture_output=True, timeout=120)

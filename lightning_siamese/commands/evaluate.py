@@ -12,7 +12,6 @@ from typing import Any
 from lightning_siamese.commands import non_negative_int, positive_int
 from lightning_siamese.evaluate import evaluate
 
-METRICS_FILE = "metrics.json"
 SHOWN = (
     "recall@1",
     "recall@5",

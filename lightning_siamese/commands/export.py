@@ -6,14 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lightning_siamese import export
 from lightning_siamese.commands import positive_int
 from lightning_siamese.export_check import CHECK_IMAGES
-
-if TYPE_CHECKING:
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:
