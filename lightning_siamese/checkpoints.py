@@ -65,7 +65,9 @@ def check_checkpoint(path: str | Path, weights_only: bool = True) -> None:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+        # Memory-mapped where the file is a zip archive (torch.save's format since 1.6).
+        mmap = zipfile.is_zipfile(path)
+        content = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except Exception as error:  # torch.load raises many kinds for a file that is not whole
         raise CheckpointError(checkpoint_problem(path, error)) from error
     hparams = content.get("hyper_parameters") if isinstance(content, dict) else None

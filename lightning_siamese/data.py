@@ -149,7 +149,13 @@ class SiameseDataModule(pl.LightningDataModule):
         path = self._run_split_file()
         trainer = self.trainer  # set whenever `path` is (see `_run_split_file`)
         if stage == "fit" and path is not None and trainer is not None and trainer.is_global_zero:
-            write_split(path, self.splits)
+            try:
+                write_split(path, self.splits)
+            except OSError as error:
+                raise ConfigError(
+                    f"cannot write {path} ({error}): pass --trainer.default_root_dir a folder "
+                    "you can write to"
+                ) from error
             rank_zero_info(f"split written to {path}")
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
             stage or "fit", ()

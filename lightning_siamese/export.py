@@ -175,7 +175,7 @@ def export_onnx(
         reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
         notes = [
             f"note: the torch.export-based ONNX exporter failed ({reason}); "
-            "fell back to the legacy TorchScript-based exporter"
+            "falling back to the legacy TorchScript-based exporter"
         ]
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -190,7 +190,10 @@ def export_onnx(
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
     except Exception as error:
-        raise ExportError(f"ONNX export failed: {type(error).__name__}: {error}") from error
+        raise ExportError(
+            f"ONNX export failed: {type(error).__name__}: {error} (the torch.export-based "
+            f"exporter had failed first: {reason})"
+        ) from error
     return ExportedFile(path, "legacy", notes)
 
 

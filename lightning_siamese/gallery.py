@@ -248,16 +248,19 @@ def build_gallery(
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
+    listing: ImageListing | None = None,
 ) -> Gallery:
     """Every readable image under ``root`` with its embedding by ``model``, through the cache
     (unless ``use_cache`` is off) of the checkpoint file it was loaded from.
+
+    ``listing`` is :func:`gallery_images` of ``root`` when the caller has it already.
 
     Raises:
         InputError: ``root`` is missing, or holds no image file.
     """
     started = time.perf_counter()
     root, checkpoint = Path(root), Path(checkpoint)
-    listing = gallery_images(root)
+    listing = listing or gallery_images(root)
     fingerprint = checkpoint_fingerprint(checkpoint)
     image_size = int(model.hparams["image_size"])
     notes: list[str] = []

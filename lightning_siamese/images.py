@@ -167,7 +167,7 @@ class ImageFile:
 
 @dataclass
 class ImageListing:
-    """The image files under a folder, sorted by relative path, and what was skipped."""
+    """The image files under a folder, sorted by path, and what was skipped."""
 
     root: Path
     files: list[ImageFile] = field(default_factory=list)
@@ -207,7 +207,8 @@ def list_images(root: str | Path, recursive: bool = True) -> ImageListing:
             elif kind is EntryKind.IMAGE:
                 stat = entry.stat()
                 listing.files.append(ImageFile(prefix + entry.name, stat.st_size, stat.st_mtime_ns))
-    listing.files.sort(key=lambda image: image.relative)
+    # By path components, as pathlib sorts: "a/x.png" before "a-b/x.png".
+    listing.files.sort(key=lambda image: image.relative.split("/"))
     return listing
 
 

@@ -26,7 +26,8 @@ from lightning_siamese.media import LogMedia
 from lightning_siamese.model import SiameseModel
 from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-#: ``--ckpt_path`` values that Lightning resolves itself (not file names).
+#: ``--ckpt_path`` values that Lightning resolves itself (not file names): ``registry`` may
+#: be followed by ``:name:version``.
 CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")
 
 
@@ -94,7 +95,8 @@ class SiameseCLI(LightningCLI):
         # missing, truncated or foreign file is named here instead.
         config = self.config[self.config.subcommand] if self.config.get("subcommand") else {}
         ckpt_path = config.get("ckpt_path") if config else None
-        if ckpt_path and ckpt_path not in CKPT_PATH_KEYWORDS and "://" not in str(ckpt_path):
+        keyword = str(ckpt_path).split(":")[0].lower()
+        if ckpt_path and keyword not in CKPT_PATH_KEYWORDS and "://" not in str(ckpt_path):
             check_checkpoint(ckpt_path)
 
     def before_instantiate_classes(self) -> None:

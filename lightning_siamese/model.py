@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -15,7 +14,7 @@ from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLR
 
 from lightning_siamese.checkpoints import check_checkpoint, checkpoint_problem
 from lightning_siamese.embedding import EmbeddingNet, normalization
-from lightning_siamese.errors import CheckpointError, NonFiniteLossError
+from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
 from lightning_siamese.feature_cache import FeatureCache, FeatureMemo, build_feature_cache
 from lightning_siamese.losses import Distance, Mining, TripletLoss
 from lightning_siamese.metrics import SplitMetrics, triplet_statistics
@@ -23,10 +22,6 @@ from lightning_siamese.transforms import Transform, eval_transform
 from lightning_siamese.triplets import TripletDataset
 
 Batch = dict[str, Any]
-
-
-def _log_split(split: str, text: str) -> None:
-    rank_zero_info(f"{split}: {text}")
 
 
 def default_optimizer(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -152,6 +147,8 @@ class SiameseModel(pl.LightningModule):
         check_checkpoint(path, weights_only=kwargs.get("weights_only") is not False)
         try:
             return super().load_from_checkpoint(path, *args, **kwargs)
+        except UserError:  # e.g. ImageNet weights that cannot be downloaded: that message
+            raise
         except Exception as error:  # the module's init rejects another model's settings
             raise CheckpointError(checkpoint_problem(path, error)) from error
 
@@ -209,7 +206,7 @@ class SiameseModel(pl.LightningModule):
             batch_size=hparams.get("batch_size", 64),
             num_workers=hparams.get("num_workers", 0),
             directory=self.hparams["feature_cache_dir"],
-            log=partial(_log_split, split),
+            log=lambda text: rank_zero_info(f"{split}: {text}"),
         )
 
     def _close_caches(self) -> None:

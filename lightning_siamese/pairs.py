@@ -169,7 +169,11 @@ def _list_side(
     folder = root / side
     by_stem: dict[str, list[Path]] = defaultdict(list)
     seen = 0
-    for entry in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        raise PairDataError(f"{display_path(folder)}: cannot read the folder ({error})") from error
+    for entry in entries:
         seen += 1
         shown = display_path(entry)
         kind, reason = examine(entry)

@@ -16,7 +16,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from lightning_siamese.images import display_path, thumbnail
+from lightning_siamese import images
+from lightning_siamese.images import display_path
 from lightning_siamese.losses import Distance, paired_distance
 from lightning_siamese.metrics import triplet_statistics
 from lightning_siamese.retrieval import rank_metrics, retrieval_ranks, top_k
@@ -94,7 +95,7 @@ class SplitEmbeddings:
         distance: Distance = "squared_l2",
         examples: int = 6,
         k: int = 5,
-        size: int = 96,
+        thumbnail: int = 96,
     ) -> dict[str, Figure]:
         """``retrieval`` (fixed example queries with their top-k, the true match framed),
         ``distances`` (histograms with the margin) and ``projection`` (PCA)."""
@@ -103,7 +104,7 @@ class SplitEmbeddings:
         ranks = self.ranks()
 
         def thumb(path: Path) -> Image.Image:
-            return thumbnail(path, size)
+            return images.thumbnail(path, thumbnail)
 
         rows = []
         for row, query in enumerate(queries):

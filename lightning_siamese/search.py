@@ -3,14 +3,15 @@ the results. Plain arguments in, a :class:`SearchResult` out; the command only p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from lightning_siamese.errors import InputError
-from lightning_siamese.gallery import Gallery, build_gallery
-from lightning_siamese.images import ImageFile, ImageListing, list_images, thumbnail
+from lightning_siamese.gallery import Gallery, build_gallery, gallery_images
+from lightning_siamese.images import ImageFile, ImageListing, display_path, list_images, thumbnail
 from lightning_siamese.inference import embed_files, gather_rows, load_model, pick_device
 from lightning_siamese.model import SiameseModel
 from lightning_siamese.retrieval import top_k
@@ -62,14 +63,16 @@ def embed_queries(
     gallery: Gallery,
     batch_size: int = 64,
     num_workers: int = 0,
+    listing: ImageListing | None = None,
 ) -> Queries:
     """The query image, or every image under the query folder, embedded by ``model``; a query
-    that is a gallery image reuses the gallery's embedding.
+    that is a gallery image reuses the gallery's embedding. ``listing`` is
+    :func:`query_paths` of ``query`` when the caller has it already.
 
     Raises:
         InputError: ``query`` is missing or holds no image file.
     """
-    listing = query_paths(Path(query))
+    listing = listing or query_paths(Path(query))
     paths = listing.paths()
     root = gallery.root.resolve()
     rows = {path: row for row, path in enumerate(gallery.paths)}
@@ -133,20 +136,18 @@ def search(
         InputError: a missing gallery or query, or no readable image in one.
         CheckpointError: the checkpoint cannot be used.
     """
-    gallery = Path(gallery)
-    query = Path(query)
-    # Fail on a wrong path before loading the model.
-    if not gallery.is_dir():
-        raise InputError(f"gallery {gallery}: no such folder")
-    if not query.exists():
-        raise InputError(f"query {query}: no such file or folder")
+    gallery, query = Path(gallery), Path(query)
+    # Wrong or empty folders are reported before the model is loaded.
+    gallery_listing, query_listing = gallery_images(gallery), query_paths(query)
     model = load_model(checkpoint, device)
-    found = build_gallery(model, gallery, checkpoint, use_cache, cache_dir, batch_size, num_workers)
+    found = build_gallery(
+        model, gallery, checkpoint, use_cache, cache_dir, batch_size, num_workers, gallery_listing
+    )
     if not found.paths:
-        raise InputError(f"gallery {gallery}: no readable image")
-    queries = embed_queries(model, query, found, batch_size, num_workers)
+        raise InputError(f"gallery {gallery}: {_none_readable(found.unreadable)}")
+    queries = embed_queries(model, query, found, batch_size, num_workers, query_listing)
     if not queries.paths:
-        raise InputError(f"query {query}: no readable image")
+        raise InputError(f"query {query}: {_none_readable(queries.unreadable)}")
     scores, indices = top_k(
         queries.embeddings,
         found.embeddings,
@@ -163,6 +164,13 @@ def search(
         for row_indices, row_scores in zip(indices.tolist(), scores.tolist(), strict=True)
     ]
     return SearchResult(found, queries, matches, top_k_matches)
+
+
+def _none_readable(unreadable: Sequence[tuple[str, str]], shown: int = 3) -> str:
+    """``no readable image (2 unreadable: a.png: reason; b.png: reason)``."""
+    listed = "; ".join(f"{display_path(path)}: {reason}" for path, reason in unreadable[:shown])
+    more = f"; and {len(unreadable) - shown} more" if len(unreadable) > shown else ""
+    return f"no readable image ({len(unreadable)} unreadable: {listed}{more})"
 
 
 def _short(name: str, limit: int = 22) -> str:

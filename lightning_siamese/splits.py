@@ -81,10 +81,13 @@ def write_split(path: Path, splits: dict[str, list[Pair]]) -> None:
 
 def read_split(path: Path) -> dict[str, str]:
     """Pair name -> split from a ``split.csv`` written by :func:`write_split`."""
-    if not path.is_file():
+    if not path.exists():
         raise MissingFileError(f"split file {path} does not exist: pass a split.csv that fit wrote")
-    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:  # a folder, no permission
+        raise PairDataError(f"split file {path}: cannot read it ({error})") from error
     if rows and not {"name", "split"} <= rows[0].keys():
         raise PairDataError(f"{path}: a split file needs the columns 'name' and 'split'")
     unknown = {row["split"] for row in rows} - set(SPLITS)

@@ -12,6 +12,7 @@ import yaml
 
 from conftest import tiny_args, write_pairs
 from lightning_siamese.cli import main
+from lightning_siamese.lightning_cli import run
 from lightning_siamese.model import SiameseModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,10 +114,16 @@ def test_ttl_config_shows_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture
     assert (model["backbone"], model["weights"], model["head"]) == ("resnet50", "imagenet", "seed")
     assert (model["freeze"], model["embedding_dim"], model["margin"]) == ("auto", 256, 0.5)
     assert (model["distance"], model["mining"], model["normalize"]) == ("squared_l2", "none", False)
-    # Unset: SiameseModel's default optimizer, Adam 1e-4 (tests/test_model.py builds it).
+    # Unset: SiameseModel's default optimizer, the seed's Adam 1e-4.
     assert model["optimizer"] is None
     assert (data["image_size"], data["batch_size"]) == (200, 64)  # model.image_size: linked
     assert config["trainer"]["max_epochs"] == 2
+    write_pairs(tmp_path, 20)
+    ttl = ["-c", str(REPO / "configs/ttl.yaml"), f"--data.root={tmp_path}"]
+    built = run([*ttl, "--model.weights=none", "--data.image_size=64"], run=False)
+    optimizer = built.model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.param_groups[0]["lr"] == 1e-4
 
 
 CONFIG_RUNS = {

@@ -26,6 +26,8 @@ BAD_SETTINGS = {
     "negative margin": (["--model.margin=-0.5"], "margin must be >= 0"),
     "fractions": (["--data.split_fractions=[0.5,0.2,0.2]"], "sum to 1"),
     "batch larger than a split": (["--data.batch_size=500"], "larger than the train split"),
+    "missing split file": (["--data.split_file=/nowhere/split.csv"], "does not exist"),
+    "split file that is a folder": (["--data.split_file=/"], "split file /: cannot read it"),
 }
 
 

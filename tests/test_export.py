@@ -252,3 +252,33 @@ def test_max_difference() -> None:
     assert max_difference(torch.zeros(2, 3), np.full((2, 3), 0.5)) == 0.5
     with pytest.raises(ValueError, match="shapes differ"):
         max_difference(torch.zeros(2, 3), torch.zeros(3, 2))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_command_prints_the_fallback_note_and_fails_with_one_line(
+    trained_run: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = torch.onnx.export
+
+    def no_dynamo(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("dynamo", True):
+            raise RuntimeError("simulated torch.export failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    args = ["export", "--ckpt", str(trained_run[2]), "--format", "onnx", "--no-check"]
+    assert main([*args, "--out", str(tmp_path / "net.onnx")]) == 0
+    err = capsys.readouterr().err
+    assert "note: the torch.export-based ONNX exporter failed (RuntimeError: simulated" in err
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated tracer failure")
+
+    monkeypatch.setattr(torch.jit, "trace", broken)
+    args = ["export", "--ckpt", str(trained_run[2]), "--format", "torchscript"]
+    assert main([*args, "--out", str(tmp_path / "net.pt")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "error: TorchScript export failed: RuntimeError: simulated tracer failure"

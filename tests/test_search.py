@@ -18,6 +18,7 @@ from lightning_siamese.cli import main
 from lightning_siamese.images import load_image
 from lightning_siamese.inference import embed_paths, load_model
 from lightning_siamese.retrieval import top_k
+from lightning_siamese.search import search
 from lightning_siamese.viz import plot_retrieval
 
 
@@ -277,6 +278,8 @@ def test_cache_falls_back_when_the_gallery_is_not_writable(
         ("missing query", "no such file or folder"),
         ("not a checkpoint", "not a readable checkpoint"),
         ("missing checkpoint", "no such checkpoint file"),
+        # Folders are looked at before the checkpoint is loaded.
+        ("empty query folder, missing checkpoint", "no image file in the folder"),
     ],
 )
 def test_errors(
@@ -298,6 +301,10 @@ def test_errors(
         (gallery / "readme.txt").write_text("no images")
     elif problem == "missing query":
         query = tmp_path / "missing.png"
+    elif problem == "empty query folder, missing checkpoint":
+        query = tmp_path / "no-queries"
+        query.mkdir()
+        checkpoint = tmp_path / "missing.ckpt"
     elif problem == "not a checkpoint":
         checkpoint = tmp_path / "fake.ckpt"
         checkpoint.write_text("not a checkpoint")
@@ -355,3 +362,31 @@ def test_montage_draws_one_row_per_query() -> None:
     assert not figure.axes[5].axison  # the second row has one match fewer
     with pytest.raises(ValueError, match="no query"):
         plot_retrieval([])
+
+
+def test_a_query_never_finds_itself_even_when_k_exceeds_the_gallery(
+    checkpoint: Path, gallery: Path
+) -> None:
+    query = gallery / "left" / "pair0003.jpg"
+    result = search(checkpoint, gallery, query, top_k_matches=10_000, use_cache=False)
+    (found,) = result.matches
+    assert len(found) == len(result.gallery.paths) - 1
+    assert "left/pair0003.jpg" not in [path for path, _ in found]
+    scores = [score for _, score in found]
+    assert scores == sorted(scores, reverse=True) and min(scores) > float("-inf")
+    kept = search(checkpoint, gallery, query, top_k_matches=10_000, include_self=True)
+    assert kept.matches[0][0] == ("left/pair0003.jpg", pytest.approx(1.0, abs=1e-5))
+
+
+def test_no_readable_image_names_the_files(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.png").write_text("not an image")
+    (folder / "b.jpg").write_bytes(b"\xff\xd8 cut")
+    code, stdout, stderr = run_search(capsys, checkpoint, folder, folder / "a.png")
+    assert code == 2 and stdout == ""
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith(f"error: gallery {folder}: no readable image (2 unreadable: ")
+    assert "a.png: " in line and "b.jpg: " in line
