@@ -226,11 +226,9 @@ def test_missing_onnx_packages(
     assert export.missing_modules("torchscript", check=True) == []
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_onnx_falls_back_to_the_legacy_exporter(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+@pytest.fixture
+def dynamo_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch.export-based ONNX exporter fails; the legacy one still works."""
     real = torch.onnx.export
 
     def no_dynamo(*args: Any, **kwargs: Any) -> Any:
@@ -239,6 +237,12 @@ def test_onnx_falls_back_to_the_legacy_exporter(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.usefixtures("dynamo_fails")
+def test_onnx_falls_back_to_the_legacy_exporter(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
     path, exporter, notes = export.export_onnx(net, tmp_path / "tiny.onnx", image_size=8)
     assert exporter == "legacy"
     assert "simulated torch.export failure" in " ".join(notes)
@@ -255,20 +259,13 @@ def test_max_difference() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.usefixtures("dynamo_fails")
 def test_the_command_prints_the_fallback_note_and_fails_with_one_line(
     trained_run: tuple[Path, Path, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = torch.onnx.export
-
-    def no_dynamo(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("dynamo", True):
-            raise RuntimeError("simulated torch.export failure")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
     args = ["export", "--ckpt", str(trained_run[2]), "--format", "onnx", "--no-check"]
     assert main([*args, "--out", str(tmp_path / "net.onnx")]) == 0
     err = capsys.readouterr().err
