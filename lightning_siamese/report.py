@@ -20,7 +20,7 @@ from lightning_siamese import images
 from lightning_siamese.images import display_path
 from lightning_siamese.losses import Distance, paired_distance
 from lightning_siamese.metrics import triplet_statistics
-from lightning_siamese.retrieval import rank_metrics, retrieval_ranks, top_k
+from lightning_siamese.retrieval import Ranks, rank_metrics, retrieval_ranks, top_k
 from lightning_siamese.viz import plot_distances, plot_projection, plot_retrieval
 
 TABLE_COLUMNS = ["query", "true_match", "rank", "true_match_score", "top_k"]
@@ -51,7 +51,7 @@ class SplitEmbeddings:
     def __len__(self) -> int:
         return len(self.left)
 
-    def ranks(self, block_size: int = 1024) -> torch.Tensor:
+    def ranks(self, block_size: int = 1024) -> Ranks:
         return retrieval_ranks(self.anchor, self.positive, block_size)
 
     def metrics(self, distance: Distance = "squared_l2") -> dict[str, float]:
@@ -64,8 +64,11 @@ class SplitEmbeddings:
         return metrics
 
     def table(self, k: int = 5) -> list[dict[str, Any]]:
-        """One row per query: file names, rank and score of the true match, the top-k."""
-        ranks = self.ranks()
+        """One row per query: file names, rank and score of the true match, the top-k.
+
+        ``rank`` is the expected rank under a random order of tied items (2.5: tied with two
+        others for second place), a whole number when there is no tie."""
+        ranks = self.ranks().expected().tolist()
         scores, indices = top_k(self.anchor, self.positive, k)
         true_scores = torch.nn.functional.cosine_similarity(self.anchor, self.positive)
         rows = []
@@ -74,7 +77,7 @@ class SplitEmbeddings:
                 {
                     "query": display_path(self.left[query].name),
                     "true_match": display_path(self.right[query].name),
-                    "rank": int(ranks[query]),
+                    "rank": _number(ranks[query]),
                     "true_match_score": round(float(true_scores[query]), 4),
                     "top_k": [
                         (display_path(self.right[int(index)].name), round(float(score), 4))
@@ -101,7 +104,7 @@ class SplitEmbeddings:
         ``distances`` (histograms with the margin) and ``projection`` (PCA)."""
         queries = self.example_queries(examples)
         scores, indices = top_k(self.anchor[queries], self.positive, k)
-        ranks = self.ranks()
+        ranks = self.ranks().expected().tolist()
 
         def thumb(path: Path) -> Image.Image:
             return images.thumbnail(path, thumbnail)
@@ -112,9 +115,9 @@ class SplitEmbeddings:
                 (thumb(self.right[int(i)]), f"{s:.3f}\n{self.right[int(i)].name}", int(i) == query)
                 for s, i in zip(scores[row].tolist(), indices[row].tolist(), strict=True)
             ]
-            rank = int(ranks[query])
-            if rank > len(results):
-                results.append((thumb(self.right[query]), f"true match, rank {rank}", True))
+            if query not in indices[row].tolist():
+                label = f"true match, rank {_number(ranks[query])}"
+                results.append((thumb(self.right[query]), label, True))
             rows.append((thumb(self.left[query]), self.left[query].name, results))
         d_ap = paired_distance(self.anchor, self.positive, distance)
         d_an = paired_distance(self.anchor, self.negative, distance)
@@ -123,6 +126,11 @@ class SplitEmbeddings:
             "distances": plot_distances(d_ap, d_an, margin, distance.replace("_", " ")),
             "projection": plot_projection(self.anchor, self.positive),
         }
+
+
+def _number(value: float) -> int | float:
+    """A whole number as an ``int``, anything else as it is."""
+    return int(value) if float(value).is_integer() else value
 
 
 def write_table_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:

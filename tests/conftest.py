@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +147,29 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, P
     best = sorted((run / "checkpoints").glob("epoch*.ckpt"))
     assert best, "fit wrote no best checkpoint"
     return root, run, best[-1]
+
+
+def brute_force_rank_metrics(
+    similarity: Sequence[Sequence[float]],
+    tied: Callable[[int, int], bool] | None = None,
+    recall_at: Sequence[int] = (1, 5, 10, 20),
+) -> dict[str, float]:
+    """recall@k, MRR and median rank straight from their definition, with ties broken at random:
+    for query ``i`` (true match ``i``), every position the true match can take among its tied
+    items is listed and weighted equally. ``tied(i, j)`` says whether item ``j`` ties with the
+    true match (default: an equal similarity)."""
+    recalls = dict.fromkeys(recall_at, 0.0)
+    reciprocal, expected_ranks = 0.0, []
+    for i, row in enumerate(similarity):
+        ties = [j for j in range(len(row)) if j != i and (tied(i, j) if tied else row[j] == row[i])]
+        above = [j for j in range(len(row)) if j != i and j not in ties and row[j] > row[i]]
+        positions = range(len(above) + 1, len(above) + len(ties) + 2)
+        for k in recall_at:
+            recalls[k] += sum(position <= k for position in positions) / len(positions)
+        reciprocal += sum(1 / position for position in positions) / len(positions)
+        expected_ranks.append(sum(positions) / len(positions))
+    count = len(similarity)
+    metrics = {f"recall@{k}": value / count for k, value in recalls.items()}
+    metrics["mrr"] = reciprocal / count
+    metrics["median_rank"] = sorted(expected_ranks)[(count - 1) // 2]  # the lower middle
+    return metrics

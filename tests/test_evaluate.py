@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from conftest import write_pairs
+from conftest import brute_force_rank_metrics, tiny_args, write_pairs
 from lightning_siamese.cli import main
 from lightning_siamese.inference import embed_paths, load_model
-from lightning_siamese.retrieval import rank_metrics, retrieval_ranks
 
 
 def test_evaluate_writes_metrics_table_and_pictures(
@@ -41,7 +41,8 @@ def test_evaluate_writes_metrics_table_and_pictures(
     model = load_model(checkpoint, "cpu")
     left = embed_paths(model, sorted((root / "left").iterdir()))
     right = embed_paths(model, sorted((root / "right").iterdir()))
-    expected = rank_metrics(retrieval_ranks(left, right))
+    similarity = F.normalize(left.double(), dim=1) @ F.normalize(right.double(), dim=1).T
+    expected = brute_force_rank_metrics(similarity.tolist())
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value), key
     cosine = torch.nn.functional.cosine_similarity(left, right).mean().item()
@@ -88,3 +89,36 @@ def test_evaluate_errors(
     assert "not a readable checkpoint" in capsys.readouterr().err
     assert main(["evaluate", "--ckpt", str(checkpoint), "--root", str(tmp_path / "none")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_collapsed_model_scores_chance_in_evaluate_and_validate(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every embedding equal (the head's last layer outputs its bias): ties cost what a random
+    order costs, so recall@k is k / N, not the 1.0 that counting ties as wins would give."""
+    pairs, _, checkpoint = trained_run
+    content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    content["state_dict"]["net.head.2.weight"].zero_()  # the pooled head's Linear
+    content["state_dict"]["net.head.2.bias"].fill_(1.0)
+    collapsed = tmp_path / "collapsed.ckpt"
+    torch.save(content, collapsed)
+
+    root = tmp_path / "other"
+    write_pairs(root, 15, start=100)
+    out = tmp_path / "eval"
+    args = ["evaluate", "--ckpt", str(collapsed), "--root", str(root), "--out", str(out)]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for k in (1, 5, 10):
+        assert metrics[f"recall@{k}"] == pytest.approx(k / 15), k
+    assert metrics["median_rank"] == pytest.approx(8.0)  # (15 + 1) / 2
+    table = list(csv.DictReader((out / "retrieval.csv").open()))
+    assert {row["rank"] for row in table} == {"8"}
+
+    run = tmp_path / "run"
+    assert main(["validate", *tiny_args(pairs, run), f"--ckpt_path={collapsed}"]) == 0
+    (logged,) = list(csv.DictReader(next(run.rglob("metrics.csv")).open()))
+    count = float(logged["val/pairs"])
+    assert count >= 2
+    assert float(logged["val/recall@1"]) == pytest.approx(1 / count)
+    assert float(logged["val/median_rank"]) == pytest.approx((count + 1) / 2)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import brute_force_rank_metrics
 from lightning_siamese.metrics import SplitMetrics
 from lightning_siamese.retrieval import rank_metrics, retrieval_ranks
 
@@ -25,7 +26,46 @@ def test_ranks_match_brute_force_for_any_block_size(block_size: int) -> None:
     queries = torch.randn(50, 8, generator=generator)
     gallery = queries + 0.9 * torch.randn(50, 8, generator=generator)
     ranks = retrieval_ranks(queries, gallery, block_size=block_size)
-    assert ranks.tolist() == brute_force_ranks(queries, gallery)
+    assert ranks.tied.tolist() == [0] * 50
+    assert ranks.expected().tolist() == brute_force_ranks(queries, gallery)
+
+
+def test_a_collapsed_model_scores_chance() -> None:
+    """All embeddings equal: every true match ties with all N items, recall@k = k / N."""
+    count = 40
+    same = torch.ones(count, 8)
+    metrics = rank_metrics(retrieval_ranks(same, same))
+    for k in (1, 5, 10, 20):
+        assert metrics[f"recall@{k}"] == pytest.approx(k / count)
+    assert metrics["mrr"] == pytest.approx(sum(1 / r for r in range(1, count + 1)) / count)
+    assert metrics["median_rank"] == pytest.approx((count + 1) / 2)
+
+
+def test_a_duplicated_gallery_image_shares_the_rank() -> None:
+    gallery = torch.eye(4)
+    gallery[3] = gallery[0]  # query 0's true match has a twin in the gallery; so does query 3's
+    queries = gallery + 0.1 * torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
+    ranks = retrieval_ranks(queries, gallery)
+    assert ranks.tied.tolist() == [1, 0, 0, 1]
+    assert ranks.expected().tolist() == [1.5, 1.0, 1.0, 1.5]
+    metrics = rank_metrics(ranks)
+    assert metrics["recall@1"] == pytest.approx((0.5 + 1 + 1 + 0.5) / 4)
+    assert metrics["mrr"] == pytest.approx((0.75 + 1 + 1 + 0.75) / 4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ties_match_a_brute_force_reference(seed: int) -> None:
+    """Planted ties: gallery items are copies of a few distinct vectors, so many tie exactly."""
+    generator = torch.Generator().manual_seed(seed)
+    count = 30
+    pool = torch.randn(6, 5, generator=generator, dtype=torch.float64)
+    source = torch.randint(0, 6, (count,), generator=generator)
+    gallery = pool[source]
+    queries = gallery + 0.8 * torch.randn(count, 5, generator=generator, dtype=torch.float64)
+    similarity = (F.normalize(queries, dim=1) @ F.normalize(gallery, dim=1).T).tolist()
+    expected = brute_force_rank_metrics(similarity, tied=lambda i, j: bool(source[i] == source[j]))
+    found = rank_metrics(retrieval_ranks(queries.float(), gallery.float(), block_size=7))
+    assert found == pytest.approx(expected, abs=1e-6)
 
 
 def test_rank_metrics_known_answer() -> None:
