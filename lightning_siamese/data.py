@@ -21,6 +21,7 @@ from lightning_siamese.pairs import (
     require_pairs,
 )
 from lightning_siamese.splits import (
+    MIN_PAIRS,
     SPLIT_FILE,
     SPLITS,
     assign_splits,
@@ -35,7 +36,12 @@ from lightning_siamese.transforms import (
     eval_transform,
     train_transform,
 )
-from lightning_siamese.triplets import TripletDataset, TripletSampler, draw_negatives
+from lightning_siamese.triplets import (
+    TripletDataset,
+    TripletSampler,
+    draw_negatives,
+    negative_groups,
+)
 
 
 def check_root(root: str | None, build_if_missing: str | None, predict_root: str | None) -> None:
@@ -63,6 +69,15 @@ def predict_dataset(root: str | Path, transform: Transform) -> ImageFilesDataset
     return ImageFilesDataset(listing.paths(), transform, root)
 
 
+#: How a message names what needs a split.
+STAGE_WORDS = {
+    ("fit", "train"): "training",
+    ("fit", "val"): "validation during fit",
+    ("validate", "val"): "validate",
+    ("test", "test"): "test",
+}
+
+
 class SiameseDataModule(pl.LightningDataModule):
     """Triplets from a folder of look-alike pairs, split by pair (or group) into train/val/test.
 
@@ -78,6 +93,9 @@ class SiameseDataModule(pl.LightningDataModule):
         strict: fail on any problem in the folder instead of skipping the bad files.
         check_images: decode every image once at setup, so bad files are reported up front.
         augment: random crop, flip and colour jitter on training images (the seed had none).
+        group_mates_as_negatives: let pairs of the anchor's own group (``pairs.csv``: variants
+            that look alike on purpose) be its negatives, drawn and mined; by default a negative
+            always comes from another group when the split has one.
         mean: per-channel normalisation mean (ImageNet's by default).
         std: per-channel normalisation standard deviation.
         split_file: a ``split.csv`` from an earlier run: the pairs listed keep their split.
@@ -98,6 +116,7 @@ class SiameseDataModule(pl.LightningDataModule):
         strict: bool = False,
         check_images: bool = True,
         augment: bool = False,
+        group_mates_as_negatives: bool = False,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         split_file: str | None = None,
@@ -195,25 +214,30 @@ class SiameseDataModule(pl.LightningDataModule):
         self.splits = assign_splits(pairs, hp["split_fractions"], hp["seed"], fixed)
         evaluation = eval_transform(hp["image_size"], hp["mean"], hp["std"])
         training = train_transform(hp["image_size"], hp["mean"], hp["std"], hp["augment"])
+        mates = hp["group_mates_as_negatives"]
         for split, split_pairs in self.splits.items():
-            groups = [pair.group for pair in split_pairs]
             if split == "train":
-                self.datasets[split] = TripletDataset(split_pairs, training)
-            else:
-                negatives = (
-                    draw_negatives(groups, f"{split}:{hp['seed']}") if len(groups) > 1 else []
+                self.datasets[split] = TripletDataset(
+                    split_pairs, training, group_mates_as_negatives=mates
                 )
-                self.datasets[split] = TripletDataset(split_pairs, evaluation, negatives)
+                continue
+            groups = negative_groups(split_pairs, mates)
+            negatives = draw_negatives(groups, f"{split}:{hp['seed']}") if len(groups) > 1 else []
+            self.datasets[split] = TripletDataset(
+                split_pairs, evaluation, negatives, group_mates_as_negatives=mates
+            )
         sizes = ", ".join(f"{split} {len(self.splits[split])}" for split in SPLITS)
         rank_zero_info(f"{self.report.summary()}\nsplit (seed {hp['seed']}): {sizes} pairs")
 
     def _require_split(self, split: str, stage: str | None) -> None:
         count = len(self.splits[split])
-        if count < 2:
+        if count < MIN_PAIRS:
             fractions = self.hparams["split_fractions"]
+            stage = str(getattr(stage, "value", stage))  # Lightning passes a str enum
+            what = STAGE_WORDS.get((stage, split), stage)
             raise ConfigError(
-                f"the {split} split has {count} pair(s) but '{stage}' needs at least 2: add pairs "
-                f"or raise its share in --data.split_fractions (now {fractions})"
+                f"the {split} split has {count} pair(s) but {what} needs at least {MIN_PAIRS}: "
+                f"add pairs or raise its share in --data.split_fractions (now {fractions})"
             )
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:

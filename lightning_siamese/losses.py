@@ -1,11 +1,11 @@
 """Triplet loss with a choice of distance and in-batch mining. Pure torch.
 
 The default is the seed's loss: ``mean(max(|a - p|^2 - |a - n|^2 + 0.5, 0))`` over the batch.
-With mining, every image in the batch that does not belong to the anchor's pair is a candidate
-negative (with one look-alike pair per identity, mining comes almost free): ``batch_hard`` takes
-the closest (Hermans et al., 2017, "In Defense of the Triplet Loss"), ``semi_hard`` the closest
-that is still farther than the positive (Schroff et al., 2015, FaceNet), or the farthest when
-none is.
+With mining, every image in the batch that belongs neither to the anchor's pair nor to its group
+(unless group-mates are allowed as negatives) is a candidate negative (with one look-alike pair
+per identity, mining comes almost free): ``batch_hard`` takes the closest (Hermans et al., 2017,
+"In Defense of the Triplet Loss"), ``semi_hard`` the closest that is still farther than the
+positive (Schroff et al., 2015, FaceNet), or the farthest when none is.
 """
 
 from __future__ import annotations
@@ -80,9 +80,11 @@ class TripletLoss(nn.Module):
 
         Args:
             anchor, positive, negative: (B, D) embeddings; row i is a triplet.
-            pair_ids: (B,) pair of each anchor/positive; default ``arange(B)``.
-            negative_pair_ids: (B,) pair of each given negative; default: a pair not in the batch.
-                Mining needs them to never pick an image of the anchor's own pair.
+            pair_ids: (B,) identity of each anchor/positive: its pair, or its group, so that no
+                candidate of the anchor's own pair or group is mined as its negative; default
+                ``arange(B)``.
+            negative_pair_ids: (B,) the same identity of each given negative; default: one
+                not in the batch. An anchor with no candidate left keeps its given negative.
         """
         losses = self._losses(anchor, positive, negative, pair_ids, negative_pair_ids, self.mining)
         return losses.mean()
@@ -150,9 +152,13 @@ class TripletLoss(nn.Module):
         valid = candidate_pairs[None, :] != pair_ids[:, None]
         inf = torch.finfo(distances.dtype).max
         if self.mining == "batch_hard":
-            return distances.masked_fill(~valid, inf).min(dim=1).values
-        # semi_hard: the closest negative farther than the positive, else the farthest one.
-        farther = valid & (distances > d_ap[:, None])
-        closest_farther = distances.masked_fill(~farther, inf).min(dim=1).values
-        farthest = distances.masked_fill(~valid, -inf).max(dim=1).values
-        return torch.where(farther.any(dim=1), closest_farther, farthest)
+            mined = distances.masked_fill(~valid, inf).min(dim=1).values
+        else:
+            # semi_hard: the closest negative farther than the positive, else the farthest one.
+            farther = valid & (distances > d_ap[:, None])
+            closest_farther = distances.masked_fill(~farther, inf).min(dim=1).values
+            farthest = distances.masked_fill(~valid, -inf).max(dim=1).values
+            mined = torch.where(farther.any(dim=1), closest_farther, farthest)
+        # A batch of one group leaves an anchor no candidate: its given negative stands.
+        given = paired_distance(anchor, negative, self.distance)
+        return torch.where(valid.any(dim=1), mined, given)

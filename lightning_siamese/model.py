@@ -256,7 +256,8 @@ class SiameseModel(pl.LightningModule):
         positive: torch.Tensor,
         negative: torch.Tensor,
     ) -> torch.Tensor:
-        return self.loss(anchor, positive, negative, batch["index"], batch["negative_index"] // 2)
+        # Mining leaves out the anchor's group (its pair when group-mates are allowed).
+        return self.loss(anchor, positive, negative, batch["group"], batch["negative_group"])
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         anchor, positive, negative = self._embed_triplets(batch, "train")

@@ -18,6 +18,8 @@ from lightning_siamese.files import atomic_write
 from lightning_siamese.pairs import Pair
 
 SPLITS = ("train", "val", "test")
+#: The fewest pairs a split needs: retrieval and negatives need two.
+MIN_PAIRS = 2
 SPLIT_FILE = "split.csv"
 
 
@@ -48,23 +50,56 @@ def assign_splits(
     seed: int = 0,
     fixed: dict[str, str] | None = None,
 ) -> dict[str, list[Pair]]:
-    """Split pairs by group.
+    """Split pairs by group: each group goes where the hash of the seed and its name falls.
+
+    Then a split with a non-zero share but fewer than :data:`MIN_PAIRS` pairs (a small folder)
+    takes whole groups from the training split, those whose hash positions lie nearest to its
+    own range first, as long as training keeps :data:`MIN_PAIRS` pairs. In a folder large
+    enough that every split holds :data:`MIN_PAIRS` pairs by hash alone nothing moves, so adding
+    files never moves a pair there; the result always depends on the pairs and the seed alone.
 
     Args:
         fractions: expected shares of (train, val, test) groups; on small folders the realised
             shares scatter around them, as with any split that must stay stable.
         fixed: pair name -> split, e.g. read back from a run's ``split.csv``; pairs listed there
-            keep that split, other pairs are placed by their hash.
+            keep that split (and are never moved), other pairs are placed by their hash.
     """
-    train, val, _ = check_fractions(fractions)
+    shares = check_fractions(fractions)
     fixed = fixed or {}
+    lower = {"train": 0.0, "val": shares[0], "test": shares[0] + shares[1]}
+    upper = {"train": shares[0], "val": shares[0] + shares[1], "test": 1.0}
     result: dict[str, list[Pair]] = {split: [] for split in SPLITS}
     for pair in pairs:
         split = fixed.get(pair.name)
         if split is None:
             position = group_position(pair.group, seed)
-            split = "train" if position < train else "val" if position < train + val else "test"
+            split = (
+                "train"
+                if position < upper["train"]
+                else "val"
+                if position < upper["val"]
+                else "test"
+            )
         result[split].append(pair)
+    for split, share in zip(("val", "test"), shares[1:], strict=True):
+        while share > 0 and len(result[split]) < MIN_PAIRS:
+            movable: dict[str, list[Pair]] = {}
+            for pair in result["train"]:
+                movable.setdefault(pair.group, []).append(pair)
+            pinned = {pair.group for pair in result["train"] if pair.name in fixed}
+            room = len(result["train"]) - MIN_PAIRS
+            candidates = [g for g in movable if g not in pinned and len(movable[g]) <= room]
+            if not candidates:
+                break
+
+            def distance(group: str, split: str = split) -> tuple[float, str]:
+                position = group_position(group, seed)
+                gap = max(lower[split] - position, position - upper[split], 0.0)
+                return gap, group
+
+            group = min(candidates, key=distance)
+            result["train"] = [pair for pair in result["train"] if pair.group != group]
+            result[split] += movable[group]
     return result
 
 

@@ -20,25 +20,31 @@ from lightning_siamese.images import load_image
 from lightning_siamese.pairs import Pair
 from lightning_siamese.transforms import Transform
 
-_GROUP_TRIES = 64
-
 
 class UnreadableImageWarning(UserWarning):
     """An image that read fine at start failed later; its triplet was skipped."""
 
 
-def draw_negative(rng: random.Random, anchor: int, groups: Sequence[str]) -> int:
-    """An image index (``2 * pair + side``) of another pair, preferably of another group."""
+def draw_negative(
+    rng: random.Random, anchor: int, groups: Sequence[str], other_groups: bool = True
+) -> int:
+    """An image index (``2 * pair + side``) of another pair, uniformly, and of another group
+    whenever ``other_groups`` says the split has more than one group."""
     count = len(groups)
     if count < 2:
         raise ValueError("a split needs at least 2 pairs to draw negatives")
-    other = anchor
-    for _ in range(_GROUP_TRIES):
+    while True:
         other = rng.randrange(count - 1)
         other += other >= anchor
-        if groups[other] != groups[anchor]:
-            break
-    return 2 * other + rng.randrange(2)
+        if not other_groups or groups[other] != groups[anchor]:
+            return 2 * other + rng.randrange(2)
+
+
+def negative_groups(pairs: Sequence[Pair], group_mates_as_negatives: bool = False) -> list[str]:
+    """The groups that rule which images may be a pair's negative: each pair's ``group``, so a
+    negative never comes from the anchor's group (its variants look alike on purpose), or with
+    ``group_mates_as_negatives`` each pair's own name, so only the anchor's own twin is left out."""
+    return [pair.name if group_mates_as_negatives else pair.group for pair in pairs]
 
 
 def image_path(pairs: Sequence[Pair], image_index: int) -> Path:
@@ -48,9 +54,10 @@ def image_path(pairs: Sequence[Pair], image_index: int) -> Path:
 
 
 def draw_negatives(groups: Sequence[str], seed: int | str) -> list[int]:
-    """One negative per anchor, fixed by ``seed``."""
+    """One negative per anchor, fixed by ``seed`` (see :func:`draw_negative`)."""
     rng = random.Random(str(seed))
-    return [draw_negative(rng, anchor, groups) for anchor in range(len(groups))]
+    other_groups = len(set(groups)) > 1
+    return [draw_negative(rng, anchor, groups, other_groups) for anchor in range(len(groups))]
 
 
 def example_triplets(
@@ -72,9 +79,17 @@ class TripletDataset(Dataset):
     Indexed by ``i`` (the negative fixed at construction: validation and test) or by
     ``(i, negative)`` (the negative chosen by :class:`TripletSampler`: training).
 
-    Items are dicts: ``anchor``, ``positive``, ``negative`` (image tensors), ``index`` (the pair)
-    and ``negative_index`` (the image index of the negative); with ``load_images`` off, only the
-    two indices (no file is read).
+    Items are dicts: ``anchor``, ``positive``, ``negative`` (image tensors), ``index`` (the pair),
+    ``negative_index`` (the image index of the negative), and ``group`` and ``negative_group``
+    (numbers of the anchor's and the negative's group, for in-batch mining to leave group-mates
+    out); with ``load_images`` off, the numbers only (no file is read).
+
+    Args:
+        pairs: the split's pairs.
+        transform: image -> tensor.
+        negatives: each pair's fixed negative (image index); None when a sampler draws them.
+        group_mates_as_negatives: let an anchor's group-mates be its negatives (see
+            :func:`negative_groups`).
     """
 
     def __init__(
@@ -82,17 +97,18 @@ class TripletDataset(Dataset):
         pairs: Sequence[Pair],
         transform: Transform,
         negatives: Sequence[int] | None = None,
+        group_mates_as_negatives: bool = False,
     ) -> None:
         self.pairs = list(pairs)
         self.transform = transform
         self.negatives = list(negatives) if negatives is not None else None
+        #: The groups that rule negatives, one per pair, and their numbers.
+        self.groups = negative_groups(self.pairs, group_mates_as_negatives)
+        numbers: dict[str, int] = {}
+        self.group_numbers = [numbers.setdefault(group, len(numbers)) for group in self.groups]
         # False: items carry only the indices (the model has the images' features cached).
         self.load_images = True
         self.unreadable: set[str] = set()
-
-    @property
-    def groups(self) -> list[str]:
-        return [pair.group for pair in self.pairs]
 
     def image_path(self, image_index: int) -> Path:
         return image_path(self.pairs, image_index)
@@ -108,7 +124,7 @@ class TripletDataset(Dataset):
                 raise TypeError("this dataset draws negatives in its sampler: index it by (i, j)")
             index, negative = key, self.negatives[key]
         if not self.load_images:
-            return {"index": index, "negative_index": negative}
+            return self._numbers(index, negative)
         # A file checked at start can go bad later (deleted, truncated, replaced): report it and
         # serve the next triplet whose files still read, instead of ending a long run.
         for step in range(len(self.pairs)):
@@ -132,8 +148,15 @@ class TripletDataset(Dataset):
             "anchor": images[0],
             "positive": images[1],
             "negative": images[2],
+            **self._numbers(index, negative),
+        }
+
+    def _numbers(self, index: int, negative: int) -> dict[str, int]:
+        return {
             "index": index,
             "negative_index": negative,
+            "group": self.group_numbers[index],
+            "negative_group": self.group_numbers[negative // 2],
         }
 
     def _report_unreadable(self, error: BaseException) -> None:
@@ -177,5 +200,8 @@ class TripletSampler(Sampler[tuple[int, int]]):
         order = list(range(len(self.groups)))
         if self.shuffle:
             rng.shuffle(order)
-        negatives = [draw_negative(rng, anchor, self.groups) for anchor in range(len(order))]
+        other_groups = len(set(self.groups)) > 1
+        negatives = [
+            draw_negative(rng, anchor, self.groups, other_groups) for anchor in range(len(order))
+        ]
         return iter([(anchor, negatives[anchor]) for anchor in order])

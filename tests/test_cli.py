@@ -204,3 +204,16 @@ def test_fit_help_describes_every_model_and_data_option(
         if not re.sub(r"\((required, )?type:.*", "", " ".join(text.split()), flags=re.S).strip()
     ]
     assert undocumented == []
+
+
+def test_fit_works_on_25_pairs_with_the_default_fractions(tmp_path: Path) -> None:
+    root, run = tmp_path / "pairs", tmp_path / "run"
+    write_pairs(root, 25)
+    args = [*tiny_args(root, run), "--data.split_fractions=[0.8,0.1,0.1]", "--trainer.max_epochs=1"]
+    assert main(["fit", *args]) == 0
+    rows = list(csv.DictReader((run / "split.csv").open()))
+    sizes = {
+        split: sum(row["split"] == split for row in rows) for split in ("train", "val", "test")
+    }
+    assert len(rows) == 25 and min(sizes.values()) >= 2, sizes
+    assert main(["test", *args, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]) == 0

@@ -105,8 +105,14 @@ def test_clear_errors_for_impossible_settings(pair_folder: Path, tmp_path: Path)
         make(pair_folder, batch_size=500).setup("fit")
     with pytest.raises(ValueError, match="sum to 1"):
         make(pair_folder, split_fractions=(0.5, 0.2, 0.2))
-    with pytest.raises(ValueError, match="test split has 0"):
+    with pytest.raises(ValueError, match=r"test split has 0 pair\(s\) but test needs"):
         make(pair_folder, split_fractions=(0.8, 0.2, 0.0)).setup("test")
+    three = tmp_path / "three"
+    write_pairs(three, 3)
+    with pytest.raises(
+        ValueError, match=r"val split has [01] pair\(s\) but validation during fit needs"
+    ):
+        make(three, batch_size=2).setup("fit")
     with pytest.raises(PairDataError, match="does not exist"):
         make(tmp_path / "nowhere")  # at construction, before any model is built
     (tmp_path / "empty").mkdir()

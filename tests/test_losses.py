@@ -113,3 +113,41 @@ def test_per_triplet_losses_ignore_mining_and_batching(mining: str, symmetric: b
     halves = torch.cat([loss.per_triplet(*(t[:3] for t in batch(3, 8))),
                         loss.per_triplet(*(t[3:] for t in batch(3, 8)))])  # fmt: skip
     torch.testing.assert_close(halves, per_triplet)
+
+
+@pytest.mark.parametrize("mining", ["batch_hard", "semi_hard"])
+def test_a_group_mate_is_never_mined_as_a_negative(mining: str) -> None:
+    """Anchor 0's hardest in-batch candidate is the positive of pair 1, a variant of its own
+    group: with group ids it is left out, with pair ids it is taken."""
+    anchor = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 9.0]], dtype=torch.float64)
+    positive = torch.tensor([[1.0, 0.0], [1.05, 0.0], [0.0, 8.0]], dtype=torch.float64)
+    negative = torch.tensor([[9.0, 9.0], [9.0, 8.0], [8.0, 9.0]], dtype=torch.float64)
+    pairs, groups = torch.tensor([0, 1, 2]), torch.tensor([7, 7, 8])  # pairs 0 and 1: one group
+    outside = torch.tensor([-1, -1, -1])  # the given negatives come from outside the batch
+    loss = TripletLoss(margin=0.3, mining=mining)
+    by_group = loss._losses(anchor, positive, negative, groups, outside, mining)
+    by_pair = loss._losses(anchor, positive, negative, pairs, outside, mining)
+    # Brute force for anchor 0: d(a,p) = 1; candidates other than its own pair's images.
+    candidates = {1: [anchor[1], positive[1]], 2: [anchor[2], positive[2]], -1: list(negative)}
+
+    def expected(allowed: list[int]) -> float:
+        distances = [distance(anchor[0], c, "squared_l2") for k in allowed for c in candidates[k]]
+        if mining == "batch_hard":
+            d_an = min(distances)
+        else:
+            farther = [d for d in distances if d > 1.0]
+            d_an = min(farther) if farther else max(distances)
+        return term(1.0, d_an, 0.3, soft=False)
+
+    assert by_pair[0].item() == pytest.approx(expected([1, 2, -1]))  # mined: pair 1's positive
+    assert by_group[0].item() == pytest.approx(expected([2, -1]))  # pair 1 left out
+    assert by_pair[0] > by_group[0]
+
+
+def test_an_anchor_with_only_group_mates_in_the_batch_keeps_its_given_negative() -> None:
+    anchor, positive, negative = batch(seed=3, size=3)
+    one_group = torch.tensor([4, 4, 4])
+    loss = TripletLoss(margin=0.3, mining="batch_hard")
+    mined = loss._losses(anchor, positive, negative, one_group, one_group, "batch_hard")
+    given = TripletLoss(margin=0.3).per_triplet(anchor, positive, negative)
+    assert torch.allclose(mined, given)

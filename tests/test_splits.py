@@ -64,3 +64,55 @@ def test_split_file_round_trip_and_fixed_assignments(tmp_path: Path) -> None:
     assert names(assign_splits(pairs, seed=99, fixed=fixed)) == names(splits)
     moved = dict(fixed, p0="test")
     assert "p0" in names(assign_splits(pairs, seed=0, fixed=moved))["test"]
+
+
+def hash_split(pairs: list[Pair], fractions: tuple[float, float, float], seed: int) -> dict:
+    """The plain hash rule, written out here: sha256 of "seed NUL group" as a number in [0, 1)."""
+    import hashlib
+
+    result: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
+    for pair in pairs:
+        digest = hashlib.sha256(f"{seed}\x00{pair.group}".encode()).digest()
+        position = int.from_bytes(digest[:8], "big") / 2**64
+        edge = fractions[0] + fractions[1]
+        split = "train" if position < fractions[0] else "val" if position < edge else "test"
+        result[split].add(pair.name)
+    return result
+
+
+@pytest.mark.parametrize("group_size", [1, 3])
+def test_small_folders_give_every_split_two_pairs(group_size: int) -> None:
+    for count in range(6 * group_size, 40 * group_size, group_size):
+        for seed in range(10):
+            pairs = fake_pairs(count, group_size)
+            found = names(assign_splits(pairs, seed=seed))
+            assert {split: len(found[split]) >= 2 for split in found} == dict.fromkeys(
+                ("train", "val", "test"), True
+            ), (count, seed)
+            assert found == names(assign_splits(list(reversed(pairs)), seed=seed))
+            assert set().union(*found.values()) == {pair.name for pair in pairs}
+            assert sum(len(names) for names in found.values()) == count
+            # Groups are never torn apart by the moves.
+            for split, members in found.items():
+                groups = {pair.group for pair in pairs if pair.name in members}
+                assert all(pair.name in members for pair in pairs if pair.group in groups), split
+
+
+def test_a_large_folder_is_split_by_the_hash_alone() -> None:
+    pairs = fake_pairs(2000, group_size=2)
+    for seed in range(3):
+        assert names(assign_splits(pairs, seed=seed)) == hash_split(pairs, (0.8, 0.1, 0.1), seed)
+
+
+def test_too_few_pairs_and_fixed_pairs_are_not_moved() -> None:
+    for seed in range(5):  # three pairs cannot give three splits two each: nothing is lost
+        found = names(assign_splits(fake_pairs(3), seed=seed))
+        assert set().union(*found.values()) == {"p0", "p1", "p2"}
+    pairs = fake_pairs(10)
+    everything_in_train = {pair.name: "train" for pair in pairs}
+    assert names(assign_splits(pairs, seed=0, fixed=everything_in_train))["train"] == {
+        pair.name for pair in pairs
+    }
+    assert names(assign_splits(pairs, (1.0, 0.0, 0.0), seed=0))["train"] == {
+        pair.name for pair in pairs
+    }

@@ -70,3 +70,32 @@ def test_items_hold_three_images_from_the_split(pair_folder: Path) -> None:
         p.right for p in pairs
     }
     assert dataset[(1, 6)]["negative_index"] == 6
+
+
+def test_group_mates_are_negatives_only_when_allowed(pair_folder: Path) -> None:
+    from lightning_siamese.pairs import discover_pairs
+    from lightning_siamese.triplets import negative_groups
+
+    pairs = [
+        Pair(p.name, p.left, p.right, f"g{i // 4}")
+        for i, p in enumerate(discover_pairs(pair_folder).pairs[:20])
+    ]
+    strict = TripletDataset(pairs, eval_transform(16))
+    assert strict.groups == [pair.group for pair in pairs]
+    assert strict.group_numbers == [i // 4 for i in range(20)]
+    for anchor, negative in TripletSampler(strict.groups, seed=0):
+        assert pairs[negative // 2].group != pairs[anchor].group
+    item = strict[(0, 3)]  # pair 1 as pair 0's negative: the same group, number 0
+    assert (item["group"], item["negative_group"]) == (0, 0)
+
+    mates = negative_groups(pairs, group_mates_as_negatives=True)
+    assert mates == [pair.name for pair in pairs]
+    loose = TripletDataset(pairs, eval_transform(16), group_mates_as_negatives=True)
+    assert loose.group_numbers == list(range(20))
+    drawn = [
+        pairs[negative // 2].group == pairs[anchor].group
+        for seed in range(5)
+        for anchor, negative in TripletSampler(loose.groups, seed=seed)
+    ]
+    assert any(drawn)  # group-mates do come up
+    assert all(n // 2 != a for a, n in TripletSampler(loose.groups, seed=0))
