@@ -102,6 +102,28 @@ def verify_image(path: str | Path) -> tuple[int, int]:
         return size
 
 
+def check_image(path: Path) -> str | None:
+    """None if the file decodes as a usable image, else the reason and what to do."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes): re-download or remove it"
+        width, height = verify_image(path)
+    except Image.DecompressionBombError as error:
+        limit = (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        return (
+            f"too large to decode safely ({error}); downscale it below {limit:.0f} megapixels "
+            "or remove it"
+        )
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"unreadable or truncated image ({error}); re-download or remove it"
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return (
+            f"too small ({width}x{height} pixels; both sides need at least {MIN_IMAGE_SIDE}): "
+            "probably a placeholder or tracking pixel; replace it with the real image or remove it"
+        )
+    return None
+
+
 # Which files a folder holds: the one rule of every command ---------------------------------
 
 

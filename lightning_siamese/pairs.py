@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import unicodedata
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
@@ -26,11 +27,10 @@ from PIL import Image
 from lightning_siamese.errors import PairDataError
 from lightning_siamese.images import (
     IMAGE_EXTENSIONS,
-    MIN_IMAGE_SIDE,
     EntryKind,
+    check_image,
     display_path,
     examine,
-    verify_image,
 )
 
 SIDES = ("left", "right")
@@ -113,52 +113,59 @@ NO_PAIR = (
 )
 
 
-def _read_groups(root: Path, problems: list[Problem]) -> dict[str, str]:
+def name_key(name: str) -> str:
+    """The form in which names are compared: Unicode NFC, so ``café`` typed on one system and
+    the decomposed ``café`` that macOS writes are one name."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _read_groups(root: Path, problems: list[Problem], known: set[str]) -> dict[str, str]:
+    """``name`` (or ``file``, a file name whose image extension is dropped) -> ``group`` from
+    ``pairs.csv``, as spreadsheet programs save it: a byte order mark, CRLF line ends, quoted
+    fields, headers in any case, extra columns. Rows that name no file of ``known`` (pair
+    names, usable or not) are reported."""
     path = root / PAIRS_CSV
     if not path.is_file():
         return {}
     groups: dict[str, str] = {}
+    unknown: list[str] = []
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            columns = set(reader.fieldnames or [])
-            if not {"name", "group"} <= columns:
+            columns = {(column or "").strip().lower(): column for column in reader.fieldnames or []}
+            name_column = columns.get("name") or columns.get("file")
+            group_column = columns.get("group")
+            if name_column is None or group_column is None:
                 problems.append(
                     Problem(
                         display_path(path),
-                        f"needs the columns 'name' and 'group', has {sorted(columns)}; "
-                        "groups are ignored until it is fixed",
+                        "needs a column 'name' (or 'file') and a column 'group', has "
+                        f"{sorted(columns)}; groups are ignored until it is fixed",
                     )
                 )
                 return {}
             for row in reader:
-                if row["name"] and row["group"]:
-                    groups[row["name"]] = row["group"]
+                name, group = (row.get(name_column) or "").strip(), (row.get(group_column) or "")
+                if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                    name = Path(name).stem
+                name = name_key(name)
+                if name and group.strip():
+                    groups[name] = group.strip()
+                    if name not in known:
+                        unknown.append(name)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         problems.append(Problem(display_path(path), f"unreadable ({error}); groups are ignored"))
+    if unknown:
+        listed = ", ".join(repr(display_path(name)) for name in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        problems.append(
+            Problem(
+                display_path(path),
+                f"{len(unknown)} row(s) name no file in left/ or right/ ({listed}{more}): "
+                "their groups are unused; fix the names or remove the rows",
+            )
+        )
     return groups
-
-
-def _check_image(path: Path) -> str | None:
-    """None if the file decodes as an image, else the reason it does not."""
-    try:
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes): re-download or remove it"
-        width, height = verify_image(path)
-    except Image.DecompressionBombError as error:
-        limit = (Image.MAX_IMAGE_PIXELS or 0) / 1e6
-        return (
-            f"too large to decode safely ({error}); downscale it below {limit:.0f} megapixels "
-            "or remove it"
-        )
-    except (OSError, SyntaxError, ValueError) as error:
-        return f"unreadable or truncated image ({error}); re-download or remove it"
-    if min(width, height) < MIN_IMAGE_SIDE:
-        return (
-            f"too small ({width}x{height} pixels; both sides need at least {MIN_IMAGE_SIDE}): "
-            "probably a placeholder or tracking pixel; replace it with the real image or remove it"
-        )
-    return None
 
 
 def _list_side(
@@ -181,9 +188,9 @@ def _list_side(
             problems.append(Problem(shown, "hidden file, ignored (rename it to use it)"))
         elif kind is EntryKind.UNUSABLE:
             problems.append(Problem(shown, str(reason)))
-            unusable[entry.stem] = entry
+            unusable[name_key(entry.stem)] = entry
         elif kind is EntryKind.FOLDER:
-            unusable[entry.name] = entry
+            unusable[name_key(entry.name)] = entry
             problems.append(
                 Problem(
                     shown,
@@ -193,7 +200,7 @@ def _list_side(
             )
         elif kind is EntryKind.OTHER:
             kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
-            unusable[entry.stem] = entry
+            unusable[name_key(entry.stem)] = entry
             problems.append(
                 Problem(
                     shown,
@@ -202,7 +209,7 @@ def _list_side(
                 )
             )
         else:
-            by_stem[entry.stem].append(entry)
+            by_stem[name_key(entry.stem)].append(entry)
     unique: dict[str, Path] = {}
     for stem, paths in by_stem.items():
         if len(paths) == 1:
@@ -283,7 +290,7 @@ def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8
         # check reports that file itself, by name, as a problem.
         with warnings.catch_warnings(), ThreadPoolExecutor(max(1, workers)) as pool:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            reasons = dict(zip(files, pool.map(_check_image, files), strict=True))
+            reasons = dict(zip(files, pool.map(check_image, files), strict=True))
         bad = {path for path, reason in reasons.items() if reason}
         for stem in candidates:
             for path, twin in ((left[stem], right[stem]), (right[stem], left[stem])):
@@ -295,7 +302,8 @@ def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8
                     problems.append(Problem(display_path(path), reason))
         candidates = [stem for stem in candidates if not {left[stem], right[stem]} & bad]
 
-    groups = _read_groups(root, problems)
+    known = left.keys() | right.keys() | unusable["left"].keys() | unusable["right"].keys()
+    groups = _read_groups(root, problems, known)
     report.pairs = [
         Pair(stem, left[stem], right[stem], groups.get(stem, stem)) for stem in candidates
     ]

@@ -130,3 +130,55 @@ def test_data_check_fails_without_usable_pairs(
     assert payload["pairs"] == 0 and len(payload["problems"]) == 2
     assert main(["data", "check", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_pairs_csv_as_spreadsheets_save_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A byte order mark, CRLF line ends, quoted fields, extra columns, a ``File`` column with
+    extensions, and a row naming a file that is not there."""
+    write_pairs(tmp_path, 4)
+    rows = [
+        'File,Group,"Comment, with a comma"',
+        'pair0000.jpg,"g 1","first, quoted"',
+        '"pair0001.png","g 1",',
+        "pair0002,g2,x",
+        "missing.png,g3,",
+    ]
+    (tmp_path / "pairs.csv").write_bytes(("\r\n".join(rows) + "\r\n").encode("utf-8-sig"))
+    report = discover_pairs(tmp_path)
+    groups = {pair.name: pair.group for pair in report.pairs}
+    assert groups == {
+        "pair0000": "g 1",
+        "pair0001": "g 1",
+        "pair0002": "g2",
+        "pair0003": "pair0003",
+    }
+    (problem,) = report.problems
+    assert problem.path.endswith("pairs.csv")
+    assert problem.reason.startswith("1 row(s) name no file in left/ or right/ ('missing')")
+    assert main(["data", "check", str(tmp_path)]) == 0  # problems do not fail a check
+    assert "4 pairs (3 groups)" in capsys.readouterr().out
+
+
+def test_names_in_another_unicode_form_pair(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import unicodedata
+
+    write_pairs(tmp_path, 2)
+    composed, decomposed = (
+        unicodedata.normalize("NFC", "café"),
+        unicodedata.normalize("NFD", "café"),
+    )
+    assert composed != decomposed
+    pattern_image(7).save(tmp_path / "left" / f"{composed}.png")
+    pattern_image(7, variant=1).save(tmp_path / "right" / f"{decomposed}.png")
+    (tmp_path / "pairs.csv").write_text(f"name,group\n{decomposed},drinks\n", encoding="utf-8")
+    report = discover_pairs(tmp_path)
+    assert report.problems == []
+    (cafe,) = [pair for pair in report.pairs if pair.name == composed]
+    assert cafe.left.name == f"{composed}.png" and cafe.right.name == f"{decomposed}.png"
+    assert cafe.group == "drinks"
+    assert main(["data", "check", str(tmp_path)]) == 0
+    assert "3 pairs" in capsys.readouterr().out
