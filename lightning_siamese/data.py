@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_siamese.errors import ConfigError, InputError
-from lightning_siamese.images import ImageFilesDataset, list_images
+from lightning_siamese.images import ImageFilesDataset, check_image, display_path, list_images
 from lightning_siamese.pairs import (
     Pair,
     PairDataError,
@@ -56,17 +60,33 @@ def check_root(root: str | None, build_if_missing: str | None, predict_root: str
     check_layout(str(root))
 
 
-def predict_dataset(root: str | Path, transform: Transform) -> ImageFilesDataset:
-    """Every image file under ``root`` by the rule of :func:`~lightning_siamese.images.list_images`
-    (recursively, hidden files left out), in sorted order; items carry ``path`` relative to it."""
-    if not Path(root).is_dir():
+def predict_dataset(root: str | Path, transform: Transform, workers: int = 8) -> ImageFilesDataset:
+    """Every readable image file under ``root`` by the rule of
+    :func:`~lightning_siamese.images.list_images` (recursively, hidden files left out), in sorted
+    order; items carry ``path`` relative to it. Each file is decoded once first: the unreadable
+    ones and the entries that are not read at all (special files, broken links) are named with
+    their reason, left out, and listed in the dataset's ``skipped``; a file that goes bad later
+    is skipped as it is met."""
+    root = Path(root)
+    if not root.is_dir():
         raise InputError(f"{root} is not a folder: pass --data.predict_root a folder of images")
     listing = list_images(root)
-    for path, reason in listing.skipped:
+    paths = listing.paths()
+    with warnings.catch_warnings(), ThreadPoolExecutor(max(1, workers)) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # named below instead
+        reasons = list(pool.map(partial(check_image, min_side=1), paths))
+    skipped = [(display_path(path), reason) for path, reason in listing.skipped]
+    skipped += [
+        (display_path(path.relative_to(root)), reason)
+        for path, reason in zip(paths, reasons, strict=True)
+        if reason
+    ]
+    for path, reason in skipped:
         rank_zero_warn(f"{path}: {reason}; it is not embedded")
-    if not listing.files:
-        raise InputError(f"no image file under {root}")
-    return ImageFilesDataset(listing.paths(), transform, root)
+    good = [path for path, reason in zip(paths, reasons, strict=True) if not reason]
+    if not good:
+        raise InputError(f"no readable image file under {root}")
+    return ImageFilesDataset(good, transform, root, skip_unreadable=True, skipped=skipped)
 
 
 #: How a message names what needs a split.

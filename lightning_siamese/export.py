@@ -259,7 +259,8 @@ def export_model(
         )
     model = load_model(checkpoint, device="cpu")
     # Read the check images first: a wrong path should not cost an export.
-    inputs, source = check_inputs(model, check_images) if check else (None, "")
+    skipped: list[tuple[str, str]] = []
+    inputs, source = check_inputs(model, check_images, skipped=skipped) if check else (None, "")
     net = model.net.eval()
     exported = EXPORTERS[fmt](
         net,
@@ -274,6 +275,7 @@ def export_model(
         difference = compare(net, load_exported(exported.path, fmt), inputs)
         info["check"] = {
             "inputs": source,
+            "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
             "max_abs_difference": difference,
             "tolerance": tolerance,
             "passed": difference <= tolerance,

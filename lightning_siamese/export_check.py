@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
 from lightning_siamese.errors import ExportError
@@ -70,14 +71,14 @@ def max_difference(a: torch.Tensor | Any, b: torch.Tensor | Any) -> float:
     return float((a - b).abs().max()) if a.numel() else 0.0
 
 
-def find_images(path: str | Path, limit: int = CHECK_IMAGES) -> list[Path]:
-    """Up to ``limit`` image files: ``path`` itself, or the first ones (sorted) under a folder."""
+def find_images(path: str | Path) -> list[Path]:
+    """``path`` itself, or the image files (sorted) under a folder."""
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise ExportError(f"{path}: no such file or folder of images to check with")
-    images = list_images(path).paths()[:limit]
+    images = list_images(path).paths()
     if not images:
         extensions = " ".join(sorted(IMAGE_EXTENSIONS))
         raise ExportError(f"{path}: no image files ({extensions}) to check with")
@@ -85,22 +86,30 @@ def find_images(path: str | Path, limit: int = CHECK_IMAGES) -> list[Path]:
 
 
 def check_inputs(
-    model: SiameseModel, source: str | Path | None, count: int = 3
+    model: SiameseModel,
+    source: str | Path | None,
+    count: int = 3,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> tuple[torch.Tensor, str]:
-    """A batch to check with: images under ``source`` preprocessed by ``model.transform()``, or
-    without ``source``, ``count`` random inputs of the right shape. Also says which it is."""
+    """A batch to check with: the first :data:`CHECK_IMAGES` readable images under ``source``
+    preprocessed by ``model.transform()``, or without ``source``, ``count`` random inputs of the
+    right shape; and which it is. Unreadable files go to ``skipped`` with their reason."""
     if source is None:
         size = int(model.hparams["image_size"])
         return example_inputs(size, count), f"{count} random inputs (no --check images given)"
-    paths = find_images(source)
     transform = model.transform()
     tensors = []
-    for path in paths:
+    for path in find_images(source):
         try:
             tensors.append(transform(load_image(path)))
-        except OSError as error:
-            raise ExportError(f"{path}: cannot read the image: {error}") from error
-    return torch.stack(tensors), f"{len(paths)} image(s) from {source}"
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            if skipped is not None:
+                skipped.append((str(path), f"unreadable or truncated image ({error})"))
+        if len(tensors) == CHECK_IMAGES:
+            break
+    if not tensors:
+        raise ExportError(f"{source}: no readable image to check with")
+    return torch.stack(tensors), f"{len(tensors)} image(s) from {source}"
 
 
 def compare(

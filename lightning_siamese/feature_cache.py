@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader
 from lightning_siamese.errors import CacheMemoryError, ConfigError
 from lightning_siamese.images import ImageFilesDataset
 from lightning_siamese.transforms import Transform
+from lightning_siamese.triplets import TripletDataset
 
 
 def available_memory() -> int | None:
@@ -191,3 +193,37 @@ def build_feature_cache(
     seconds = time.perf_counter() - started
     log(f"frozen-feature cache: {len(paths):,} images in {seconds:.1f} s")
     return cache
+
+
+class SplitCaches:
+    """The caches built at ``fit`` start, by split, and the datasets they relieve of reading
+    images (switched back by :meth:`close`, so a later ``validate`` or ``test`` reads again)."""
+
+    def __init__(self) -> None:
+        self.caches: dict[str, FeatureCache] = {}
+        self._datasets: list[TripletDataset] = []
+
+    def add(
+        self,
+        split: str,
+        dataset: TripletDataset,
+        frozen: Callable[[torch.Tensor], torch.Tensor],
+        device: torch.device,
+        **options: Any,
+    ) -> None:
+        """Cache every image of ``dataset`` (``options`` go to :func:`build_feature_cache`);
+        its items then carry indices only."""
+        paths = [dataset.image_path(i) for i in range(2 * len(dataset))]
+        self.caches[split] = build_feature_cache(
+            frozen, paths, dataset.transform, device, **options
+        )
+        dataset.load_images = False
+        self._datasets.append(dataset)
+
+    def close(self) -> None:
+        for cache in self.caches.values():
+            cache.close()
+        self.caches = {}
+        for dataset in self._datasets:
+            dataset.load_images = True
+        self._datasets = []

@@ -102,8 +102,9 @@ def verify_image(path: str | Path) -> tuple[int, int]:
         return size
 
 
-def check_image(path: Path) -> str | None:
-    """None if the file decodes as a usable image, else the reason and what to do."""
+def check_image(path: Path, min_side: int = MIN_IMAGE_SIDE) -> str | None:
+    """None if the file decodes as a usable image (both sides at least ``min_side`` pixels),
+    else the reason and what to do."""
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes): re-download or remove it"
@@ -116,9 +117,9 @@ def check_image(path: Path) -> str | None:
         )
     except (OSError, SyntaxError, ValueError) as error:
         return f"unreadable or truncated image ({error}); re-download or remove it"
-    if min(width, height) < MIN_IMAGE_SIDE:
+    if min(width, height) < min_side:
         return (
-            f"too small ({width}x{height} pixels; both sides need at least {MIN_IMAGE_SIDE}): "
+            f"too small ({width}x{height} pixels; both sides need at least {min_side}): "
             "probably a placeholder or tracking pixel; replace it with the real image or remove it"
         )
     return None
@@ -247,19 +248,43 @@ def thumbnail(path: str | Path, size: int = 96) -> Image.Image:
 
 class ImageFilesDataset(Dataset):
     """Images from a list of files, preprocessed; items ``image``, ``index`` and ``path``
-    (relative to ``root`` when given, as a string)."""
+    (relative to ``root`` when given, as a string).
+
+    With ``skip_unreadable``, a file that fails to read gives a blank image and its reason in
+    the item's ``unreadable`` (empty for a good file) instead of an error, so one file that went
+    bad does not end a run over thousands; ``skipped`` may list files left out beforehand.
+    """
 
     def __init__(
-        self, paths: Sequence[str | Path], transform: Transform, root: str | Path | None = None
+        self,
+        paths: Sequence[str | Path],
+        transform: Transform,
+        root: str | Path | None = None,
+        skip_unreadable: bool = False,
+        skipped: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.paths = [Path(path) for path in paths]
         self.transform = transform
         self.root = Path(root) if root is not None else None
+        self.skip_unreadable = skip_unreadable
+        #: (path, reason) of the files left out before the dataset was built.
+        self.skipped = list(skipped)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        shown = path.relative_to(self.root) if self.root is not None else path
-        return {"image": self.transform(load_image(path)), "index": index, "path": str(shown)}
+        item: dict[str, Any] = {"index": index, "path": self.shown(path)}
+        if not self.skip_unreadable:
+            return {"image": self.transform(load_image(path)), **item}
+        try:
+            return {"image": self.transform(load_image(path)), **item, "unreadable": ""}
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            blank = self.transform(Image.new("RGB", (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)))
+            reason = f"unreadable or truncated image ({error}); re-download or remove it"
+            return {"image": blank, **item, "unreadable": reason}
+
+    def shown(self, path: Path) -> str:
+        """``path`` as items name it: relative to ``root`` when there is one."""
+        return str(path.relative_to(self.root) if self.root is not None else path)

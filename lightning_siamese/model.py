@@ -15,7 +15,7 @@ from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLR
 from lightning_siamese.checkpoints import check_checkpoint, checkpoint_problem
 from lightning_siamese.embedding import EmbeddingNet, normalization
 from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
-from lightning_siamese.feature_cache import FeatureCache, FeatureMemo, build_feature_cache
+from lightning_siamese.feature_cache import FeatureMemo, SplitCaches
 from lightning_siamese.losses import Distance, Mining, TripletLoss
 from lightning_siamese.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.transforms import Transform, eval_transform
@@ -130,8 +130,7 @@ class SiameseModel(pl.LightningModule):
         self.scheduler = scheduler
         #: Per split, frozen features remembered as images pass by (no prebuilt cache).
         self.feature_memos: dict[str, FeatureMemo] = {}
-        self._caches: dict[str, FeatureCache] = {}
-        self._cached_datasets: list[TripletDataset] = []
+        self._caches = SplitCaches()
         self._cache_train = cache_frozen_features
 
     # Loading ---------------------------------------------------------------------------------
@@ -188,40 +187,24 @@ class SiameseModel(pl.LightningModule):
             dataset = datasets.get(split)
             if not isinstance(dataset, TripletDataset):
                 continue
-            paths = [dataset.image_path(i) for i in range(2 * len(dataset))]
             # Under the trainer's precision (e.g. bf16-mixed: bf16 features, half the memory).
             with self.trainer.precision_plugin.forward_context():
-                self._caches[split] = self._build_cache(split, dataset, paths, hparams)
-            dataset.load_images = False
-            self._cached_datasets.append(dataset)
-
-    def _build_cache(
-        self, split: str, dataset: TripletDataset, paths: list[Path], hparams: Any
-    ) -> FeatureCache:
-        return build_feature_cache(
-            self.net.forward_frozen,
-            paths,
-            dataset.transform,
-            self.device,
-            batch_size=hparams.get("batch_size", 64),
-            num_workers=hparams.get("num_workers", 0),
-            directory=self.hparams["feature_cache_dir"],
-            log=lambda text: rank_zero_info(f"{split}: {text}"),
-        )
-
-    def _close_caches(self) -> None:
-        for cache in self._caches.values():
-            cache.close()
-        self._caches = {}
-        for dataset in self._cached_datasets:
-            dataset.load_images = True  # a later validate/test reads images again
-        self._cached_datasets = []
+                self._caches.add(
+                    split,
+                    dataset,
+                    self.net.forward_frozen,
+                    self.device,
+                    batch_size=hparams.get("batch_size", 64),
+                    num_workers=hparams.get("num_workers", 0),
+                    directory=self.hparams["feature_cache_dir"],
+                    log=lambda text, split=split: rank_zero_info(f"{split}: {text}"),
+                )
 
     def on_fit_end(self) -> None:
-        self._close_caches()
+        self._caches.close()
 
     def on_exception(self, exception: BaseException) -> None:
-        self._close_caches()
+        self._caches.close()
 
     def setup(self, stage: str) -> None:
         self.feature_memos = {}  # a new fit/validate/test may bring other data
@@ -242,7 +225,7 @@ class SiameseModel(pl.LightningModule):
             [2 * i for i in index] + [2 * i + 1 for i in index] + batch["negative_index"].tolist()
         )
         if "anchor" not in batch:  # the loader sent indices only: features are precomputed
-            features = self._caches[split].gather(keys, self.device)
+            features = self._caches.caches[split].gather(keys, self.device)
         else:
             images = torch.cat([batch["anchor"], batch["positive"], batch["negative"]])
             features = self._frozen(images, keys, split)
@@ -331,7 +314,16 @@ class SiameseModel(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
-        return {"embeddings": self.net(batch["image"]), "paths": batch["path"]}
+        reasons = batch.get("unreadable") or [""] * len(batch["path"])
+        keep = [row for row, reason in enumerate(reasons) if not reason]
+        empty = batch["image"].new_zeros(0, self.hparams["embedding_dim"])
+        return {
+            "embeddings": self.net(batch["image"][keep]) if keep else empty,
+            "paths": [batch["path"][row] for row in keep],
+            "skipped": [
+                (path, why) for path, why in zip(batch["path"], reasons, strict=True) if why
+            ],
+        }
 
     # Optimisation ----------------------------------------------------------------------------
 

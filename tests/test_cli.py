@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -217,3 +219,43 @@ def test_fit_works_on_25_pairs_with_the_default_fractions(tmp_path: Path) -> Non
     }
     assert len(rows) == 25 and min(sizes.values()) >= 2, sizes
     assert main(["test", *args, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]) == 0
+
+
+def test_predict_embeds_every_good_image_and_lists_the_rest(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Corrupt, empty and special files among good ones, two loader workers: nothing is lost."""
+    pairs, _, checkpoint = trained_run
+    folder = tmp_path / "images"
+    shutil.copytree(pairs / "left", folder / "good")
+    (folder / "good" / "cut.jpg").write_bytes((folder / "good" / "pair0001.jpg").read_bytes()[:90])
+    (folder / "good" / "empty.png").write_bytes(b"")
+    (folder / "text.png").write_text("not an image")
+    os.mkfifo(folder / "pipe.png")  # opening it would block: never opened
+    (folder / "dangling.png").symlink_to(folder / "gone.png")
+    good = sorted(f"good/{path.name}" for path in (pairs / "left").iterdir())
+    run = tmp_path / "run"
+    args = [*tiny_args(pairs, run), "--data.num_workers=2", f"--data.predict_root={folder}"]
+    assert main(["predict", *args, f"--ckpt_path={checkpoint}"]) == 0
+    predictions = torch.load(run / "predictions" / "embeddings.pt", weights_only=True)
+    assert predictions["paths"] == good
+    assert predictions["embeddings"].shape == (len(good), 256)
+    reasons = {item["path"].rsplit("/", 1)[-1]: item["reason"] for item in predictions["skipped"]}
+    assert sorted(reasons) == ["cut.jpg", "dangling.png", "empty.png", "pipe.png", "text.png"]
+    assert reasons["pipe.png"].startswith("not a regular file")
+    assert reasons["dangling.png"].startswith("broken symbolic link")
+    assert reasons["empty.png"].startswith("empty file")
+    assert "truncated" in reasons["cut.jpg"] and "unreadable" in reasons["text.png"]
+
+
+def test_a_file_that_goes_bad_during_predict_is_skipped(tmp_path: Path) -> None:
+    from lightning_siamese.images import ImageFilesDataset
+    from lightning_siamese.transforms import eval_transform
+
+    write_pairs(tmp_path, 2)
+    paths = sorted((tmp_path / "left").iterdir())
+    dataset = ImageFilesDataset(paths, eval_transform(16), tmp_path, skip_unreadable=True)
+    paths[1].write_bytes(b"gone bad")
+    assert dataset[0]["unreadable"] == "" and dataset[0]["path"] == "left/pair0000.jpg"
+    item = dataset[1]
+    assert item["unreadable"].startswith("unreadable") and item["image"].shape == (3, 16, 16)

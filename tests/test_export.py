@@ -279,3 +279,24 @@ def test_the_command_prints_the_fallback_note_and_fails_with_one_line(
     assert main([*args, "--out", str(tmp_path / "net.pt")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == "error: TorchScript export failed: RuntimeError: simulated tracer failure"
+
+
+def test_check_images_skip_unreadable_files(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pairs, _, checkpoint = trained_run
+    folder = tmp_path / "check"
+    folder.mkdir()
+    (folder / "a-broken.png").write_text("not an image")
+    shutil.copy(sorted((pairs / "right").glob("*.png"))[0], folder / "b-good.png")
+    out = tmp_path / "net.pt"
+    args = ["export", "--ckpt", str(checkpoint), "--format", "torchscript", "--out", str(out)]
+    assert main([*args, "--check", str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: skipped {folder / 'a-broken.png'}: unreadable" in captured.err
+    assert f"1 image(s) from {folder}" in captured.out
+    check = json.loads(export.sidecar_path(out).read_text(encoding="utf-8"))["check"]
+    assert [item["path"] for item in check["skipped"]] == [str(folder / "a-broken.png")]
+    (folder / "b-good.png").unlink()
+    assert main([*args, "--check", str(folder)]) == 2
+    assert "no readable image to check with" in capsys.readouterr().err

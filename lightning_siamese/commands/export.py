@@ -75,6 +75,8 @@ def main(args: Sequence[str] | None = None) -> int:
     status = 0
     check = info.get("check")
     if check is not None:
+        for skipped in check["skipped"]:
+            print(f"warning: skipped {skipped['path']}: {skipped['reason']}", file=sys.stderr)
         difference = check["max_abs_difference"]
         print(f"check: {check['inputs']}: max |{parsed.format} - pytorch| = {difference:.3g}")
         if not check["passed"]:
