@@ -38,8 +38,17 @@ def partial_files(folder: str | Path) -> list[Path]:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose saves to local paths are atomic; URLs (``s3://`` ...) are
-    saved by Lightning as before. Pass it as ``Trainer(plugins=[AtomicCheckpointIO()])``; the
-    CLI uses it by default."""
+    saved by Lightning as before. Loads (``--ckpt_path`` to resume, validate, test) are
+    ``weights_only`` unless told otherwise, also on torch releases whose own default is not.
+    Pass it as ``Trainer(plugins=[AtomicCheckpointIO()])``; the CLI uses it by default."""
+
+    def load_checkpoint(
+        self,
+        path: str | Path,
+        map_location: Any = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location, weights_only is not False)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None

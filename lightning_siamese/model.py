@@ -143,7 +143,9 @@ class SiameseModel(pl.LightningModule):
         :class:`~lightning_siamese.errors.CheckpointError` that says what is wrong with the
         file when it is missing, not a checkpoint, truncated, or from another model."""
         path = Path(checkpoint_path)
-        check_checkpoint(path, weights_only=kwargs.get("weights_only") is not False)
+        # Explicit: torch releases before 2.6 default to unpickling anything.
+        kwargs["weights_only"] = kwargs.get("weights_only") is not False
+        check_checkpoint(path, weights_only=kwargs["weights_only"])
         try:
             return super().load_from_checkpoint(path, *args, **kwargs)
         except UserError:  # e.g. ImageNet weights that cannot be downloaded: that message

@@ -203,6 +203,41 @@ def test_bad_checkpoints_give_clear_errors(
     assert SiameseModel.load_from_checkpoint(good).hparams.backbone == "resnet18"
 
 
+def test_a_pickled_object_is_refused_where_torch_would_unpickle_it(
+    trained_run: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """torch before 2.6 (the package allows 2.4) unpickles anything unless told otherwise: with
+    that default put back, every load of the package still refuses a pickled object."""
+    from lightning_siamese.errors import CheckpointError
+
+    real = torch.load
+
+    def old_default(*args: Any, weights_only: bool = False, **kwargs: Any) -> Any:
+        if not weights_only:
+            raise AssertionError("a load without weights_only=True")
+        return real(*args, weights_only=weights_only, **kwargs)
+
+    pairs, _, good = trained_run
+    pickled, message = broken_checkpoints(good, tmp_path / "bad")["pickled objects"]
+    monkeypatch.setattr(torch, "load", old_default)
+    with pytest.raises(CheckpointError, match=message):
+        SiameseModel.load_from_checkpoint(pickled)
+    assert SiameseModel.load_from_checkpoint(good).hparams.backbone == "resnet18"
+    for command in (
+        ["evaluate", "--ckpt", str(pickled), "--root", str(pairs)],
+        ["validate", *tiny_args(pairs, tmp_path / "run"), f"--ckpt_path={pickled}"],
+    ):
+        assert main(command) == 2, command
+        assert message in capsys.readouterr().err, command
+    # Resuming and testing load through the CLI's checkpoint plugin, weights_only too.
+    run = tmp_path / "resumed"
+    args = [*tiny_args(pairs, run), "--trainer.max_epochs=1"]
+    assert main(["test", *args, f"--ckpt_path={good}"]) == 0
+
+
 class SpoilFiles(pl.Callback):
     """When epoch 1 starts: delete one training image and truncate another."""
 
