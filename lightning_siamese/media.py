@@ -171,6 +171,13 @@ class LogMedia(pl.Callback):
             )
         for logger in loggers:
             logger.log_table(key=key, columns=columns, data=data, step=trainer.global_step)
+            # Also as an artifact: an offline run keeps a logged table's images only there (the
+            # run's own copy holds the word "Image"; wandb/wandb#4611), and `wandb sync` uploads it.
+            artifact = wandb.Artifact(key.replace("/", "-"), type="retrieval_table")
+            artifact.add(
+                wandb.Table(columns=list[str | int](columns), data=data), "retrieval_table"
+            )
+            logger.experiment.log_artifact(artifact)
 
 
 def split_embeddings(dataset: TripletDataset, gathered: dict[str, Any]) -> SplitEmbeddings:

@@ -87,6 +87,12 @@ def test_offline_wandb_run_holds_config_metrics_pictures_artifact_and_table(
     assert any("best" in a["aliases"] for a in artifacts)
     staged = [Path(a["manifest"]["contents"][0]["local_path"]) for a in artifacts]
     assert all(path.is_file() and path.stat().st_size > 0 for path in staged)
+    # The newest checkpoint, last.ckpt, is the artifact with the `latest` alias.
+    # Logged in order: the last record of `latest` is the one that holds the alias at the end.
+    latest = [a for a in artifacts if "latest" in a["aliases"]][-1]
+    assert latest is artifacts[-1]
+    latest_file = Path(latest["manifest"]["contents"][0]["local_path"])
+    assert latest_file.read_bytes() == (run / "checkpoints" / "last.ckpt").read_bytes()
 
     # The PNG files are in the run folder as well, whatever the logger.
     for picture in ("train/triplets", "val/retrieval", "val/distances", "val/projection"):
@@ -117,4 +123,22 @@ def test_offline_wandb_run_holds_config_metrics_pictures_artifact_and_table(
     assert content["columns"][:4] == ["query_image", "query", "true_match", "rank"]
     ranks = [row[3] for row in content["data"]]
     assert all(1 <= rank <= test_pairs for rank in ranks)
+    # The same table with its thumbnails (query and top match): offline, W&B keeps a table's
+    # images only in an artifact, so the table is logged as one too.
+    (table_artifact,) = [
+        r["artifact"]
+        for r in records
+        if r["type"] == "artifact" and r["artifact"]["type"] == "retrieval_table"
+    ]
+    files = {
+        entry["path"]: Path(entry["local_path"]) for entry in table_artifact["manifest"]["contents"]
+    }
+    (json_name,) = [name for name in files if name.endswith(".table.json")]
+    with_images = json.loads(files[json_name].read_text())
+    assert len(with_images["data"]) == test_pairs
+    top_image = with_images["columns"].index("top_1_image")
+    for row in with_images["data"]:
+        for image in (row[0], row[top_image]):
+            assert image["_type"] == "image-file", image
+            assert files[image["path"]].is_file() and files[image["path"]].stat().st_size > 0
     assert (run / "media" / "test" / "retrieval.csv").is_file()
