@@ -242,7 +242,9 @@ class SiameseModel(pl.LightningModule):
         negative: torch.Tensor,
     ) -> torch.Tensor:
         # Mining leaves out the anchor's group (its pair when group-mates are allowed).
-        return self.loss(anchor, positive, negative, batch["group"], batch["negative_group"])
+        groups = batch.get("group", batch["index"])  # a plain triplet batch: its pairs
+        negative_groups = batch.get("negative_group", batch["negative_index"] // 2)
+        return self.loss(anchor, positive, negative, groups, negative_groups)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         anchor, positive, negative = self._embed_triplets(batch, "train")
