@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,7 @@ def metrics_rows(run: Path, version: int) -> list[dict[str, str]]:
 
 def run_demo(seed: int, extra: list[str], run: Path) -> dict[str, float]:
     """fit + test of configs/demo.yaml on the split of ``seed``; the logged figures."""
+    shutil.rmtree(run, ignore_errors=True)  # a run of its own: one fit log, one test log
     common = ["-c", "configs/demo.yaml", f"--trainer.default_root_dir={run}", f"--data.seed={seed}"]
     command = [sys.executable, "-m", "lightning_siamese"]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg"}

@@ -75,7 +75,8 @@ def predict_dataset(root: str | Path, transform: Transform, workers: int = 8) ->
     with warnings.catch_warnings(), ThreadPoolExecutor(max(1, workers)) as pool:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # named below instead
         reasons = list(pool.map(partial(check_image, min_side=1), paths))
-    skipped = [(display_path(path), reason) for path, reason in listing.skipped]
+    prefix = display_path(root).rstrip("/") + "/"
+    skipped = [(path.removeprefix(prefix), reason) for path, reason in listing.skipped]
     skipped += [
         (display_path(path.relative_to(root)), reason)
         for path, reason in zip(paths, reasons, strict=True)

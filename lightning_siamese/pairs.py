@@ -150,7 +150,7 @@ def _read_groups(root: Path, problems: list[Problem], known: set[str]) -> dict[s
                     name = Path(name).stem
                 name = name_key(name)
                 if name and group.strip():
-                    groups[name] = group.strip()
+                    groups[name] = name_key(group.strip())
                     if name not in known:
                         unknown.append(name)
     except (OSError, UnicodeDecodeError, csv.Error) as error:

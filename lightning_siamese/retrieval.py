@@ -106,9 +106,9 @@ def top_k(
 def rank_metrics(
     ranks: Ranks | torch.Tensor, recall_at: tuple[int, ...] = RECALL_AT
 ) -> dict[str, float]:
-    """recall@k (share of queries whose true match is in the top k), MRR and median rank, each
-    the expectation under a uniformly random order of tied items (plain integer ranks are taken
-    as untied)."""
+    """recall@k (share of queries whose true match is in the top k) and MRR, each the
+    expectation under a uniformly random order of tied items, and the median of the expected
+    ranks (plain integer ranks are taken as untied)."""
     if not isinstance(ranks, Ranks):
         ranks = Ranks.from_ranks(ranks)
     above, tied = ranks.above.double(), ranks.tied.double()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lightning_siamese.errors import ConfigError, MissingFileError, PairDataError
 from lightning_siamese.files import atomic_write
-from lightning_siamese.pairs import Pair
+from lightning_siamese.pairs import Pair, name_key
 
 SPLITS = ("train", "val", "test")
 #: The fewest pairs a split needs: retrieval and negatives need two.
@@ -128,4 +128,6 @@ def read_split(path: Path) -> dict[str, str]:
     unknown = {row["split"] for row in rows} - set(SPLITS)
     if unknown:
         raise PairDataError(f"{path}: unknown split names {sorted(unknown)}; expected {SPLITS}")
-    return {row["name"]: row["split"] for row in rows}
+    # Names as pair discovery keys them (NFC), also for a file written by hand or by an older
+    # version from names in another Unicode form.
+    return {name_key(row["name"]): row["split"] for row in rows}

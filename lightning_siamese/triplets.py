@@ -26,13 +26,16 @@ class UnreadableImageWarning(UserWarning):
 
 
 def draw_negative(
-    rng: random.Random, anchor: int, groups: Sequence[str], other_groups: bool = True
+    rng: random.Random, anchor: int, groups: Sequence[str], other_groups: bool | None = None
 ) -> int:
     """An image index (``2 * pair + side``) of another pair, uniformly, and of another group
-    whenever ``other_groups`` says the split has more than one group."""
+    when the split has more than one group (``other_groups``: whether it has, when the caller
+    knows; None works it out)."""
     count = len(groups)
     if count < 2:
         raise ValueError("a split needs at least 2 pairs to draw negatives")
+    if other_groups is None:
+        other_groups = len(set(groups)) > 1
     while True:
         other = rng.randrange(count - 1)
         other += other >= anchor
@@ -43,8 +46,11 @@ def draw_negative(
 def negative_groups(pairs: Sequence[Pair], group_mates_as_negatives: bool = False) -> list[str]:
     """The groups that rule which images may be a pair's negative: each pair's ``group``, so a
     negative never comes from the anchor's group (its variants look alike on purpose), or with
-    ``group_mates_as_negatives`` each pair's own name, so only the anchor's own twin is left out."""
-    return [pair.name if group_mates_as_negatives else pair.group for pair in pairs]
+    ``group_mates_as_negatives`` (or in a split of one group) each pair's own name, so only the
+    anchor's own twin is left out."""
+    if group_mates_as_negatives or len({pair.group for pair in pairs}) == 1:
+        return [pair.name for pair in pairs]  # a split of one group: another pair will do
+    return [pair.group for pair in pairs]
 
 
 def image_path(pairs: Sequence[Pair], image_index: int) -> Path:
@@ -129,9 +135,8 @@ class TripletDataset(Dataset):
         # serve the next triplet whose files still read, instead of ending a long run.
         for step in range(len(self.pairs)):
             candidate = (index + step) % len(self.pairs)
-            other = negative if negative // 2 != candidate else (negative + 2) % (2 * len(self))
             try:
-                return self._load(candidate, other if step else negative)
+                return self._load(candidate, self._negative_for(candidate, negative, step))
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                 self._report_unreadable(error)
         raise RuntimeError("no triplet of this split can be read any more: every file failed")
@@ -150,6 +155,16 @@ class TripletDataset(Dataset):
             "negative": images[2],
             **self._numbers(index, negative),
         }
+
+    def _negative_for(self, anchor: int, negative: int, step: int) -> int:
+        """``negative``, or for a replacement anchor (``step`` > 0) the first image from there
+        on that is of another group than the anchor's (of another pair when none is)."""
+        if step == 0:
+            return negative
+        count = 2 * len(self.pairs)
+        images = [(negative + offset) % count for offset in range(count)]
+        other_group = [j for j in images if self.groups[j // 2] != self.groups[anchor]]
+        return next(iter(other_group), next(j for j in images if j // 2 != anchor))
 
     def _numbers(self, index: int, negative: int) -> dict[str, int]:
         return {

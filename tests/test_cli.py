@@ -240,12 +240,19 @@ def test_predict_embeds_every_good_image_and_lists_the_rest(
     predictions = torch.load(run / "predictions" / "embeddings.pt", weights_only=True)
     assert predictions["paths"] == good
     assert predictions["embeddings"].shape == (len(good), 256)
-    reasons = {item["path"].rsplit("/", 1)[-1]: item["reason"] for item in predictions["skipped"]}
-    assert sorted(reasons) == ["cut.jpg", "dangling.png", "empty.png", "pipe.png", "text.png"]
+    # Named as `paths` names files: relative to the predicted folder.
+    reasons = {item["path"]: item["reason"] for item in predictions["skipped"]}
+    assert sorted(reasons) == [
+        "dangling.png",
+        "good/cut.jpg",
+        "good/empty.png",
+        "pipe.png",
+        "text.png",
+    ]
     assert reasons["pipe.png"].startswith("not a regular file")
     assert reasons["dangling.png"].startswith("broken symbolic link")
-    assert reasons["empty.png"].startswith("empty file")
-    assert "truncated" in reasons["cut.jpg"] and "unreadable" in reasons["text.png"]
+    assert reasons["good/empty.png"].startswith("empty file")
+    assert "truncated" in reasons["good/cut.jpg"] and "unreadable" in reasons["text.png"]
 
 
 def test_a_file_that_goes_bad_during_predict_is_skipped(tmp_path: Path) -> None:

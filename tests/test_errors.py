@@ -3,6 +3,7 @@ happened and what to do, keeping the last good checkpoint."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import tiny_args, tiny_model, write_pairs
+from lightning_siamese.checkpoints import AtomicCheckpointIO
 from lightning_siamese.cli import main
 from lightning_siamese.data import SiameseDataModule
 from lightning_siamese.embedding import EmbeddingNet
@@ -232,9 +234,12 @@ def test_a_pickled_object_is_refused_where_torch_would_unpickle_it(
     ):
         assert main(command) == 2, command
         assert message in capsys.readouterr().err, command
-    # Resuming and testing load through the CLI's checkpoint plugin, weights_only too.
+    # The CLI's checkpoint plugin (resume, validate, test) loads with weights_only too.
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        AtomicCheckpointIO().load_checkpoint(pickled)
     run = tmp_path / "resumed"
-    args = [*tiny_args(pairs, run), "--trainer.max_epochs=1"]
+    args = [*tiny_args(pairs, run), "--trainer.max_epochs=2", "--validate_before_fit=false"]
+    assert main(["fit", *args, f"--ckpt_path={good}"]) == 0
     assert main(["test", *args, f"--ckpt_path={good}"]) == 0
 
 

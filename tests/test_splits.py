@@ -116,3 +116,14 @@ def test_too_few_pairs_and_fixed_pairs_are_not_moved() -> None:
     assert names(assign_splits(pairs, (1.0, 0.0, 0.0), seed=0))["train"] == {
         pair.name for pair in pairs
     }
+
+
+def test_a_split_file_names_pairs_in_any_unicode_form(tmp_path: Path) -> None:
+    import unicodedata
+
+    composed = unicodedata.normalize("NFC", "café")
+    pairs = [Pair(composed, Path("l"), Path("r"), composed), *fake_pairs(30)]
+    path = tmp_path / "split.csv"
+    decomposed = unicodedata.normalize("NFD", "café")
+    path.write_text(f"name,group,split\n{decomposed},x,test\n", encoding="utf-8")
+    assert composed in names(assign_splits(pairs, seed=0, fixed=read_split(path)))["test"]

@@ -99,3 +99,25 @@ def test_group_mates_are_negatives_only_when_allowed(pair_folder: Path) -> None:
     ]
     assert any(drawn)  # group-mates do come up
     assert all(n // 2 != a for a, n in TripletSampler(loose.groups, seed=0))
+
+
+def test_one_group_splits_and_replacement_negatives_follow_the_rule(pair_folder: Path) -> None:
+    import random
+    import warnings
+
+    from lightning_siamese.pairs import discover_pairs
+    from lightning_siamese.triplets import draw_negative, negative_groups
+
+    found = discover_pairs(pair_folder).pairs[:6]
+    one_group = [Pair(p.name, p.left, p.right, "same") for p in found]
+    assert negative_groups(one_group) == [p.name for p in one_group]  # another pair will do
+    assert draw_negative(random.Random(0), 0, ["a", "a", "a"]) // 2 in (1, 2)  # no endless loop
+
+    groups = [Pair(p.name, p.left, p.right, f"g{i // 2}") for i, p in enumerate(found)]
+    dataset = TripletDataset(groups, eval_transform(16))
+    groups[0].left.write_bytes(b"gone bad")  # pair 0 cannot be read: pair 1 takes its place
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        item = dataset[(0, 3)]  # the given negative: pair 1, the replacement's own pair
+    assert item["index"] == 1
+    assert groups[item["negative_index"] // 2].group != groups[1].group
