@@ -41,6 +41,7 @@ from lightning_siamese.transforms import (
     train_transform,
 )
 from lightning_siamese.triplets import (
+    ResumableLoader,
     TripletDataset,
     TripletSampler,
     draw_negatives,
@@ -263,9 +264,36 @@ class SiameseDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         dataset = self.datasets["train"]
-        sampler = TripletSampler(dataset.groups, seed=self.hparams["seed"])
+        trainer = self.trainer
+        sampler = TripletSampler(
+            dataset.groups,
+            seed=self.hparams["seed"],
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+        batches = len(sampler) // self.hparams["batch_size"]
         # drop_last: a last batch of one triplet would break the head's BatchNorm.
-        return self._loader(dataset, sampler=sampler, drop_last=True)
+        return self._loader(
+            dataset,
+            ResumableLoader,
+            sampler=sampler,
+            drop_last=True,
+            progress=partial(self._progress, batches),
+        )
+
+    def _progress(self, loader_batches: int) -> tuple[int, int, int] | None:
+        """(the epoch in progress, its batches done on this process, the batches it has);
+        None without a trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        limit = trainer.limit_train_batches  # an int counts batches, a float is a share
+        batches = (
+            min(limit, loader_batches) if isinstance(limit, int) else int(limit * loader_batches)
+        )
+        # The batch counter tracks 'processed' (typed as its base class, which does not).
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
+        return trainer.current_epoch, done, batches
 
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader(self.datasets["val"])
@@ -277,14 +305,20 @@ class SiameseDataModule(pl.LightningDataModule):
         return self._loader(self.predict_dataset)
 
     def _loader(
-        self, dataset: Dataset[dict[str, Any]], **kwargs: Any
+        self,
+        dataset: Dataset[dict[str, Any]],
+        kind: type[DataLoader[dict[str, Any]]] = DataLoader,
+        **kwargs: Any,
     ) -> DataLoader[dict[str, Any]]:
         workers = self.hparams["num_workers"]
-        return DataLoader(
+        return kind(
             dataset,
             batch_size=self.hparams["batch_size"],
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
+            # Its own generator: starting a pass (workers' seeds) never draws from the global
+            # random state that the model's random layers use, so a resumed fit matches.
+            generator=torch.Generator().manual_seed(self.hparams["seed"]),
             **kwargs,
         )

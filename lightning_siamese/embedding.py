@@ -23,6 +23,41 @@ from lightning_siamese.errors import ConfigError, MissingFileError, WeightsError
 from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
+def pooling_matrix(size: int, bins: int) -> torch.Tensor:
+    """(bins, size): row ``i`` averages positions ``floor(i * size / bins)`` to
+    ``ceil((i + 1) * size / bins) - 1``, the bins of ``AdaptiveAvgPool2d``."""
+    matrix = torch.zeros(bins, size)
+    for row in range(bins):
+        start, end = (row * size) // bins, -(-((row + 1) * size) // bins)
+        matrix[row, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+class GridPool(nn.Module):
+    """Average pooling to a ``size`` x ``size`` grid, the same as ``AdaptiveAvgPool2d(size)``
+    but deterministic on CUDA too: ``AdaptiveAvgPool2d``'s CUDA backward accumulates with
+    atomic adds, which ``torch.use_deterministic_algorithms(True)`` (``--trainer.deterministic
+    true``) refuses. A grid that divides the feature map is a reshape and a mean; another is
+    two small matrix products with the bins' weights. Both differentiate deterministically."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = features.shape
+        size = self.size
+        if height % size == 0 and width % size == 0:
+            cells = features.reshape(batch, channels, size, height // size, size, width // size)
+            return cells.mean(dim=(3, 5))
+        rows = pooling_matrix(height, size).to(features.device, features.dtype)
+        columns = pooling_matrix(width, size).to(features.device, features.dtype)
+        return torch.einsum("ph,bchw,qw->bcpq", rows, features, columns)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
 @dataclass(frozen=True)
 class Backbone:
     """How to build a backbone and walk it as units."""
@@ -245,7 +280,7 @@ class EmbeddingNet(nn.Module):
                     f"{needed} or a smaller pool_size"
                 )
             self.head = nn.Sequential(
-                nn.AdaptiveAvgPool2d(pool_size),
+                GridPool(pool_size),
                 nn.Flatten(),
                 nn.Linear(channels * pool_size * pool_size, embedding_dim),
             )

@@ -10,6 +10,7 @@ anything is computed.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -72,7 +73,9 @@ class FeatureCache:
             self.features = torch.empty((count, *self.shape), dtype=dtype)
         else:
             folder = Path(directory)
-            self.path = folder / f"features-{os.getpid()}-{id(self):x}.npy"
+            # Unique per host and process: processes of several hosts may share the folder.
+            host = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname())
+            self.path = folder / f"features-{host}-{os.getpid()}-{id(self):x}.npy"
             # NumPy has no bfloat16: such features are mapped as 16-bit words and viewed back.
             bf16 = dtype == torch.bfloat16
             numpy_dtype = np.uint16 if bf16 else torch.empty(0, dtype=dtype).numpy().dtype
@@ -158,28 +161,40 @@ def build_feature_cache(
     directory: str | Path | None = None,
     max_memory_fraction: float = 0.8,
     log: Callable[[str], None] = print,
+    convert: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    processes: int = 1,
 ) -> FeatureCache:
     """Decode and run every image through ``frozen`` once; return the filled cache.
 
     The size is computed from one image first and reported; an in-memory cache larger than
     ``max_memory_fraction`` of the available memory is refused with a message naming
     ``directory`` (a memory-mapped file) as the way out.
+
+    Args:
+        convert: applied to each batch of images before ``frozen`` (e.g. to bfloat16 for a
+            network held in bfloat16, as the trainer's precision converts its inputs).
+        processes: the processes of this host that each build the same cache at once (one per
+            device under DDP): the memory check and the size printed count them all.
     """
     started = time.perf_counter()
     dataset = ImageFilesDataset(paths, transform)
-    probe = frozen(dataset[0]["image"][None].to(device))
+    convert = convert or (lambda images: images)
+    probe = frozen(convert(dataset[0]["image"][None].to(device)))
     shape, dtype = tuple(probe.shape[1:]), probe.dtype
     size = FeatureCache.size_of(len(paths), shape, dtype)
+    each = f" in each of the {processes} processes on this host" if processes > 1 else ""
     available = available_memory()
-    if directory is None and available is not None and size > max_memory_fraction * available:
+    needed = size * processes
+    if directory is None and available is not None and needed > max_memory_fraction * available:
         raise CacheMemoryError(
-            f"the frozen-feature cache needs {format_bytes(size)} for {len(paths):,} images but "
-            f"{format_bytes(available)} of memory is available: set "
-            "--model.feature_cache_dir to a folder on a fast disk (a memory-mapped file), or "
-            "--model.cache_frozen_features false"
+            f"the frozen-feature cache needs {format_bytes(size)} for {len(paths):,} images"
+            f"{each} ({format_bytes(needed)} in all) but {format_bytes(available)} of memory is "
+            "available: set --model.feature_cache_dir to a folder on a fast disk (a "
+            "memory-mapped file), or --model.cache_frozen_features false"
         )
     cache = FeatureCache(len(paths), shape, dtype, directory)
-    log(f"frozen-feature cache: {cache.describe()}; computing")
+    total = f"{each}, {format_bytes(needed)} in all" if processes > 1 else ""
+    log(f"frozen-feature cache: {cache.describe()}{total}; computing")
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -188,7 +203,7 @@ def build_feature_cache(
     )
     for batch in loader:
         with torch.inference_mode():  # measured ~9% faster than no_grad alone on CPU
-            features = frozen(batch["image"].to(device, non_blocking=True)).cpu()
+            features = frozen(convert(batch["image"].to(device, non_blocking=True))).cpu()
         cache.features[batch["index"]] = features
     seconds = time.perf_counter() - started
     log(f"frozen-feature cache: {len(paths):,} images in {seconds:.1f} s")
@@ -219,6 +234,22 @@ class SplitCaches:
         )
         dataset.load_images = False
         self._datasets.append(dataset)
+
+    def add_all(
+        self,
+        datasets: dict[str, TripletDataset],
+        frozen: Callable[[torch.Tensor], torch.Tensor],
+        device: torch.device,
+        log: Callable[[str], None] = print,
+        **options: Any,
+    ) -> None:
+        """:meth:`add` each split of ``datasets``, its messages prefixed by its name."""
+        for split, dataset in datasets.items():
+
+            def prefixed(text: str, split: str = split) -> None:
+                log(f"{split}: {text}")
+
+            self.add(split, dataset, frozen, device, log=prefixed, **options)
 
     def close(self) -> None:
         for cache in self.caches.values():

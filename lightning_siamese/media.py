@@ -71,7 +71,7 @@ class LogMedia(pl.Callback):
         std = getattr(getattr(trainer, "datamodule", None), "hparams", {}).get("std")
         rows, captions = [], []
         for key in picks:
-            anchor, negative = key
+            anchor, negative = key.anchor, key.negative
             # Read the files here: with the feature cache the loader's items carry no images.
             images = [
                 dataset.transform(load_image(dataset.image_path(image)))

@@ -12,6 +12,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
+from lightning_siamese import random_state
 from lightning_siamese.checkpoints import check_checkpoint, checkpoint_problem
 from lightning_siamese.embedding import EmbeddingNet, normalization
 from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
@@ -177,33 +178,41 @@ class SiameseModel(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        augment = bool(getattr(datamodule, "hparams", {}).get("augment", False))
+        hparams = getattr(datamodule, "hparams", {})
+        augment = bool(hparams.get("augment", False))
         self._cache_train = self.hparams["cache_frozen_features"] and not augment
         if not self.hparams["cache_frozen_features"]:
             return
         if augment:
             rank_zero_info("frozen-feature cache: off for training images (augmentation is on)")
         datasets = getattr(datamodule, "datasets", {})
-        hparams = getattr(datamodule, "hparams", {})
-        for split in ("train", "val") if self._cache_train else ("val",):
-            dataset = datasets.get(split)
-            if not isinstance(dataset, TripletDataset):
-                continue
-            # Under the trainer's precision (e.g. bf16-mixed: bf16 features, half the memory).
-            with self.trainer.precision_plugin.forward_context():
-                self._caches.add(
-                    split,
-                    dataset,
-                    self.net.forward_frozen,
-                    self.device,
-                    batch_size=hparams.get("batch_size", 64),
-                    num_workers=hparams.get("num_workers", 0),
-                    directory=self.hparams["feature_cache_dir"],
-                    log=lambda text, split=split: rank_zero_info(f"{split}: {text}"),
-                )
+        wanted = ("train", "val") if self._cache_train else ("val",)
+        plugin = self.trainer.precision_plugin
+        # Under the trainer's precision: bf16-mixed autocasts (bf16 features, half the
+        # memory); bf16-true and 16-true convert the inputs as they do for every batch.
+        with plugin.forward_context():
+            self._caches.add_all(
+                {s: datasets[s] for s in wanted if isinstance(datasets.get(s), TripletDataset)},
+                self.net.forward_frozen,
+                self.device,
+                log=rank_zero_info,
+                batch_size=hparams.get("batch_size", 64),
+                num_workers=hparams.get("num_workers", 0),
+                directory=self.hparams["feature_cache_dir"],
+                convert=plugin.convert_input,
+                processes=self.trainer.num_devices,
+            )
 
     def on_fit_end(self) -> None:
         self._caches.close()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[random_state.KEY] = random_state.capture(self.trainer, self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "fit":  # resuming, not loading weights
+            random_state.restore(checkpoint, trainer, self.device)
 
     def on_exception(self, exception: BaseException) -> None:
         self._caches.close()
@@ -288,9 +297,8 @@ class SiameseModel(pl.LightningModule):
     def _eval_epoch_end(self, split: str) -> None:
         split_metrics = self._split_metrics(split)
         metrics = split_metrics.compute()
-        # The loss of the split's fixed triplets, once each (a distributed sampler pads shards
-        # with repeats, removed when gathering), without in-batch mining: the same figure for
-        # any batch size and any number of devices.
+        # The loss of the split's fixed triplets, once each (shard padding removed), without
+        # mining: the same figure for any batch size and any number of devices.
         gathered = split_metrics.last_gathered
         losses = self.loss.per_triplet(
             gathered["anchor"], gathered["positive"], gathered["negative"]
@@ -299,9 +307,8 @@ class SiameseModel(pl.LightningModule):
         split_metrics.reset()
         shown = {"recall@1", "recall@5"}
         for name, value in metrics.items():
-            # Already gathered and identical on every rank: the mean over ranks changes nothing
-            # and keeps Lightning from warning about epoch-level values logged without sync.
-            # On this process's device: NCCL (multi-GPU) reduces CUDA tensors only.
+            # Gathered, the same on every rank: sync_dist changes nothing but keeps Lightning
+            # from warning. On this process's device: NCCL reduces CUDA tensors only.
             value = value.to(self.device)
             self.log(f"{split}/{name}", value, prog_bar=name in shown, sync_dist=True)
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, cast
 
+import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_siamese.images import load_image
 from lightning_siamese.pairs import Pair
@@ -82,8 +83,9 @@ def example_triplets(
 class TripletDataset(Dataset):
     """Triplets of one split.
 
-    Indexed by ``i`` (the negative fixed at construction: validation and test) or by
-    ``(i, negative)`` (the negative chosen by :class:`TripletSampler`: training).
+    Indexed by ``i`` (the negative fixed at construction: validation and test), by
+    ``(i, negative)``, or by a :class:`TripletKey` (the negative and the augmentation seed
+    chosen by :class:`TripletSampler`: training).
 
     Items are dicts: ``anchor``, ``positive``, ``negative`` (image tensors), ``index`` (the pair),
     ``negative_index`` (the image index of the negative), and ``group`` and ``negative_group``
@@ -122,9 +124,11 @@ class TripletDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        if isinstance(key, tuple):
-            index, negative = key
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        seed = None
+        if isinstance(key, tuple):  # (i, negative) or a TripletKey with its augmentation seed
+            index, negative, *rest = key
+            seed = rest[0] if rest else None
         else:
             if self.negatives is None:
                 raise TypeError("this dataset draws negatives in its sampler: index it by (i, j)")
@@ -136,19 +140,25 @@ class TripletDataset(Dataset):
         for step in range(len(self.pairs)):
             candidate = (index + step) % len(self.pairs)
             try:
-                return self._load(candidate, self._negative_for(candidate, negative, step))
+                return self._load(candidate, self._negative_for(candidate, negative, step), seed)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                 self._report_unreadable(error)
         raise RuntimeError("no triplet of this split can be read any more: every file failed")
 
-    def _load(self, index: int, negative: int) -> dict[str, Any]:
+    def _load(self, index: int, negative: int, seed: int | None = None) -> dict[str, Any]:
+        """The triplet's tensors; with ``seed``, the random transforms draw from a generator
+        seeded by it alone (the same in any process, worker or resumed run), leaving the
+        process's own random state as it was."""
         pair = self.pairs[index]
         images = []
-        for path in (pair.left, pair.right, self.image_path(negative)):
-            try:
-                images.append(self.transform(load_image(path)))
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-                raise OSError(f"{path}: {error}") from error
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for path in (pair.left, pair.right, self.image_path(negative)):
+                try:
+                    images.append(self.transform(load_image(path)))
+                except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+                    raise OSError(f"{path}: {error}") from error
         return {
             "anchor": images[0],
             "positive": images[1],
@@ -187,30 +197,62 @@ class TripletDataset(Dataset):
             )
 
 
-class TripletSampler(Sampler[tuple[int, int]]):
-    """Yields ``(anchor, negative)`` with negatives redrawn every epoch.
+class TripletKey(NamedTuple):
+    """What :class:`TripletSampler` yields: the anchor pair, its negative (image index), and
+    the seed of the triplet's augmentation."""
 
-    The epoch comes from :meth:`set_epoch` (Lightning calls it on a single device), or else from
-    a count of passes, so negatives change between epochs under a distributed wrapper too; both
-    give the same draws on every rank.
+    anchor: int
+    negative: int
+    augment_seed: int
+
+
+class TripletSampler(DistributedSampler):
+    """Yields a :class:`TripletKey` per anchor, the order and negatives redrawn every epoch.
+
+    Everything an epoch yields is a function of ``(seed, epoch)`` alone: the order of all
+    anchors, their negatives and each triplet's augmentation seed are drawn for the whole split,
+    then process ``rank`` of ``num_replicas`` takes every ``num_replicas``-th of them (the tail
+    that does not divide is left out, so every process has as many). With a batch size ``B``
+    per process, a step's batches over all processes are one batch of ``B * num_replicas`` of a
+    single process. Being a ``DistributedSampler``, Lightning calls :meth:`set_epoch` on it and
+    does not wrap it; :meth:`start_at` makes the next pass resume an epoch part-way (a
+    mid-epoch checkpoint, see :class:`ResumableLoader`).
+
+    Args:
+        groups: each pair's negative group (see :func:`negative_groups`).
+        seed: fixes every epoch's draws.
+        shuffle: shuffle the anchors (off: in pair order).
+        num_replicas: the number of processes that share the split.
+        rank: this process's number among them.
     """
 
-    def __init__(self, groups: Sequence[str], seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        groups: Sequence[str],
+        seed: int = 0,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        super().__init__(
+            cast(Dataset, range(len(groups))),
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+        )
         self.groups = list(groups)
-        self.seed = seed
-        self.shuffle = shuffle
-        self._epoch: int | None = None
-        self._passes = 0
+        self.num_samples = len(self.groups) // num_replicas
+        self.total_size = self.num_samples * num_replicas
+        self._start: tuple[int, int] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch = epoch
+    def start_at(self, epoch: int, samples: int) -> None:
+        """Make the next pass epoch ``epoch`` without its first ``samples`` anchors (counted
+        over all processes); later passes follow :meth:`set_epoch` again."""
+        self._start = (epoch, samples)
 
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self._epoch if self._epoch is not None else self._passes
-        self._passes += 1
+    def epoch_keys(self, epoch: int) -> list[TripletKey]:
+        """Every anchor of epoch ``epoch``, in order, over all processes."""
         rng = random.Random(f"train:{self.seed}:{epoch}")
         order = list(range(len(self.groups)))
         if self.shuffle:
@@ -219,4 +261,64 @@ class TripletSampler(Sampler[tuple[int, int]]):
         negatives = [
             draw_negative(rng, anchor, self.groups, other_groups) for anchor in range(len(order))
         ]
-        return iter([(anchor, negatives[anchor]) for anchor in order])
+        augment = random.Random(f"augment:{self.seed}:{epoch}")
+        return [TripletKey(a, negatives[a], augment.getrandbits(63)) for a in order]
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[TripletKey]:
+        epoch, skip = self._start if self._start is not None else (self.epoch, 0)
+        self._start = None
+        keys = self.epoch_keys(epoch)[: self.total_size][self.rank :: self.num_replicas]
+        return iter(keys[skip // self.num_replicas :])
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader, which starts every pass where the trainer stands.
+
+    Each pass (``iter``) asks ``progress`` for the epoch in progress and how many of its
+    batches are done, and has its :class:`TripletSampler` yield the rest of that epoch: the
+    whole of the next one at an epoch's end, the remainder after a mid-epoch checkpoint. The
+    trainer's counters come back from the checkpoint before the first pass of a resumed fit, so
+    it carries on with the anchors, negatives and augmentation the uninterrupted run would
+    have used next, whatever the checkpoint's place. The same place is the ``state_dict``
+    Lightning saves with checkpoints (which also tells it the loader resumes mid-epoch).
+
+    Args:
+        progress: () -> (the epoch in progress, its batches done on this process, the
+            batches it has), read from the trainer; None outside a trainer, where passes
+            follow the sampler's ``set_epoch`` as with any ``DistributedSampler``.
+        args, kwargs: as for ``DataLoader``, whose sampler must be a :class:`TripletSampler`.
+    """
+
+    def __init__(
+        self, *args: Any, progress: Callable[[], tuple[int, int, int] | None], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+        self._loaded: dict[str, int] | None = None
+
+    def _triplet_sampler(self) -> TripletSampler:
+        sampler = self.sampler
+        if not isinstance(sampler, TripletSampler):
+            raise TypeError("ResumableLoader needs a TripletSampler as its sampler")
+        return sampler
+
+    def __iter__(self) -> Any:
+        state, self._loaded = self._loaded or self.state_dict(), None
+        self._triplet_sampler().start_at(state["epoch"], state["samples"])
+        return super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        """``epoch``: the epoch the next batch is of; ``samples``: how many of its anchors,
+        over all processes, were trained on already."""
+        sampler = self._triplet_sampler()
+        progress = self.progress()
+        epoch, done, batches = progress if progress is not None else (sampler.epoch, 0, 1)
+        if done >= batches:  # the epoch is over: the next one starts from its beginning
+            epoch, done = epoch + 1, 0
+        return {"epoch": epoch, "samples": done * (self.batch_size or 1) * sampler.num_replicas}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._loaded = {key: int(state_dict[key]) for key in ("epoch", "samples")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image, ImageDraw
+
+TESTS_DIR = Path(__file__).resolve().parent
 
 
 def pattern_image(index: int, size: int = 32, variant: int = 0) -> Image.Image:
@@ -101,6 +104,29 @@ def npm_unreachable_reason() -> str | None:
     if result.returncode != 0:
         return f"the npm registry is not reachable: {result.stderr.strip()[-200:]}"
     return None
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``lightning-siamese *args`` in a subprocess of its own process group (tests/ on its
+    PYTHONPATH, one thread), killed whole if it outlives ``timeout``; stdout and stderr together
+    in ``stdout``."""
+    # A fresh launch: drop what an earlier in-process DDP run may have left in the environment
+    # (MASTER_PORT would point the new processes at a port that is still taken).
+    launch = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"}
+    env = {key: value for key, value in os.environ.items() if key not in launch}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(TESTS_DIR))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lightning_siamese", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"still running after {timeout} s (hung?):\n{output[-3000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, output, "")
 
 
 #: The tiny, fast training setup every CLI test starts from.

@@ -70,3 +70,28 @@ class FailOnRank(pl.Callback):
     ) -> None:
         if trainer.global_rank == self.rank and batch_idx == self.batch:
             raise RuntimeError(f"rank {self.rank} failed on purpose at batch {batch_idx}")
+
+
+class SaveThenKill(pl.Callback):
+    """After batch ``batch`` of epoch ``epoch``: every process saves ``path`` (a mid-epoch
+    checkpoint, as ``every_n_train_steps`` writes), then the first SIGKILLs the whole process
+    group, all ranks at once."""
+
+    def __init__(self, epoch: int, batch: int, path: str) -> None:
+        self.epoch = epoch
+        self.batch = batch
+        self.path = path
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            trainer.save_checkpoint(self.path)
+            trainer.strategy.barrier()
+            if trainer.is_global_zero:
+                os.killpg(os.getpgrp(), signal.SIGKILL)

@@ -9,44 +9,19 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import tiny_args, write_pairs
+from conftest import run_cli, tiny_args, write_pairs
 from lightning_siamese.data import SiameseDataModule
 from lightning_siamese.pairs import Pair
 from lightning_siamese.splits import assign_splits
 
-TESTS = Path(__file__).resolve().parent
 FRACTIONS = (0.5, 0.25, 0.25)
-
-
-def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """The command in its own process group, killed whole if it outlives ``timeout``."""
-    # A fresh launch: drop what an earlier in-process DDP run may have left in the environment
-    # (MASTER_PORT would point the new processes at a port that is still taken).
-    launch = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"}
-    env = {key: value for key, value in os.environ.items() if key not in launch}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(TESTS))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lightning_siamese", *args],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"still running after {timeout} s (hung?):\n{output[-3000:]}")
-    return subprocess.CompletedProcess(process.args, process.returncode, output, "")
 
 
 def ddp_args(root: Path, run: Path, logs: Path, name: str, devices: int) -> list[str]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny_model
 from lightning_siamese.embedding import BACKBONES, EmbeddingNet
 
 
@@ -113,3 +114,47 @@ def test_lite0_imagenet_weights_recognise_real_photos() -> None:
     assert probabilities[0].argmax().item() == 967  # espresso
     assert probabilities[0, 967].item() > 0.9
     assert probabilities[1].argmax().item() in range(281, 286)  # a domestic cat
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(8, 8, 4), (7, 7, 4), (7, 5, 3), (6, 6, 1)])
+def test_grid_pool_is_adaptive_average_pooling_without_its_backward(
+    height: int, width: int, size: int
+) -> None:
+    """The pooled head's pooling gives AdaptiveAvgPool2d's values and gradients, and its
+    backward uses no AdaptiveAvgPool2d kernel (nondeterministic on CUDA, refused by
+    --trainer.deterministic true there)."""
+    from lightning_siamese.embedding import GridPool
+
+    features = torch.randn(2, 3, height, width, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 3, size, size, dtype=torch.float64)
+    pooled = GridPool(size)(features)
+    reference = torch.nn.functional.adaptive_avg_pool2d(features, size)
+    torch.testing.assert_close(pooled, reference)
+    (grad,) = torch.autograd.grad((pooled * weights).sum(), features)
+    (expected,) = torch.autograd.grad((reference * weights).sum(), features)
+    torch.testing.assert_close(grad, expected)
+
+    def backward_nodes(node: object) -> set[str]:
+        seen, names, stack = set(), set(), [node]
+        while stack:
+            current = stack.pop()
+            if current is None or id(current) in seen:
+                continue
+            seen.add(id(current))
+            names.add(type(current).__name__)
+            stack += [child for child, _ in getattr(current, "next_functions", ())]
+        return names
+
+    names = backward_nodes(pooled.grad_fn)
+    assert names and not any("AdaptiveAvgPool" in name for name in names)
+    if size > 1:  # (a 1x1 grid is a mean for torch too)
+        assert any("AdaptiveAvgPool" in name for name in backward_nodes(reference.grad_fn))
+    # The pooled head uses it; its deterministic backward also runs on CPU here.
+    net = tiny_model(pool_size=2, image_size=64).net
+    assert any(isinstance(module, GridPool) for module in net.head.modules())
+    torch.use_deterministic_algorithms(True)
+    try:
+        net.train()
+        net(torch.randn(3, 3, 64, 64)).sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -117,3 +117,57 @@ def test_sizes_and_memmap(tmp_path: Path) -> None:
     assert half.gather([2], torch.device("cpu")).dtype == torch.bfloat16
     assert half.gather([2], torch.device("cpu"))[0].tolist() == [1.5, -2.0, 0.25, 3.0]
     half.close()
+
+
+def test_cache_follows_bf16_true_precision(
+    tmp_path: Path, reads: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under bf16-true the network is held in bfloat16: the cache's inputs are converted as
+    Lightning converts every batch, and the features kept are bfloat16."""
+    root = tmp_path / "pairs"
+    write_pairs(root, 40)
+    extra = ["--trainer.precision=bf16-true", "--model.cache_frozen_features=true"]
+    with caplog.at_level(logging.INFO):
+        rows = fit(root, tmp_path / "run", *extra)
+    assert "train: frozen-feature cache: " in caplog.text and " bfloat16 = " in caplog.text
+    assert reads == []
+    losses = column(rows, "train/loss_step")
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["state_dict"]["net.head.2.weight"].dtype == torch.bfloat16
+
+
+def test_cache_files_and_memory_check_count_every_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    import lightning_siamese.feature_cache as feature_cache
+    from lightning_siamese.errors import CacheMemoryError
+    from lightning_siamese.transforms import eval_transform
+
+    write_pairs(tmp_path / "pairs", 4)
+    paths = sorted((tmp_path / "pairs").glob("*/*"))
+    frozen = torch.nn.Conv2d(3, 2, 3)  # 2 x 14 x 14 float32 per 16 px image: 1,568 bytes
+    size = FeatureCache.size_of(len(paths), (2, 14, 14))
+    messages: list[str] = []
+    with torch.no_grad():
+        one = feature_cache.build_feature_cache(
+            frozen, paths, eval_transform(16), torch.device("cpu"), log=messages.append,
+            directory=tmp_path / "shared", processes=3,
+        )  # fmt: skip
+    assert one.path is not None and one.path.name.startswith(f"features-{socket.gethostname()}")
+    assert (
+        f"in each of the 3 processes on this host, {format_bytes(3 * size)} in all" in (messages[0])
+    )
+    # Room for two copies, not three: refused, naming the whole.
+    monkeypatch.setattr(feature_cache, "available_memory", lambda: int(2.5 * size / 0.8))
+    with pytest.raises(CacheMemoryError, match=r"in each of the 3 processes .* in all"):
+        feature_cache.build_feature_cache(
+            frozen, paths, eval_transform(16), torch.device("cpu"), processes=3
+        )
+    with torch.no_grad():  # one process fits
+        feature_cache.build_feature_cache(
+            frozen, paths, eval_transform(16), torch.device("cpu"), processes=1, log=print
+        ).close()
+    one.close()

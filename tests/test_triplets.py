@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from lightning_siamese.pairs import Pair
@@ -49,12 +50,42 @@ def test_training_negatives_are_redrawn_every_epoch() -> None:
     epoch1 = list(sampler)
     sampler.set_epoch(0)
     assert list(sampler) == epoch0  # deterministic for (seed, epoch)
-    assert dict(epoch0) != dict(epoch1)
-    assert sorted(anchor for anchor, _ in epoch0) == list(range(60))  # a permutation
-    assert all(negative // 2 != anchor for anchor, negative in epoch0 + epoch1)
-    # Without set_epoch (under a distributed wrapper) passes still differ.
-    passes = TripletSampler(groups_of(60, 1), seed=0)
-    assert list(passes) != list(passes)
+    assert {k.anchor: k.negative for k in epoch0} != {k.anchor: k.negative for k in epoch1}
+    assert sorted(k.anchor for k in epoch0) == list(range(60))  # a permutation
+    assert all(k.negative // 2 != k.anchor for k in epoch0 + epoch1)
+    assert len({k.augment_seed for k in epoch0 + epoch1}) == 120
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_processes_share_one_draw_of_the_epoch(replicas: int) -> None:
+    """Every process takes its share of the one order of (seed, epoch): a step's batches over
+    all processes are the single process's batch of ``replicas`` times the size."""
+    groups = groups_of(50, 1)
+    whole = TripletSampler(groups, seed=4)
+    whole.set_epoch(3)
+    shards = []
+    for rank in range(replicas):
+        sampler = TripletSampler(groups, seed=4, num_replicas=replicas, rank=rank)
+        sampler.set_epoch(3)
+        shards.append(list(sampler))
+        assert len(sampler) == len(shards[-1]) == 50 // replicas
+    single = list(whole)
+    batch = 4
+    for step in range(50 // replicas // batch):
+        together = sorted(k for shard in shards for k in shard[step * batch : (step + 1) * batch])
+        expected = single[step * batch * replicas : (step + 1) * batch * replicas]
+        assert together == sorted(expected)
+
+
+def test_a_pass_can_start_part_way_through_an_epoch() -> None:
+    groups = groups_of(40, 1)
+    sampler = TripletSampler(groups, seed=1, num_replicas=2, rank=1)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.set_epoch(0)
+    sampler.start_at(2, samples=8)  # 8 anchors over both processes: 4 of this one's
+    assert list(sampler) == full[4:]
+    assert list(sampler) == list(TripletSampler(groups, seed=1, num_replicas=2, rank=1))
 
 
 def test_items_hold_three_images_from_the_split(pair_folder: Path) -> None:
@@ -83,7 +114,7 @@ def test_group_mates_are_negatives_only_when_allowed(pair_folder: Path) -> None:
     strict = TripletDataset(pairs, eval_transform(16))
     assert strict.groups == [pair.group for pair in pairs]
     assert strict.group_numbers == [i // 4 for i in range(20)]
-    for anchor, negative in TripletSampler(strict.groups, seed=0):
+    for anchor, negative, _ in TripletSampler(strict.groups, seed=0):
         assert pairs[negative // 2].group != pairs[anchor].group
     item = strict[(0, 3)]  # pair 1 as pair 0's negative: the same group, number 0
     assert (item["group"], item["negative_group"]) == (0, 0)
@@ -95,10 +126,10 @@ def test_group_mates_are_negatives_only_when_allowed(pair_folder: Path) -> None:
     drawn = [
         pairs[negative // 2].group == pairs[anchor].group
         for seed in range(5)
-        for anchor, negative in TripletSampler(loose.groups, seed=seed)
+        for anchor, negative, _ in TripletSampler(loose.groups, seed=seed)
     ]
     assert any(drawn)  # group-mates do come up
-    assert all(n // 2 != a for a, n in TripletSampler(loose.groups, seed=0))
+    assert all(n // 2 != a for a, n, _ in TripletSampler(loose.groups, seed=0))
 
 
 def test_one_group_splits_and_replacement_negatives_follow_the_rule(pair_folder: Path) -> None:

@@ -1,0 +1,112 @@
+"""A resumed fit is the uninterrupted fit: from an end-of-epoch checkpoint (a shorter fit
+continued) and from a mid-epoch one (the processes killed right after it was written), on one
+process and on two (DDP, gloo), with and without augmentation. Each epoch's order, negatives and
+augmentation follow from (data seed, epoch) alone, and the checkpoint holds the place in the
+epoch and the random state, so every step after the resume has the uninterrupted run's loss and
+the run ends with its weights and metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli, tiny_args, write_pairs
+
+EPOCHS = 3
+
+
+def fit(run: Path, root: Path, processes: int, *extra: str) -> None:
+    devices = [f"--trainer.devices={processes}", "--trainer.accelerator=cpu"]
+    if processes > 1:
+        devices.append("--trainer.strategy=ddp")
+    args = [
+        *tiny_args(root, run),
+        "--data.batch_size=4",
+        "--data.num_workers=2",
+        "--trainer.deterministic=true",
+        "--seed_everything=3",
+        "--validate_before_fit=false",
+        f"--trainer.max_epochs={EPOCHS}",
+        *devices,
+        *extra,
+    ]
+    result = run_cli("fit", *args, cwd=run.parent, timeout=600)
+    killed = any("SaveThenKill" in arg for arg in extra)
+    assert result.returncode == (-9 if killed else 0), result.stdout[-3000:]
+
+
+def step_losses(run: Path) -> dict[int, float]:
+    """train/loss_step by global step, over every log of the run folder (both fits)."""
+    losses = {}
+    for log in sorted(run.glob("lightning_logs/version_*/metrics.csv")):
+        for row in csv.DictReader(log.open()):
+            if row.get("train/loss_step"):
+                losses[int(row["step"])] = float(row["train/loss_step"])
+    return losses
+
+
+def last_values(run: Path) -> dict[str, float]:
+    values = {}
+    for log in sorted(run.glob("lightning_logs/version_*/metrics.csv")):
+        for row in csv.DictReader(log.open()):
+            values.update({k: float(v) for k, v in row.items() if v and k.startswith("val/")})
+    return values
+
+
+def assert_same_run(resumed: Path, reference: Path, resumed_from_step: int) -> None:
+    final = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    expected = torch.load(reference / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (final["epoch"], final["global_step"]) == (expected["epoch"], expected["global_step"])
+    for name, value in expected["state_dict"].items():  # exact on one CPU thread
+        torch.testing.assert_close(final["state_dict"][name], value, rtol=0, atol=1e-6, msg=name)
+    ours, theirs = step_losses(resumed), step_losses(reference)
+    after = [step for step in theirs if step >= resumed_from_step]
+    assert after and all(step in ours for step in after)
+    for step in after:  # from the first step after the resume on
+        assert ours[step] == pytest.approx(theirs[step], abs=1e-6), f"step {step}"
+    assert last_values(resumed) == pytest.approx(last_values(reference), abs=1e-6)
+
+
+def check_resumes(tmp_path: Path, processes: int, augment: bool, end_of_epoch: bool) -> None:
+    root = tmp_path / "pairs"
+    write_pairs(root, 60)
+    extra = ["--data.augment=true"] if augment else []
+    reference = tmp_path / "uninterrupted"
+    fit(reference, root, processes, *extra)
+    run = tmp_path / "resumed"
+    if end_of_epoch:  # a fit of one epoch, continued to the end
+        fit(run, root, processes, *extra, "--trainer.max_epochs=1")
+        checkpoint = "last"
+    else:  # killed right after a checkpoint in the middle of epoch 1
+        checkpoint = str(run / "mid.ckpt")
+        killer = {
+            "class_path": "interrupt_callbacks.SaveThenKill",
+            "init_args": {"epoch": 1, "batch": 1, "path": checkpoint},
+        }
+        fit(run, root, processes, *extra, f"--trainer.callbacks+={json.dumps(killer)}")
+    step = torch.load(
+        run / "checkpoints" / "last.ckpt" if end_of_epoch else checkpoint, weights_only=True
+    )["global_step"]
+    fit(run, root, processes, *extra, f"--ckpt_path={checkpoint}")
+    assert_same_run(run, reference, step)
+
+
+@pytest.mark.parametrize("end_of_epoch", [True, False], ids=["end-of-epoch", "mid-epoch"])
+def test_resume_on_one_process(tmp_path: Path, end_of_epoch: bool) -> None:
+    check_resumes(tmp_path, processes=1, augment=False, end_of_epoch=end_of_epoch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [1, 2])
+def test_resume_with_augmentation_mid_epoch(tmp_path: Path, processes: int) -> None:
+    check_resumes(tmp_path, processes=processes, augment=True, end_of_epoch=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("end_of_epoch", [True, False], ids=["end-of-epoch", "mid-epoch"])
+def test_resume_on_two_processes(tmp_path: Path, end_of_epoch: bool) -> None:
+    check_resumes(tmp_path, processes=2, augment=False, end_of_epoch=end_of_epoch)
