@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_siamese.errors import ConfigError, InputError
-from lightning_siamese.images import ImageFilesDataset, check_image, display_path, list_images
+from lightning_siamese.errors import ConfigError
+from lightning_siamese.images import checked_image_folder
 from lightning_siamese.pairs import (
     Pair,
     PairDataError,
@@ -36,7 +33,6 @@ from lightning_siamese.splits import (
 from lightning_siamese.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    Transform,
     eval_transform,
     train_transform,
 )
@@ -59,36 +55,6 @@ def check_root(root: str | None, build_if_missing: str | None, predict_root: str
             "(or --data.build_if_missing emoji|glyphs to build a demo set there)"
         )
     check_layout(str(root))
-
-
-def predict_dataset(root: str | Path, transform: Transform, workers: int = 8) -> ImageFilesDataset:
-    """Every readable image file under ``root`` by the rule of
-    :func:`~lightning_siamese.images.list_images` (recursively, hidden files left out), in sorted
-    order; items carry ``path`` relative to it. Each file is decoded once first: the unreadable
-    ones and the entries that are not read at all (special files, broken links) are named with
-    their reason, left out, and listed in the dataset's ``skipped``; a file that goes bad later
-    is skipped as it is met."""
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder: pass --data.predict_root a folder of images")
-    listing = list_images(root)
-    paths = listing.paths()
-    with warnings.catch_warnings(), ThreadPoolExecutor(max(1, workers)) as pool:
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # named below instead
-        reasons = list(pool.map(partial(check_image, min_side=1), paths))
-    prefix = display_path(root).rstrip("/") + "/"
-    skipped = [(path.removeprefix(prefix), reason) for path, reason in listing.skipped]
-    skipped += [
-        (display_path(path.relative_to(root)), reason)
-        for path, reason in zip(paths, reasons, strict=True)
-        if reason
-    ]
-    for path, reason in skipped:
-        rank_zero_warn(f"{path}: {reason}; it is not embedded")
-    good = [path for path, reason in zip(paths, reasons, strict=True) if not reason]
-    if not good:
-        raise InputError(f"no readable image file under {root}")
-    return ImageFilesDataset(good, transform, root, skip_unreadable=True, skipped=skipped)
 
 
 #: How a message names what needs a split.
@@ -159,6 +125,7 @@ class SiameseDataModule(pl.LightningDataModule):
         self.splits: dict[str, list[Pair]] = {}
         self.datasets: dict[str, TripletDataset] = {}
         self._split_from_run_file = False
+        self._split_unwritten = False
 
     def prepare_data(self) -> None:
         kind = self.hparams["build_if_missing"]
@@ -181,23 +148,16 @@ class SiameseDataModule(pl.LightningDataModule):
             transform = eval_transform(
                 self.hparams["image_size"], self.hparams["mean"], self.hparams["std"]
             )
-            self.predict_dataset = predict_dataset(self.hparams["predict_root"], transform)
+            self.predict_dataset = checked_image_folder(self.hparams["predict_root"], transform)
+            for path, reason in self.predict_dataset.skipped:
+                rank_zero_warn(f"{path}: {reason}; it is not embedded")
             return
         # A validation before `fit` may have reused an older split file of the run folder;
-        # `fit` always splits afresh (from `split_file` if given) and writes the run's split.
+        # `fit` splits afresh (from `split_file` if given), unless it resumes (load_state_dict),
+        # and writes the run's split when it starts training.
         if not self.splits or (stage == "fit" and self._split_from_run_file):
             self._discover_and_split(stage)
-        path = self._run_split_file()
-        trainer = self.trainer  # set whenever `path` is (see `_run_split_file`)
-        if stage == "fit" and path is not None and trainer is not None and trainer.is_global_zero:
-            try:
-                write_split(path, self.splits)
-            except OSError as error:
-                raise ConfigError(
-                    f"cannot write {path} ({error}): pass --trainer.default_root_dir a folder "
-                    "you can write to"
-                ) from error
-            rank_zero_info(f"split written to {path}")
+        self._split_unwritten = stage == "fit"
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
             stage or "fit", ()
         )
@@ -215,25 +175,28 @@ class SiameseDataModule(pl.LightningDataModule):
             return None
         return Path(trainer.default_root_dir) / SPLIT_FILE
 
-    def _discover_and_split(self, stage: str | None) -> None:
+    def _discover_and_split(self, stage: str | None, resume: bool = False) -> None:
         hp = self.hparams
-        self.report = discover_pairs(self.root, check_images=hp["check_images"])
+        if self.report is None or not resume:
+            self.report = discover_pairs(self.root, check_images=hp["check_images"])
+            if self.report.problems:
+                rank_zero_warn(
+                    f"{self.report.skipped_files} files skipped: {len(self.report.problems)} "
+                    f"problems in {self.root}; these pairs are not used:\n"
+                    f"{self.report.format(limit=10)}"
+                )
         pairs = require_pairs(self.report, strict=hp["strict"])
-        if self.report.problems:
-            rank_zero_warn(
-                f"{self.report.skipped_files} files skipped: {len(self.report.problems)} problems "
-                f"in {self.root}; these pairs are not used:\n{self.report.format(limit=10)}"
-            )
         split_file = Path(hp["split_file"]) if hp["split_file"] else None
         run_split = self._run_split_file()
         self._split_from_run_file = False
-        if split_file is None and stage != "fit" and run_split and run_split.is_file():
+        if split_file is None and (stage != "fit" or resume) and run_split and run_split.is_file():
             split_file = run_split
-            self._split_from_run_file = True
+            self._split_from_run_file = not resume  # a resumed fit's own split
         fixed = read_split(split_file) if split_file else None
         if split_file:
             rank_zero_info(f"using the split of {split_file}")
-        self.splits = assign_splits(pairs, hp["split_fractions"], hp["seed"], fixed)
+        fixed_groups = fixed.groups if fixed is not None else None
+        self.splits = assign_splits(pairs, hp["split_fractions"], hp["seed"], fixed, fixed_groups)
         evaluation = eval_transform(hp["image_size"], hp["mean"], hp["std"])
         training = train_transform(hp["image_size"], hp["mean"], hp["std"], hp["augment"])
         mates = hp["group_mates_as_negatives"]
@@ -262,9 +225,44 @@ class SiameseDataModule(pl.LightningDataModule):
                 f"add pairs or raise its share in --data.split_fractions (now {fractions})"
             )
 
+    def state_dict(self) -> dict[str, Any]:
+        """What made the split, saved with every checkpoint: a resumed fit keeps it."""
+        return {
+            "seed": self.hparams["seed"],
+            "split_fractions": list(self.hparams["split_fractions"]),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A resumed fit: refuse another seed or other fractions than the run's, and take the
+        run's ``split.csv`` (new pairs join their group's split, or go by their hash)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return
+        for key, value in state_dict.items():
+            ours = self.hparams[key]
+            if (list(ours) if key == "split_fractions" else ours) != value:
+                raise ConfigError(
+                    f"--data.{key} {ours} is not the {value} of the run that {trainer.ckpt_path} "
+                    f"resumes: its pairs would move between train, val and test. Resume with "
+                    f"--data.{key} {value} (or without the option), or start a new run: another "
+                    "--trainer.default_root_dir, without --ckpt_path"
+                )
+        self._discover_and_split("fit", resume=True)
+
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         dataset = self.datasets["train"]
         trainer = self.trainer
+        path = self._run_split_file()
+        if self._split_unwritten and path and trainer is not None and trainer.is_global_zero:
+            try:
+                write_split(path, self.splits)
+            except OSError as error:
+                raise ConfigError(
+                    f"cannot write {path} ({error}): pass --trainer.default_root_dir a folder "
+                    "you can write to"
+                ) from error
+            rank_zero_info(f"split written to {path}")
+        self._split_unwritten = False
         sampler = TripletSampler(
             dataset.groups,
             seed=self.hparams["seed"],

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from lightning_siamese.errors import InputError
 from lightning_siamese.transforms import Transform
 
 #: File extensions read as images (lower case, with the dot).
@@ -288,3 +292,33 @@ class ImageFilesDataset(Dataset):
     def shown(self, path: Path) -> str:
         """``path`` as items name it: relative to ``root`` when there is one."""
         return str(path.relative_to(self.root) if self.root is not None else path)
+
+
+def checked_image_folder(
+    root: str | Path, transform: Transform, workers: int = 8
+) -> ImageFilesDataset:
+    """Every readable image file under ``root`` by the rule of
+    :func:`~lightning_siamese.images.list_images` (recursively, hidden files left out), in sorted
+    order; items carry ``path`` relative to it. Each file is decoded once first: the unreadable
+    ones and the entries that are not read at all (special files, broken links) are named with
+    their reason, left out, and listed in the dataset's ``skipped`` (``predict`` warns of
+    each); a file that goes bad later is skipped as it is met."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder: pass --data.predict_root a folder of images")
+    listing = list_images(root)
+    paths = listing.paths()
+    with warnings.catch_warnings(), ThreadPoolExecutor(max(1, workers)) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # named below instead
+        reasons = list(pool.map(partial(check_image, min_side=1), paths))
+    prefix = display_path(root).rstrip("/") + "/"
+    skipped = [(path.removeprefix(prefix), reason) for path, reason in listing.skipped]
+    skipped += [
+        (display_path(path.relative_to(root)), reason)
+        for path, reason in zip(paths, reasons, strict=True)
+        if reason
+    ]
+    good = [path for path, reason in zip(paths, reasons, strict=True) if not reason]
+    if not good:
+        raise InputError(f"no readable image file under {root}")
+    return ImageFilesDataset(good, transform, root, skip_unreadable=True, skipped=skipped)

@@ -49,6 +49,7 @@ def assign_splits(
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     fixed: dict[str, str] | None = None,
+    fixed_groups: dict[str, str] | None = None,
 ) -> dict[str, list[Pair]]:
     """Split pairs by group: each group goes where the hash of the seed and its name falls.
 
@@ -63,14 +64,17 @@ def assign_splits(
             shares scatter around them, as with any split that must stay stable.
         fixed: pair name -> split, e.g. read back from a run's ``split.csv``; pairs listed there
             keep that split (and are never moved), other pairs are placed by their hash.
+        fixed_groups: group -> split (:attr:`SplitFile.groups`): a pair not in ``fixed`` whose
+            group is listed joins its group's split, so group-mates stay together.
     """
     shares = check_fractions(fractions)
     fixed = fixed or {}
+    fixed_groups = fixed_groups or {}
     lower = {"train": 0.0, "val": shares[0], "test": shares[0] + shares[1]}
     upper = {"train": shares[0], "val": shares[0] + shares[1], "test": 1.0}
     result: dict[str, list[Pair]] = {split: [] for split in SPLITS}
     for pair in pairs:
-        split = fixed.get(pair.name)
+        split = fixed.get(pair.name) or fixed_groups.get(pair.group)
         if split is None:
             position = group_position(pair.group, seed)
             split = (
@@ -87,6 +91,7 @@ def assign_splits(
             for pair in result["train"]:
                 movable.setdefault(pair.group, []).append(pair)
             pinned = {pair.group for pair in result["train"] if pair.name in fixed}
+            pinned |= fixed_groups.keys()
             room = len(result["train"]) - MIN_PAIRS
             candidates = [g for g in movable if g not in pinned and len(movable[g]) <= room]
             if not candidates:
@@ -114,8 +119,16 @@ def write_split(path: Path, splits: dict[str, list[Pair]]) -> None:
         writer.writerows(rows)
 
 
-def read_split(path: Path) -> dict[str, str]:
-    """Pair name -> split from a ``split.csv`` written by :func:`write_split`."""
+class SplitFile(dict[str, str]):
+    """What :func:`read_split` returns: pair name -> split, and in :attr:`groups` each group
+    of the file whose pairs all lie in one split -> that split."""
+
+    groups: dict[str, str]
+
+
+def read_split(path: Path) -> SplitFile:
+    """Pair name -> split from a ``split.csv`` written by :func:`write_split` (its ``groups``
+    from the ``group`` column, when the file has one)."""
     if not path.exists():
         raise MissingFileError(f"split file {path} does not exist: pass a split.csv that fit wrote")
     try:
@@ -130,4 +143,10 @@ def read_split(path: Path) -> dict[str, str]:
         raise PairDataError(f"{path}: unknown split names {sorted(unknown)}; expected {SPLITS}")
     # Names as pair discovery keys them (NFC), also for a file written by hand or by an older
     # version from names in another Unicode form.
-    return {name_key(row["name"]): row["split"] for row in rows}
+    result = SplitFile({name_key(row["name"]): row["split"] for row in rows})
+    splits_of: dict[str, set[str]] = {}
+    for row in rows:
+        if row.get("group"):
+            splits_of.setdefault(name_key(row["group"]), set()).add(row["split"])
+    result.groups = {group: next(iter(s)) for group, s in splits_of.items() if len(s) == 1}
+    return result

@@ -80,6 +80,9 @@ def test_split_file_is_written_to_the_run_and_can_be_reused(
     datamodule.trainer = pl.Trainer(default_root_dir=tmp_path / "run", logger=False)
     datamodule.setup("fit")
     split_file = tmp_path / "run" / "split.csv"
+    # Written as training starts (after a resumed fit has taken its run's split back).
+    assert not split_file.exists()
+    datamodule.train_dataloader()
     written = read_split(split_file)
     assert len(written) == 40
     assert {n for n, s in written.items() if s == "test"} == {

@@ -110,3 +110,37 @@ def test_resume_with_augmentation_mid_epoch(tmp_path: Path, processes: int) -> N
 @pytest.mark.parametrize("end_of_epoch", [True, False], ids=["end-of-epoch", "mid-epoch"])
 def test_resume_on_two_processes(tmp_path: Path, end_of_epoch: bool) -> None:
     check_resumes(tmp_path, processes=2, augment=False, end_of_epoch=end_of_epoch)
+
+
+def test_a_resumed_fit_keeps_its_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A resume reuses the run's split.csv (a new group-mate joins its group's split) and
+    refuses another seed or other fractions, before anything is overwritten."""
+    from lightning_siamese.cli import main
+    from lightning_siamese.splits import read_split
+
+    root, run = tmp_path / "pairs", tmp_path / "run"
+    names = write_pairs(root, 40)
+    groups = {name: f"g{index // 2}" for index, name in enumerate(names)}
+    write_pairs(root, 40, groups=groups)
+    args = [*tiny_args(root, run), "--validate_before_fit=false", "--data.seed=1"]
+    assert main(["fit", *args, "--trainer.max_epochs=1"]) == 0
+    first = (run / "split.csv").read_bytes()
+
+    for option in ("--data.seed=2", "--data.split_fractions=[0.5,0.25,0.25]"):
+        resumed = main(["fit", *args, option, "--trainer.max_epochs=2", "--ckpt_path=last"])
+        error = capsys.readouterr().err
+        assert resumed == 2 and "start a new run" in error, error
+        assert "--data." + option.split("=")[0].removeprefix("--data.") in error
+        assert (run / "split.csv").read_bytes() == first
+        assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+    # A new member of each of three groups: it joins its group's split.
+    before = read_split(run / "split.csv")
+    extra = write_pairs(root, 3, start=40)
+    mates = {name: groups[names[2 * index]] for index, name in enumerate(extra)}
+    write_pairs(root, 43, groups={**groups, **mates})
+    assert main(["fit", *args, "--trainer.max_epochs=2", "--ckpt_path=last"]) == 0
+    after = read_split(run / "split.csv")
+    assert {name: after[name] for name in before} == dict(before)
+    for name, group in mates.items():
+        assert after[name] == before.groups[group]

@@ -127,3 +127,22 @@ def test_a_split_file_names_pairs_in_any_unicode_form(tmp_path: Path) -> None:
     decomposed = unicodedata.normalize("NFD", "café")
     path.write_text(f"name,group,split\n{decomposed},x,test\n", encoding="utf-8")
     assert composed in names(assign_splits(pairs, seed=0, fixed=read_split(path)))["test"]
+
+
+def test_split_file_keeps_groups_and_new_group_mates_join_them(tmp_path: Path) -> None:
+    pairs = fake_pairs(60, group_size=3)
+    splits = assign_splits(pairs, (0.5, 0.25, 0.25), seed=0)
+    write_split(tmp_path / "split.csv", splits)
+    fixed = read_split(tmp_path / "split.csv")
+    rows = (tmp_path / "split.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "name,group,split" and len(rows) == 61
+    where = {pair.group: split for split, members in splits.items() for pair in members}
+    assert fixed.groups == where
+    # New members of every group, placed by a seed under which most groups hash elsewhere:
+    # each joins its group's split.
+    newcomers = [Pair(f"new{i}", Path(), Path(), pair.group) for i, pair in enumerate(pairs[::3])]
+    placed = assign_splits(pairs + newcomers, (0.5, 0.25, 0.25), 7, fixed, fixed.groups)
+    for split, members in placed.items():
+        assert all(where[pair.group] == split for pair in members)
+    moved = assign_splits(newcomers, (0.5, 0.25, 0.25), seed=7)  # without the file they scatter
+    assert any(where[p.group] != s for s, members in moved.items() for p in members)
