@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -16,12 +17,15 @@ EMBEDDINGS_FILE = "embeddings.pt"
 
 class WriteEmbeddings(BasePredictionWriter):
     """Write ``predict``'s output as one file: ``{"embeddings": (N, D) float tensor,
-    "paths": N file paths relative to the predicted folder, "skipped": [{"path", "reason"},
-    ...] for every file left out}``, loadable with ``torch.load(path, weights_only=True)``.
+    "paths": N file paths relative to the predicted folder, in the folder's sorted order,
+    "skipped": [{"path", "reason"}, ...] for every file left out}``, loadable with
+    ``torch.load(path, weights_only=True)``.
+
+    Under several processes (DDP, any number of nodes) each embeds its share; the first
+    gathers them and writes the one file, every image once (a process may have none).
 
     Args:
-        output_dir: where to write; default ``<default_root_dir>/predictions``. Under several
-            processes each writes ``embeddings-rank<R>.pt`` with its share.
+        output_dir: where to write; default ``<default_root_dir>/predictions``.
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
@@ -38,26 +42,50 @@ class WriteEmbeddings(BasePredictionWriter):
         batches = (
             predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         )
-        embeddings = torch.cat([batch["embeddings"].float().cpu() for batch in batches])
-        paths = [path for batch in batches for path in batch["paths"]]
-        skipped = [pair for batch in batches for pair in batch.get("skipped", [])]
-        if trainer.is_global_zero:  # the files every process left out before it started
-            skipped = [*_dataset_skipped(trainer), *skipped]
-        folder = Path(self.output_dir or Path(trainer.default_root_dir) / "predictions")
-        folder.mkdir(parents=True, exist_ok=True)
-        name = EMBEDDINGS_FILE
-        if trainer.world_size > 1:
-            name = f"embeddings-rank{trainer.global_rank}.pt"
+        dim = int(pl_module.hparams.get("embedding_dim", 0))
+        share = {
+            "embeddings": torch.cat(
+                [torch.zeros(0, dim)] + [batch["embeddings"].float().cpu() for batch in batches]
+            ),
+            "paths": [path for batch in batches for path in batch["paths"]],
+            "indices": [index for batch in batches for index in batch.get("indices", [])],
+            "skipped": [pair for batch in batches for pair in batch.get("skipped", [])],
+        }
+        shares = _gather_to_first(share, trainer.world_size)
+        if not trainer.is_global_zero:
+            return
+        # Left out by the check before predict started, then as met (once: shards repeat).
+        skipped = dict.fromkeys(_dataset_skipped(trainer))
+        found: dict[int, tuple[int, str, torch.Tensor]] = {}
+        for part in shares:  # shards padded with repeats: each image once, by its index
+            skipped.update(dict.fromkeys(tuple(pair) for pair in part["skipped"]))
+            indices = part["indices"] or range(len(part["paths"]))
+            for row in zip(indices, part["paths"], part["embeddings"], strict=True):
+                found.setdefault(row[0], row)
+        rows = [found[index] for index in sorted(found)]  # the folder's sorted order
+        embeddings = torch.stack([row[2] for row in rows]) if rows else torch.zeros(0, dim)
         document = {
             "embeddings": embeddings,
-            "paths": paths,
+            "paths": [row[1] for row in rows],
             "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         }
-        torch.save(document, folder / name)
+        folder = Path(self.output_dir or Path(trainer.default_root_dir) / "predictions")
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(document, folder / EMBEDDINGS_FILE)
         note = f"; {len(skipped)} files skipped, listed under 'skipped'" if skipped else ""
         rank_zero_info(
-            f"wrote {len(paths)} embeddings of size {embeddings.shape[1]} to {folder / name}{note}"
+            f"wrote {len(rows)} embeddings of size {embeddings.shape[1]} to "
+            f"{folder / EMBEDDINGS_FILE}{note}"
         )
+
+
+def _gather_to_first(share: dict[str, Any], world_size: int) -> list[dict[str, Any]]:
+    """Every process's ``share`` on the first process (a collective: all must call it)."""
+    if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [share]
+    shares: list[Any] = [None] * world_size if dist.get_rank() == 0 else []
+    dist.gather_object(share, shares or None, dst=0)
+    return shares
 
 
 def _dataset_skipped(trainer: pl.Trainer) -> list[tuple[str, str]]:

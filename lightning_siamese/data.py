@@ -9,7 +9,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_siamese.errors import ConfigError
 from lightning_siamese.images import checked_image_folder
@@ -300,7 +300,16 @@ class SiameseDataModule(pl.LightningDataModule):
         return self._loader(self.datasets["test"])
 
     def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
-        return self._loader(self.predict_dataset)
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return self._loader(self.predict_dataset)
+        # Every process gets as many images (the shortest shards repeat an image, dropped when
+        # the predictions are gathered), at least one even with fewer images than processes:
+        # Lightning's own predict sampler leaves such a process with none and fails.
+        shards: DistributedSampler[int] = DistributedSampler(
+            self.predict_dataset, trainer.world_size, trainer.global_rank, shuffle=False
+        )
+        return self._loader(self.predict_dataset, sampler=shards)
 
     def _loader(
         self,

@@ -331,6 +331,7 @@ class SiameseModel(pl.LightningModule):
         return {
             "embeddings": self.net(batch["image"][keep]) if keep else empty,
             "paths": [batch["path"][row] for row in keep],
+            "indices": batch["index"][keep].tolist(),
             "skipped": [
                 (path, why) for path, why in zip(batch["path"], reasons, strict=True) if why
             ],

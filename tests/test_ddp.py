@@ -125,3 +125,39 @@ def test_a_failing_process_stops_the_run(rank: int, tmp_path: Path) -> None:
         time.sleep(0.5)
     assert not processes_mentioning(str(run)), "a process of the run is still alive"
     print(f"rank {rank} failed: the run stopped after {time.perf_counter() - started:.0f} s")
+
+
+@pytest.mark.parametrize("images", [5, 1], ids=["uneven", "fewer-than-processes"])
+def test_ddp_predict_writes_one_file(
+    images: int, tmp_path: Path, trained_run: tuple[Path, Path, Path]
+) -> None:
+    """Two processes write one embeddings.pt, every image once in path order with the skipped
+    file listed, equal to one process's; also when a process gets no image."""
+    root, _, checkpoint = trained_run
+    folder = tmp_path / "photos"
+    (folder / "b").mkdir(parents=True)
+    sources = sorted((root / "left").glob("*.jpg"))[:images]
+    for index, source in enumerate(sources):  # some in a subfolder: path order, not name order
+        target = folder / ("b" if index % 2 else "") / f"{chr(ord('e') - index)}.jpg"
+        target.write_bytes(source.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    documents = []
+    for devices in (2, 1):
+        run = tmp_path / f"predict-{devices}"
+        args = ddp_args(root, run, tmp_path / "logs", f"predict-{devices}", devices)
+        command = ["predict", *args, f"--ckpt_path={checkpoint}", f"--data.predict_root={folder}"]
+        result = run_cli(*command, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout[-30000:]
+        assert sorted(p.name for p in (run / "predictions").iterdir()) == ["embeddings.pt"]
+        documents.append(torch.load(run / "predictions" / "embeddings.pt", weights_only=True))
+    two, one = documents
+    expected = sorted(
+        (str(p.relative_to(folder)) for p in folder.rglob("*.jpg") if p.name != "broken.jpg"),
+        key=lambda path: Path(path).parts,
+    )
+    assert two["paths"] == one["paths"] == expected
+    assert two["embeddings"].shape == (images, 16) or two["embeddings"].shape[0] == images
+    torch.testing.assert_close(two["embeddings"], one["embeddings"], rtol=1e-5, atol=1e-6)
+    assert [s["path"] for s in two["skipped"]] == [s["path"] for s in one["skipped"]] == [
+        "broken.jpg"
+    ]
