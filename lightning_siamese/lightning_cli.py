@@ -9,6 +9,7 @@ Subclass :class:`SiameseCLI` to add links or arguments of your own::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
 
 from lightning_siamese.callbacks import WriteEmbeddings
 from lightning_siamese.checkpoints import BestAndLastCheckpoint, check_checkpoint
@@ -65,6 +67,19 @@ class SaveConfigToLoggers(SaveConfigCallback):
         config["subcommand"] = self.subcommand or stage
         for logger in trainer.loggers:
             logger.log_hyperparams(config)
+
+
+def place_wandb_run(logger: WandbLogger, run_folder: str) -> None:
+    """A W&B logger given no folder (``save_dir: null``, as ``configs/logger/wandb.yaml``)
+    keeps its W&B run under ``$WANDB_DIR`` when that is set (W&B's own rule), else under the
+    run folder, beside its checkpoints and ``split.csv``; the run folder is its ``save_dir``
+    (where ``config.yaml`` goes). Called before the W&B run starts."""
+    if logger.save_dir is not None:
+        return
+    Path(run_folder).mkdir(parents=True, exist_ok=True)  # W&B falls back to /tmp otherwise
+    # WandbLogger keeps its folders in these two (it starts the W&B run on first use).
+    logger._save_dir = os.fspath(run_folder)
+    logger._wandb_init["dir"] = os.environ.get("WANDB_DIR") or logger._save_dir
 
 
 class SiameseCLI(LightningCLI):
@@ -118,6 +133,9 @@ class SiameseCLI(LightningCLI):
         for callback in callbacks:
             if isinstance(callback, SaveConfigToLoggers):
                 callback.subcommand = self.subcommand
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                place_wandb_run(logger, trainer.default_root_dir)
         # A fixed checkpoint folder per run folder, so `--ckpt_path last` finds the last one.
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:

@@ -106,15 +106,23 @@ def npm_unreachable_reason() -> str | None:
     return None
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    cwd: Path,
+    timeout: float = 600,
+    drop_env: Sequence[str] = (),
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """``lightning-siamese *args`` in a subprocess of its own process group (tests/ on its
-    PYTHONPATH, one thread), killed whole if it outlives ``timeout``; stdout and stderr together
-    in ``stdout``."""
+    PYTHONPATH, one thread, without the ``drop_env`` variables, with ``extra_env``), killed
+    whole if it outlives ``timeout``; stdout and stderr together in ``stdout``."""
     # A fresh launch: drop what an earlier in-process DDP run may have left in the environment
     # (MASTER_PORT would point the new processes at a port that is still taken).
     launch = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"}
-    env = {key: value for key, value in os.environ.items() if key not in launch}
+    dropped = launch | set(drop_env)
+    env = {key: value for key, value in os.environ.items() if key not in dropped}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(TESTS_DIR))
+    env.update(extra_env or {})
     process = subprocess.Popen(
         [sys.executable, "-m", "lightning_siamese", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

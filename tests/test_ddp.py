@@ -158,6 +158,6 @@ def test_ddp_predict_writes_one_file(
     assert two["paths"] == one["paths"] == expected
     assert two["embeddings"].shape == (images, 16) or two["embeddings"].shape[0] == images
     torch.testing.assert_close(two["embeddings"], one["embeddings"], rtol=1e-5, atol=1e-6)
-    assert [s["path"] for s in two["skipped"]] == [s["path"] for s in one["skipped"]] == [
-        "broken.jpg"
-    ]
+    assert (
+        [s["path"] for s in two["skipped"]] == [s["path"] for s in one["skipped"]] == ["broken.jpg"]
+    )

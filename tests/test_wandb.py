@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from conftest import run_cli as launch
 from conftest import tiny_args, write_pairs
 from lightning_siamese.cli import main
 
@@ -44,13 +49,15 @@ def run_cli(args: list[str]) -> None:
 
 
 def wandb_args(root: Path, run: Path) -> list[str]:
+    """The tiny setup with the W&B overlay, which puts the W&B run into the run folder."""
     args = [a for a in tiny_args(root, run) if not a.startswith("--trainer.logger")]
-    return ["-c", WANDB_OVERLAY, *args, f"--trainer.logger.init_args.save_dir={run}"]
+    return ["-c", WANDB_OVERLAY, *args]
 
 
 def test_offline_wandb_run_holds_config_metrics_pictures_artifact_and_table(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("WANDB_DIR")  # (set for every test): the run folder holds the W&B run
     root, run = tmp_path / "pairs", tmp_path / "run"
     write_pairs(root, 40)
     run_cli(["fit", *wandb_args(root, run), "--trainer.max_epochs=2"])
@@ -142,3 +149,41 @@ def test_offline_wandb_run_holds_config_metrics_pictures_artifact_and_table(
             assert image["_type"] == "image-file", image
             assert files[image["path"]].is_file() and files[image["path"]].stat().st_size > 0
     assert (run / "media" / "test" / "retrieval.csv").is_file()
+
+
+def test_wandb_files_follow_wandb_dir_and_one_run_under_ddp(tmp_path: Path) -> None:
+    """$WANDB_DIR, when set, holds the W&B run (W&B's own rule); under DDP with 2 processes
+    there is one W&B run, in the run folder."""
+    root, run = tmp_path / "pairs", tmp_path / "run"
+    write_pairs(root, 30)
+    wandb_dir = Path(os.environ["WANDB_DIR"])  # set for every test
+    run_cli(
+        [
+            "fit",
+            *wandb_args(root, run),
+            "--trainer.max_epochs=1",
+            "--trainer.logger.init_args.log_model=false",
+        ]
+    )
+    assert len(list((wandb_dir / "wandb").glob("offline-run-*"))) == 1
+    assert not (run / "wandb").exists()
+
+    ddp_run = tmp_path / "ddp"
+    args = [
+        *wandb_args(root, ddp_run),
+        "--trainer.max_epochs=1",
+        "--data.batch_size=4",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+    ]
+    result = launch("fit", *args, cwd=tmp_path, drop_env=("WANDB_DIR",))
+    assert result.returncode == 0, result.stdout[-3000:]
+    runs = list((ddp_run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    assert not (tmp_path / "wandb").exists() and len(list(wandb_dir.rglob("offline-run-*"))) == 1
+    # W&B's service may still be writing the log when the command returns: allow it a while.
+    deadline = time.monotonic() + 60
+    while "val/recall@1" not in history_keys(read_run(runs[0])):
+        assert time.monotonic() < deadline, "the DDP run's W&B log has no validation metrics"
+        time.sleep(1)
