@@ -60,7 +60,7 @@ COVERED = {
     "bash scripts/demo.sh": "tests/test_demo.py runs it (slow; in .ci/run)",
     "bash scripts/test.sh": ".ci/run runs it: it is this test suite",
     ".venv/bin/python -m pytest -m slow": ".ci/run runs it",
-    "wandb sync runs/wandb/offline-run-*": "uploading needs a W&B account and the network; "
+    "wandb sync runs/demo/wandb/offline-run-*": "uploading needs a W&B account and the network; "
     "the offline run folder it names is checked here after the W&B command",
     ".venv/bin/jupyter lab notebooks/": "starts a server; tests/test_notebooks.py executes the "
     "notebook and here `jupyter lab --version` checks the command is installed",
@@ -133,6 +133,7 @@ def run_command(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_readme_commands_run(sandbox: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_DIR")  # (set for every test): W&B files go to the run folder
     for command in readme_commands():
         if command in COVERED or command in NETWORK or command in DISTRIBUTED:
             continue
@@ -144,7 +145,7 @@ def test_readme_commands_run(sandbox: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert (sandbox / "runs/ttl/checkpoints/last.ckpt").is_file()
     assert (sandbox / "runs/demo/checkpoints/last.ckpt").is_file()
     assert (sandbox / "runs/demo/predictions/embeddings.pt").is_file()
-    assert list(sandbox.glob("runs/wandb/offline-run-*")), "the folder `wandb sync` is given"
+    assert list(sandbox.glob("runs/demo/wandb/offline-run-*")), "the folder `wandb sync` is given"
     metrics = json.loads((sandbox / "runs/demo/evaluate/emoji/metrics.json").read_text())
     assert metrics["pairs"] == 21
     assert (sandbox / "search.png").is_file()
