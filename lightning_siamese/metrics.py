@@ -8,6 +8,8 @@ similarity, in row blocks so memory stays O(block x N).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
@@ -50,10 +52,18 @@ class SplitMetrics(Metric):
     positive: list[torch.Tensor]
     negative: list[torch.Tensor]
 
-    def __init__(self, distance: Distance = "squared_l2", block_size: int = 1024) -> None:
+    def __init__(
+        self,
+        distance: Distance = "squared_l2",
+        block_size: int = 1024,
+        triplet_loss: Callable[..., torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.distance: Distance = distance
         self.block_size = block_size
+        # (anchor, positive, negative) -> each triplet's loss; its mean is reported as `loss`:
+        # the split's fixed triplets once each, without mining, for any batch size or devices.
+        self.triplet_loss = triplet_loss
         for name in ("index", "anchor", "positive", "negative"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.last_gathered: dict[str, torch.Tensor] = {}
@@ -93,4 +103,6 @@ class SplitMetrics(Metric):
         stats = triplet_statistics(anchor, positive, negative, self.distance)
         metrics.update({key: value.item() for key, value in stats.items()})
         metrics["pairs"] = float(len(rows))
+        if self.triplet_loss is not None:
+            metrics["loss"] = self.triplet_loss(anchor, positive, negative).mean().item()
         return {key: torch.tensor(value) for key, value in metrics.items()}

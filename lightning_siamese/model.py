@@ -122,7 +122,7 @@ class SiameseModel(pl.LightningModule):
         )
         self.metrics = torch.nn.ModuleDict(
             {
-                split: SplitMetrics(distance=distance, block_size=retrieval_block_size)
+                split: SplitMetrics(distance, retrieval_block_size, self.loss.per_triplet)
                 for split in ("val", "test")
             }
         )
@@ -260,11 +260,12 @@ class SiameseModel(pl.LightningModule):
         loss = self._loss(batch, anchor, positive, negative)
         self._check_finite(loss, batch)
         size = len(anchor)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        # Averaged over the processes (the same shares each): the figures of one process.
+        self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
         with torch.no_grad():
             stats = triplet_statistics(anchor, positive, negative, self.hparams["distance"])
         stats = {f"train/{name}": value for name, value in stats.items()}
-        self.log_dict(stats, on_step=False, on_epoch=True, batch_size=size)
+        self.log_dict(stats, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
 
     def _check_finite(self, loss: torch.Tensor, batch: Batch) -> None:
@@ -296,14 +297,7 @@ class SiameseModel(pl.LightningModule):
 
     def _eval_epoch_end(self, split: str) -> None:
         split_metrics = self._split_metrics(split)
-        metrics = split_metrics.compute()
-        # The loss of the split's fixed triplets, once each (shard padding removed), without
-        # mining: the same figure for any batch size and any number of devices.
-        gathered = split_metrics.last_gathered
-        losses = self.loss.per_triplet(
-            gathered["anchor"], gathered["positive"], gathered["negative"]
-        )
-        metrics["loss"] = losses.mean()
+        metrics = split_metrics.compute()  # with the loss of the split's fixed triplets
         split_metrics.reset()
         shown = {"recall@1", "recall@5"}
         for name, value in metrics.items():
