@@ -27,7 +27,7 @@ def pooling_matrix(size: int, bins: int) -> torch.Tensor:
     """(bins, size): row ``i`` averages positions ``floor(i * size / bins)`` to
     ``ceil((i + 1) * size / bins) - 1``, the bins of ``AdaptiveAvgPool2d``."""
     matrix = torch.zeros(bins, size)
-    for row in range(bins):
+    for row in range(bins if size else 0):
         start, end = (row * size) // bins, -(-((row + 1) * size) // bins)
         matrix[row, start:end] = 1.0 / (end - start)
     return matrix
@@ -38,11 +38,20 @@ class GridPool(nn.Module):
     but deterministic on CUDA too: ``AdaptiveAvgPool2d``'s CUDA backward accumulates with
     atomic adds, which ``torch.use_deterministic_algorithms(True)`` (``--trainer.deterministic
     true``) refuses. A grid that divides the feature map is a reshape and a mean; another is
-    two small matrix products with the bins' weights. Both differentiate deterministically."""
+    two small matrix products with the bins' weights. Both differentiate deterministically.
 
-    def __init__(self, size: int) -> None:
+    Args:
+        size: the side of the output grid.
+        feature_shape: the (height, width) of the inputs, when known: the bins' weights are
+            then buffers that move with the module (and are constants of a traced export).
+    """
+
+    def __init__(self, size: int, feature_shape: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.size = size
+        height, width = feature_shape or (0, 0)
+        self.register_buffer("rows", pooling_matrix(height, size), persistent=False)
+        self.register_buffer("columns", pooling_matrix(width, size), persistent=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = features.shape
@@ -50,8 +59,11 @@ class GridPool(nn.Module):
         if height % size == 0 and width % size == 0:
             cells = features.reshape(batch, channels, size, height // size, size, width // size)
             return cells.mean(dim=(3, 5))
-        rows = pooling_matrix(height, size).to(features.device, features.dtype)
-        columns = pooling_matrix(width, size).to(features.device, features.dtype)
+        rows, columns = self.rows, self.columns
+        if rows.shape[1] != height or columns.shape[1] != width:  # another input size
+            rows = pooling_matrix(height, size).to(features.device)
+            columns = pooling_matrix(width, size).to(features.device)
+        rows, columns = rows.to(features.dtype), columns.to(features.dtype)
         return torch.einsum("ph,bchw,qw->bcpq", rows, features, columns)
 
     def extra_repr(self) -> str:
@@ -280,7 +292,7 @@ class EmbeddingNet(nn.Module):
                     f"{needed} or a smaller pool_size"
                 )
             self.head = nn.Sequential(
-                GridPool(pool_size),
+                GridPool(pool_size, (height, width)),
                 nn.Flatten(),
                 nn.Linear(channels * pool_size * pool_size, embedding_dim),
             )
