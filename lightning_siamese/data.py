@@ -238,16 +238,24 @@ class SiameseDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.state.fn != "fit":
             return
-        for key, value in state_dict.items():
-            ours = self.hparams[key]
-            if (list(ours) if key == "split_fractions" else ours) != value:
+        self.check_resume(state_dict, trainer.ckpt_path)
+        self._discover_and_split("fit", resume=True)
+
+    def check_resume(self, state: dict[str, Any], checkpoint: Any) -> None:
+        """Raise a :class:`~lightning_siamese.errors.ConfigError` when the run ``checkpoint``
+        comes from (its :meth:`state_dict`, or data hyper-parameters) was split with another
+        seed or other fractions than this data module's."""
+        for key in ("seed", "split_fractions"):
+            ours, theirs = self.hparams[key], state.get(key)
+            if key == "split_fractions" and theirs is not None:
+                ours, theirs = list(ours), list(theirs)
+            if theirs is not None and ours != theirs:
                 raise ConfigError(
-                    f"--data.{key} {ours} is not the {value} of the run that {trainer.ckpt_path} "
+                    f"--data.{key} {ours} is not the {theirs} of the run that {checkpoint} "
                     f"resumes: its pairs would move between train, val and test. Resume with "
-                    f"--data.{key} {value} (or without the option), or start a new run: another "
+                    f"--data.{key} {theirs} (or without the option), or start a new run: another "
                     "--trainer.default_root_dir, without --ckpt_path"
                 )
-        self._discover_and_split("fit", resume=True)
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         dataset = self.datasets["train"]

@@ -46,6 +46,9 @@ class GridPool(nn.Module):
             then buffers that move with the module (and are constants of a traced export).
     """
 
+    rows: torch.Tensor
+    columns: torch.Tensor
+
     def __init__(self, size: int, feature_shape: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.size = size

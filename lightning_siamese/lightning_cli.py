@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -144,8 +145,23 @@ class SiameseCLI(LightningCLI):
 
     def before_fit(self) -> None:
         config = self.config[self.subcommand]
-        if config.get("validate_before_fit") and not config.get("ckpt_path"):
+        if config.get("ckpt_path"):
+            self._check_resumed_split(str(config["ckpt_path"]))
+        elif config.get("validate_before_fit"):
             self.trainer.validate(self.model, datamodule=self.datamodule)
+
+    def _check_resumed_split(self, ckpt_path: str) -> None:
+        """Refuse a resume with another split before the fit writes anything (its config,
+        logs, ``split.csv``); the data module checks again as Lightning restores it."""
+        path = Path(ckpt_path)
+        if ckpt_path == "last":
+            path = Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file() or not isinstance(self.datamodule, SiameseDataModule):
+            return  # another keyword, or nothing there: Lightning reports it
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = saved.get(type(self.datamodule).__qualname__)
+        state = state or saved.get("datamodule_hyper_parameters") or {}  # older checkpoints
+        self.datamodule.check_resume(state, path)
 
 
 def trainer_defaults() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -120,12 +121,8 @@ class SiameseModel(pl.LightningModule):
             feature_unit=feature_unit,
             channels_last=channels_last,
         )
-        self.metrics = torch.nn.ModuleDict(
-            {
-                split: SplitMetrics(distance, retrieval_block_size, self.loss.per_triplet)
-                for split in ("val", "test")
-            }
-        )
+        split_metrics = partial(SplitMetrics, distance, retrieval_block_size, self.loss.per_triplet)
+        self.metrics = torch.nn.ModuleDict({"val": split_metrics(), "test": split_metrics()})
         # LightningCLI saves the parsed config as hparams; the callables themselves live here.
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -133,6 +130,7 @@ class SiameseModel(pl.LightningModule):
         self.feature_memos: dict[str, FeatureMemo] = {}
         self._caches = SplitCaches()
         self._cache_train = cache_frozen_features
+        self._random_state: dict[str, torch.Tensor] | None = None
 
     # Loading ---------------------------------------------------------------------------------
 
@@ -200,7 +198,7 @@ class SiameseModel(pl.LightningModule):
                 num_workers=hparams.get("num_workers", 0),
                 directory=self.hparams["feature_cache_dir"],
                 convert=plugin.convert_input,
-                processes=self.trainer.num_devices,
+                processes=self.trainer.num_devices,  # this node's processes
             )
 
     def on_fit_end(self) -> None:
@@ -210,9 +208,14 @@ class SiameseModel(pl.LightningModule):
         checkpoint[random_state.KEY] = random_state.capture(self.trainer, self.device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainer = self._trainer
-        if trainer is not None and trainer.state.fn == "fit":  # resuming, not loading weights
-            random_state.restore(checkpoint, trainer, self.device)
+        trainer = self._trainer  # a fit resumes (not a plain weights load): put the random
+        if trainer is not None and trainer.state.fn == "fit":  # state back once on the device
+            self._random_state = checkpoint.get(random_state.KEY)
+
+    def on_train_start(self) -> None:  # after the cache build and the callbacks' own draws
+        if self._random_state is not None:
+            random_state.restore(self._random_state, self.trainer, self.device)
+            self._random_state = None
 
     def on_exception(self, exception: BaseException) -> None:
         self._caches.close()
@@ -251,7 +254,7 @@ class SiameseModel(pl.LightningModule):
         negative: torch.Tensor,
     ) -> torch.Tensor:
         # Mining leaves out the anchor's group (its pair when group-mates are allowed).
-        groups = batch.get("group", batch["index"])  # a plain triplet batch: its pairs
+        groups = batch.get("group", batch["index"])
         negative_groups = batch.get("negative_group", batch["negative_index"] // 2)
         return self.loss(anchor, positive, negative, groups, negative_groups)
 

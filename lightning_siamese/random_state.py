@@ -8,8 +8,6 @@ of each process, which a resumed fit would otherwise start afresh.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
@@ -31,10 +29,11 @@ def capture(trainer: pl.Trainer, device: torch.device) -> dict[str, torch.Tensor
     return gathered
 
 
-def restore(checkpoint: dict[str, Any], trainer: pl.Trainer, device: torch.device) -> None:
-    """Put back this process's generator states from ``checkpoint`` (when it has them, from a
-    run with as many processes)."""
-    states = checkpoint.get(KEY)
+def restore(
+    states: dict[str, torch.Tensor] | None, trainer: pl.Trainer, device: torch.device
+) -> None:
+    """Put back this process's generator states from ``states`` (what :func:`capture` saved,
+    from a run with as many processes) on ``device``: call it once the model is there."""
     if not states:
         return
     if len(states["torch"]) != trainer.world_size:

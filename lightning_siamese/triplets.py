@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lightning_siamese.errors import ConfigError
 from lightning_siamese.images import load_image
 from lightning_siamese.pairs import Pair
 from lightning_siamese.transforms import Transform
@@ -140,15 +141,18 @@ class TripletDataset(Dataset):
         for step in range(len(self.pairs)):
             candidate = (index + step) % len(self.pairs)
             try:
-                return self._load(candidate, self._negative_for(candidate, negative, step), seed)
+                return self.load_triplet(
+                    candidate, self._negative_for(candidate, negative, step), seed
+                )
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                 self._report_unreadable(error)
         raise RuntimeError("no triplet of this split can be read any more: every file failed")
 
-    def _load(self, index: int, negative: int, seed: int | None = None) -> dict[str, Any]:
-        """The triplet's tensors; with ``seed``, the random transforms draw from a generator
-        seeded by it alone (the same in any process, worker or resumed run), leaving the
-        process's own random state as it was."""
+    def load_triplet(self, index: int, negative: int, seed: int | None = None) -> dict[str, Any]:
+        """The triplet's tensors; with ``seed``, the random transforms draw from torch's
+        generator seeded by it alone (the same in any process, worker or resumed run), and the
+        process's own random state is put back after. (torchvision's transforms draw from
+        torch's generator; a custom transform that uses ``random`` or NumPy is not seeded.)"""
         pair = self.pairs[index]
         images = []
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
@@ -318,7 +322,17 @@ class ResumableLoader(DataLoader):
         epoch, done, batches = progress if progress is not None else (sampler.epoch, 0, 1)
         if done >= batches:  # the epoch is over: the next one starts from its beginning
             epoch, done = epoch + 1, 0
-        return {"epoch": epoch, "samples": done * (self.batch_size or 1) * sampler.num_replicas}
+        samples = done * (self.batch_size or 1) * sampler.num_replicas
+        return {"epoch": epoch, "samples": samples, "replicas": sampler.num_replicas}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        replicas = int(state_dict.get("replicas", self._triplet_sampler().num_replicas))
+        if state_dict["samples"] and replicas != self._triplet_sampler().num_replicas:
+            # Lightning's own batch counter of the epoch would count the other run's batches.
+            raise ConfigError(
+                f"this checkpoint was written in the middle of epoch {state_dict['epoch']} by "
+                f"{replicas} process(es), and this run has {self._triplet_sampler().num_replicas}: "
+                f"resume it with {replicas}, or resume from an end-of-epoch checkpoint "
+                "(last.ckpt is one unless a mid-epoch save replaced it)"
+            )
         self._loaded = {key: int(state_dict[key]) for key in ("epoch", "samples")}

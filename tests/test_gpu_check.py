@@ -27,6 +27,7 @@ PATHS = [
     "export torchscript",
     "export onnx",
     "fit, ddp strategy",
+    "data: 200 px JPEG copies",
     "seed model, Trainer + JPEG loader, bf16-mixed",
     "seed model, bare step (random tensors), bf16-mixed",
     "seed model, Trainer + feature cache, bf16-mixed",

@@ -71,10 +71,13 @@ def assert_same_run(resumed: Path, reference: Path, resumed_from_step: int) -> N
     assert last_values(resumed) == pytest.approx(last_values(reference), abs=1e-6)
 
 
-def check_resumes(tmp_path: Path, processes: int, augment: bool, end_of_epoch: bool) -> None:
+def check_resumes(
+    tmp_path: Path, processes: int, augment: bool, end_of_epoch: bool, *model: str
+) -> None:
     root = tmp_path / "pairs"
     write_pairs(root, 60)
     extra = ["--data.augment=true"] if augment else []
+    extra += model
     reference = tmp_path / "uninterrupted"
     fit(reference, root, processes, *extra)
     run = tmp_path / "resumed"
@@ -98,6 +101,13 @@ def check_resumes(tmp_path: Path, processes: int, augment: bool, end_of_epoch: b
 @pytest.mark.parametrize("end_of_epoch", [True, False], ids=["end-of-epoch", "mid-epoch"])
 def test_resume_on_one_process(tmp_path: Path, end_of_epoch: bool) -> None:
     check_resumes(tmp_path, processes=1, augment=False, end_of_epoch=end_of_epoch)
+
+
+def test_resume_restores_the_random_layers(tmp_path: Path) -> None:
+    """EfficientNet-B0 trained whole: its stochastic depth draws from the global generator,
+    which the checkpoint holds and the resumed fit puts back."""
+    random_layers = ["--model.backbone=efficientnet_b0", "--model.freeze=none"]
+    check_resumes(tmp_path, 1, False, False, *random_layers)
 
 
 @pytest.mark.slow
@@ -125,6 +135,7 @@ def test_a_resumed_fit_keeps_its_split(tmp_path: Path, capsys: pytest.CaptureFix
     args = [*tiny_args(root, run), "--validate_before_fit=false", "--data.seed=1"]
     assert main(["fit", *args, "--trainer.max_epochs=1"]) == 0
     first = (run / "split.csv").read_bytes()
+    logs = sorted(run.glob("lightning_logs/*"))
 
     for option in ("--data.seed=2", "--data.split_fractions=[0.5,0.25,0.25]"):
         resumed = main(["fit", *args, option, "--trainer.max_epochs=2", "--ckpt_path=last"])
@@ -132,7 +143,18 @@ def test_a_resumed_fit_keeps_its_split(tmp_path: Path, capsys: pytest.CaptureFix
         assert resumed == 2 and "start a new run" in error, error
         assert "--data." + option.split("=")[0].removeprefix("--data.") in error
         assert (run / "split.csv").read_bytes() == first
+        assert sorted(run.glob("lightning_logs/*")) == logs  # refused before anything is written
         assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+    # The data module refuses it too (as Lightning restores it, without the CLI's check).
+    from lightning_siamese.data import SiameseDataModule
+    from lightning_siamese.errors import ConfigError
+
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["SiameseDataModule"] == {"seed": 1, "split_fractions": [0.6, 0.2, 0.2]}
+    other = SiameseDataModule(str(root), seed=2, split_fractions=(0.6, 0.2, 0.2))
+    with pytest.raises(ConfigError, match="start a new run"):
+        other.check_resume(saved["SiameseDataModule"], "last.ckpt")
 
     # A new member of each of three groups: it joins its group's split.
     before = read_split(run / "split.csv")

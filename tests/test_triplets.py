@@ -152,3 +152,36 @@ def test_one_group_splits_and_replacement_negatives_follow_the_rule(pair_folder:
         item = dataset[(0, 3)]  # the given negative: pair 1, the replacement's own pair
     assert item["index"] == 1
     assert groups[item["negative_index"] // 2].group != groups[1].group
+
+
+def test_the_training_loader_saves_its_place_and_refuses_another_process_count() -> None:
+    from lightning_siamese.errors import ConfigError
+    from lightning_siamese.triplets import ResumableLoader
+
+    groups = groups_of(40, 1)
+    dataset = TripletDataset(
+        [Pair(f"p{i}", Path(), Path(), f"p{i}") for i in range(40)], eval_transform(8)
+    )
+    dataset.load_images = False  # indices only
+    place = [(3, 2, 5)]  # epoch 3, 2 of its 5 batches done
+
+    def loader(replicas: int) -> ResumableLoader:
+        sampler = TripletSampler(groups, seed=2, num_replicas=replicas, rank=0)
+        return ResumableLoader(dataset, batch_size=4, sampler=sampler, progress=lambda: place[0])
+
+    two = loader(2)
+    assert two.state_dict() == {"epoch": 3, "samples": 16, "replicas": 2}
+    whole = loader(2)
+    whole.sampler.set_epoch(3)
+    expected = [
+        b["index"].tolist() for b in torch.utils.data.DataLoader(dataset, 4, sampler=whole.sampler)
+    ]
+    assert [b["index"].tolist() for b in two] == expected[2:]  # the rest of epoch 3
+    place[0] = (3, 5, 5)  # the epoch is over: the next starts
+    assert two.state_dict() == {"epoch": 4, "samples": 0, "replicas": 2}
+    resumed = loader(2)
+    resumed.load_state_dict({"epoch": 3, "samples": 16, "replicas": 2})
+    assert [b["index"].tolist() for b in resumed] == expected[2:]
+    with pytest.raises(ConfigError, match="by 2 process"):
+        loader(1).load_state_dict({"epoch": 3, "samples": 16, "replicas": 2})
+    loader(1).load_state_dict({"epoch": 4, "samples": 0, "replicas": 2})  # an epoch's end
