@@ -23,7 +23,7 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_siamese.images import display_path, thumbnail
+from lightning_siamese.images import display_path, load_image, thumbnail
 from lightning_siamese.report import SplitEmbeddings, save_figure, write_table_csv
 from lightning_siamese.transforms import denormalize
 from lightning_siamese.triplets import TripletDataset, TripletSampler
@@ -74,7 +74,7 @@ class LogMedia(pl.Callback):
             anchor, negative = key.anchor, key.negative
             # Read the files here (with the feature cache the loader's items carry no images),
             # augmented by the key's own seed, as training would: no global random draw.
-            item = dataset.load_triplet(anchor, negative, key.augment_seed)
+            item = dataset.load_triplet(anchor, negative, key.augment_seed, read=load_image)
             images = [item["anchor"], item["positive"], item["negative"]]
             if mean is not None and std is not None:
                 images = [denormalize(image, mean, std) for image in images]

@@ -148,19 +148,27 @@ class TripletDataset(Dataset):
                 self._report_unreadable(error)
         raise RuntimeError("no triplet of this split can be read any more: every file failed")
 
-    def load_triplet(self, index: int, negative: int, seed: int | None = None) -> dict[str, Any]:
+    def load_triplet(
+        self,
+        index: int,
+        negative: int,
+        seed: int | None = None,
+        read: Callable[[Path], Image.Image] | None = None,
+    ) -> dict[str, Any]:
         """The triplet's tensors; with ``seed``, the random transforms draw from torch's
         generator seeded by it alone (the same in any process, worker or resumed run), and the
         process's own random state is put back after. (torchvision's transforms draw from
-        torch's generator; a custom transform that uses ``random`` or NumPy is not seeded.)"""
+        torch's generator; a custom transform that uses ``random`` or NumPy is not seeded.)
+        ``read`` opens a file (default :func:`~lightning_siamese.images.load_image`)."""
         pair = self.pairs[index]
+        read = read or load_image
         images = []
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
             for path in (pair.left, pair.right, self.image_path(negative)):
                 try:
-                    images.append(self.transform(load_image(path)))
+                    images.append(self.transform(read(path)))
                 except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
                     raise OSError(f"{path}: {error}") from error
         return {
