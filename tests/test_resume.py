@@ -23,10 +23,13 @@ def fit(run: Path, root: Path, processes: int, *extra: str) -> None:
     devices = [f"--trainer.devices={processes}", "--trainer.accelerator=cpu"]
     if processes > 1:
         devices.append("--trainer.strategy=ddp")
+    # Loader workers on one process (the epoch-0 replay of a resume showed with workers only);
+    # none under gloo DDP, where a fit with workers twice hung at its start in one CI-like run
+    # (not reproduced in reruns; the closing note of issue 14 has it).
+    devices.append(f"--data.num_workers={2 if processes == 1 else 0}")
     args = [
         *tiny_args(root, run),
         "--data.batch_size=4",
-        "--data.num_workers=2",
         "--trainer.deterministic=true",
         "--seed_everything=3",
         "--validate_before_fit=false",
