@@ -37,7 +37,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -345,6 +344,7 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
 
     sys.path.insert(0, str(HERE))
     from make_jpeg_pairs import make_jpeg_pairs
+    from train_throughput import StepTimer
 
     jpeg = check.out / "jpeg"
 
@@ -367,23 +367,6 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
 
-    class Timer(pl.Callback):
-        def __init__(self) -> None:
-            self.started, self.seconds, self.steps = 0.0, 0.0, 0
-
-        def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-            if trainer.global_step == warmup:
-                if cuda:
-                    torch.cuda.synchronize()
-                self.started = time.perf_counter()
-
-        def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-            if trainer.global_step > warmup:
-                if cuda:
-                    torch.cuda.synchronize()
-                self.steps = trainer.global_step - warmup
-                self.seconds = time.perf_counter() - self.started
-
     def trainer_run(cache: bool) -> str:
         reset_peak()
         model = SiameseModel(backbone="resnet50", weights="none", cache_frozen_features=cache)
@@ -395,7 +378,7 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
             split_fractions=(0.9, 0.05, 0.05),
             check_images=False,
         )
-        timer = Timer()
+        timer = StepTimer(warmup)
         trainer = pl.Trainer(
             accelerator=check.accelerator,
             devices=1,

@@ -51,7 +51,8 @@ def datamodule(root: Path, batch_size: int, workers: int) -> SiameseDataModule:
 
 
 class StepTimer(pl.Callback):
-    """Wall time of the training steps after ``warmup`` steps."""
+    """Wall time of the training steps after ``warmup`` steps (on a GPU, up to the end of
+    their kernels)."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
@@ -59,14 +60,25 @@ class StepTimer(pl.Callback):
         self.seconds = 0.0
         self.steps = 0
 
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
         if trainer.global_step == self.warmup:
+            _synchronize(pl_module)
             self.started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
         if trainer.global_step > self.warmup:
+            _synchronize(pl_module)
             self.steps = trainer.global_step - self.warmup
             self.seconds = time.perf_counter() - self.started
+
+
+def _synchronize(module: pl.LightningModule) -> None:
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
 
 
 def trainer_images_per_second(
