@@ -62,7 +62,8 @@ def frozen_baseline(run: Path) -> dict[str, float]:
     import torch
     from torch.utils.data import DataLoader
 
-    from lightning_siamese.embedding import EmbeddingNet, normalization
+    from lightning_siamese.backbones import normalization
+    from lightning_siamese.embedding import EmbeddingNet
     from lightning_siamese.images import ImageFilesDataset
     from lightning_siamese.pairs import discover_pairs
     from lightning_siamese.retrieval import rank_metrics, retrieval_ranks
@@ -72,9 +73,9 @@ def frozen_baseline(run: Path) -> dict[str, float]:
     split = read_split(run / "split.csv")
     pairs = [p for p in discover_pairs(REPO / "data" / "emoji").pairs if split[p.name] == "test"]
     net = EmbeddingNet(
-        backbone="efficientnet_lite0", weights="imagenet", freeze="all", head="pooled"
+        backbone="timm/tf_efficientnet_lite0", weights="imagenet", freeze="all", head="pooled"
     ).eval()
-    mean, std = normalization("efficientnet_lite0")
+    mean, std = normalization("timm/tf_efficientnet_lite0")
     files = [path for pair in pairs for path in (pair.left, pair.right)]
     loader = DataLoader(ImageFilesDataset(files, eval_transform(224, mean, std)), batch_size=64)
     with torch.inference_mode():

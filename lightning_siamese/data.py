@@ -33,6 +33,7 @@ from lightning_siamese.splits import (
 from lightning_siamese.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    SEED_IMAGE_SIZE,
     eval_transform,
     train_transform,
 )
@@ -72,7 +73,8 @@ class SiameseDataModule(pl.LightningDataModule):
     Args:
         root: folder with ``left/`` and ``right/`` (and optionally ``pairs.csv`` with ``name`` and
             ``group`` columns: a group stays in one split).
-        image_size: side of the square the images are resized to (the seed used 200).
+        image_size: side of the square the images are resized to; default the backbone's
+            pretrained input size, which the CLI sets from ``model.backbone`` (200 without it).
         batch_size: triplets per batch (per device).
         num_workers: DataLoader worker processes.
         split_fractions: expected (train, val, test) shares of the groups.
@@ -96,7 +98,7 @@ class SiameseDataModule(pl.LightningDataModule):
     def __init__(
         self,
         root: str,
-        image_size: int = 200,
+        image_size: int | None = None,
         batch_size: int = 64,
         num_workers: int = 2,
         split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -113,6 +115,7 @@ class SiameseDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_fractions(split_fractions)
+        image_size = image_size or SEED_IMAGE_SIZE  # hparams hold the size used
         if image_size < 1 or batch_size < 1 or num_workers < 0:
             raise ConfigError(
                 "image_size and batch_size must be >= 1 and num_workers >= 0; got "

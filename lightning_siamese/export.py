@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from lightning_siamese.embedding import normalization
+from lightning_siamese.backbones import normalization
 from lightning_siamese.errors import ExportError
 from lightning_siamese.export_check import (
     FORMATS,

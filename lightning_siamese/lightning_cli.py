@@ -21,10 +21,11 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
+from lightning_siamese.backbones import input_size, normalization
 from lightning_siamese.callbacks import WriteEmbeddings
 from lightning_siamese.checkpoints import BestAndLastCheckpoint, check_checkpoint
 from lightning_siamese.data import SiameseDataModule, check_root
-from lightning_siamese.embedding import BACKBONES, normalization
+from lightning_siamese.errors import ConfigError
 from lightning_siamese.media import LogMedia
 from lightning_siamese.model import SiameseModel
 from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -37,12 +38,28 @@ CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")
 def backbone_mean(backbone: str) -> tuple[float, ...]:
     """The input mean of the backbone's pretrained weights (ImageNet's for an unknown name,
     which the model reports in one line when it is built)."""
-    return normalization(backbone)[0] if backbone in BACKBONES else IMAGENET_MEAN
+    try:
+        return normalization(backbone)[0]
+    except ConfigError:
+        return IMAGENET_MEAN
 
 
 def backbone_std(backbone: str) -> tuple[float, ...]:
     """The input standard deviation of the backbone's pretrained weights."""
-    return normalization(backbone)[1] if backbone in BACKBONES else IMAGENET_STD
+    try:
+        return normalization(backbone)[1]
+    except ConfigError:
+        return IMAGENET_STD
+
+
+def image_size_for(image_size: int | None, backbone: str) -> int | None:
+    """``data.image_size``, or when unset the backbone's pretrained input size."""
+    if image_size is not None:
+        return image_size
+    try:
+        return input_size(backbone)
+    except ConfigError:  # reported by the model
+        return None
 
 
 class SaveConfigToLoggers(SaveConfigCallback):
@@ -86,16 +103,19 @@ def place_wandb_run(logger: WandbLogger, run_folder: str) -> None:
 class SiameseCLI(LightningCLI):
     """LightningCLI with the project's links, checks and defaults.
 
-    ``data.image_size`` sets ``model.image_size``, and the backbone sets the input normalisation
-    (``data.mean``, ``data.std``); ``--validate_before_fit`` (on by default) logs the untrained
-    model's figures at step 0; a missing data folder or ``--ckpt_path`` file is reported before
-    the model is built; checkpoints go to ``<default_root_dir>/checkpoints``.
+    ``data.image_size`` sets ``model.image_size`` (unset: the backbone's pretrained input size,
+    for both), and the backbone sets the input normalisation (``data.mean``, ``data.std``);
+    ``--validate_before_fit`` (on by default) logs the untrained model's figures at step 0; a
+    missing data folder or ``--ckpt_path`` file is reported before the model is built;
+    checkpoints go to ``<default_root_dir>/checkpoints``.
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # A value lives in one place: the image size and the input normalisation of the
         # backbone's pretrained weights flow from one setting to the other.
-        parser.link_arguments("data.image_size", "model.image_size")
+        parser.link_arguments(
+            ("data.image_size", "model.backbone"), "model.image_size", compute_fn=image_size_for
+        )
         parser.link_arguments("model.backbone", "data.mean", compute_fn=backbone_mean)
         parser.link_arguments("model.backbone", "data.std", compute_fn=backbone_std)
         parser.add_argument(
@@ -122,6 +142,8 @@ class SiameseCLI(LightningCLI):
         data = config.get("data")
         if data is not None:
             check_root(data.get("root"), data.get("build_if_missing"), data.get("predict_root"))
+            if data.get("image_size") is None and config.get("model") is not None:
+                data.image_size = config.model.get("image_size")  # the backbone's
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
