@@ -1,4 +1,4 @@
-"""Triplet loss with a choice of distance and in-batch mining. Pure torch.
+"""Triplet loss with a choice of distance and in-batch mining, and InfoNCE. Pure torch.
 
 The default is the seed's loss: ``mean(max(|a - p|^2 - |a - n|^2 + 0.5, 0))`` over the batch.
 With mining, every image in the batch that belongs neither to the anchor's pair nor to its group
@@ -6,6 +6,10 @@ With mining, every image in the batch that belongs neither to the anchor's pair 
 per identity, mining comes almost free): ``batch_hard`` takes the closest (Hermans et al., 2017,
 "In Defense of the Triplet Loss"), ``semi_hard`` the closest that is still farther than the
 positive (Schroff et al., 2015, FaceNet), or the farthest when none is.
+
+:class:`InfoNCELoss` (NT-Xent, Chen et al., 2020, SimCLR; CLIP's symmetric contrastive loss)
+treats every batch as a classification: each image must pick its pair partner among all the
+batch's images, with the same candidates (and group-mates left out) as mining.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from lightning_siamese.errors import ConfigError
 
 Distance = Literal["squared_l2", "l2", "cosine"]
 Mining = Literal["none", "semi_hard", "batch_hard"]
+LossName = Literal["triplet", "infonce"]
 
 
 def pairwise_distance(x: torch.Tensor, y: torch.Tensor, distance: Distance) -> torch.Tensor:
@@ -162,3 +167,77 @@ class TripletLoss(nn.Module):
         # A batch of one group leaves an anchor no candidate: its given negative stands.
         given = paired_distance(anchor, negative, self.distance)
         return torch.where(valid.any(dim=1), mined, given)
+
+
+class InfoNCELoss(nn.Module):
+    """InfoNCE / NT-Xent over the batch's pairs, on cosine similarity.
+
+    Each of the 2B images of the batch's B pairs is an anchor; its pair partner is its positive,
+    and the batch's other images (both sides of the other pairs and the B given negatives) are
+    its negatives, except those of its own group (as for mining). Per anchor:
+    ``-log(exp(s_ap / t) / (exp(s_ap / t) + sum_n exp(s_an / t)))``; the loss is the mean.
+
+    Args:
+        temperature: ``t``; lower weighs the hardest negatives more (SimCLR used 0.1-0.5,
+            CLIP learns about 0.01).
+    """
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(
+        self,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        pair_ids: torch.Tensor | None = None,
+        negative_pair_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean loss over the 2B anchors; ``pair_ids`` and ``negative_pair_ids`` as for
+        :meth:`TripletLoss.forward`."""
+        batch = anchor.shape[0]
+        if pair_ids is None:
+            pair_ids = torch.arange(batch, device=anchor.device)
+        if negative_pair_ids is None:
+            negative_pair_ids = torch.full_like(pair_ids, -1)
+        queries = F.normalize(torch.cat([anchor, positive]), dim=1)
+        candidates = torch.cat([queries, F.normalize(negative, dim=1)])
+        logits = queries @ candidates.T / self.temperature  # (2B, 3B)
+        rows = torch.arange(2 * batch, device=anchor.device)
+        partner = (rows + batch) % (2 * batch)
+        query_ids = torch.cat([pair_ids, pair_ids])
+        candidate_ids = torch.cat([pair_ids, pair_ids, negative_pair_ids])
+        masked = candidate_ids[None, :] == query_ids[:, None]  # itself, its group, its partner
+        masked[rows, partner] = False  # the partner is the positive
+        logits = logits.masked_fill(masked, float("-inf"))
+        return F.cross_entropy(logits, partner)
+
+    def per_triplet(
+        self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of each given triplet, (B,), with its own negative as the only one (the
+        anchor picks its positive over its negative): independent of batching, like
+        :meth:`TripletLoss.per_triplet`."""
+        s_ap = F.cosine_similarity(anchor, positive, dim=1)
+        s_an = F.cosine_similarity(anchor, negative, dim=1)
+        return F.softplus((s_an - s_ap) / self.temperature)
+
+
+def make_loss(
+    loss: LossName,
+    margin: float,
+    distance: Distance,
+    soft_margin: bool,
+    mining: Mining,
+    symmetric: bool,
+    temperature: float,
+) -> TripletLoss | InfoNCELoss:
+    """The model's loss from its settings (the triplet settings are unused by InfoNCE)."""
+    if loss == "infonce":
+        return InfoNCELoss(temperature)
+    if loss != "triplet":
+        raise ConfigError(f"loss must be 'triplet' or 'infonce', got {loss!r}")
+    return TripletLoss(margin, distance, soft_margin, mining, symmetric)

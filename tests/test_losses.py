@@ -1,4 +1,4 @@
-"""TripletLoss against brute-force references built from explicit triplets."""
+"""TripletLoss and InfoNCELoss against brute-force references built from explicit triplets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lightning_siamese.losses import TripletLoss, pairwise_distance
+from lightning_siamese.losses import InfoNCELoss, TripletLoss, pairwise_distance
 
 
 def distance(x: torch.Tensor, y: torch.Tensor, kind: str) -> float:
@@ -151,3 +151,73 @@ def test_an_anchor_with_only_group_mates_in_the_batch_keeps_its_given_negative()
     mined = loss._losses(anchor, positive, negative, one_group, one_group, "batch_hard")
     given = TripletLoss(margin=0.3).per_triplet(anchor, positive, negative)
     assert torch.allclose(mined, given)
+
+
+def brute_force_infonce(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    groups: list[int],
+    negative_groups: list[int],
+    temperature: float,
+) -> float:
+    """InfoNCE written out image by image: each of the 2B images against its partner and
+    every image of the batch outside its own group."""
+    images = [*anchor, *positive, *negative]
+    image_groups = [*groups, *groups, *negative_groups]
+    batch, total = len(anchor), 0.0
+    for query in range(2 * batch):
+        partner = (query + batch) % (2 * batch)
+
+        def similarity(other: int, query: int = query) -> float:
+            a, b = images[query].double(), images[other].double()
+            return float(a @ b / (a.norm() * b.norm())) / temperature
+
+        negatives = [
+            other
+            for other in range(3 * batch)
+            if other not in (query, partner) and image_groups[other] != image_groups[query]
+        ]
+        positive_term = math.exp(similarity(partner))
+        denominator = positive_term + sum(math.exp(similarity(n)) for n in negatives)
+        total += -math.log(positive_term / denominator)
+    return total / (2 * batch)
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.5])
+def test_infonce_matches_brute_force(temperature: float) -> None:
+    generator = torch.Generator().manual_seed(3)
+    anchor, positive, negative = torch.randn(3, 6, 5, generator=generator)
+    # pairs 0, 1 and 2 are one group; a given negative from that group and one from group 4.
+    groups = [0, 0, 0, 3, 4, 5]
+    negative_groups = [4, 0, 9, 9, 3, 7]
+    loss = InfoNCELoss(temperature)(
+        anchor, positive, negative, torch.tensor(groups), torch.tensor(negative_groups)
+    )
+    expected = brute_force_infonce(anchor, positive, negative, groups, negative_groups, temperature)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    # Without identities every pair is its own group and the given negatives are outsiders.
+    loss = InfoNCELoss(temperature)(anchor, positive, negative)
+    expected = brute_force_infonce(
+        anchor, positive, negative, list(range(6)), [-1] * 6, temperature
+    )
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_infonce_alone_in_its_group_and_per_triplet_is_batch_free() -> None:
+    anchor, positive, negative = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(1))
+    loss = InfoNCELoss(0.1)
+    # A batch of one group leaves each image its partner alone: zero loss, no NaN.
+    alone = loss(anchor, positive, negative, torch.zeros(4, dtype=torch.long),
+                 torch.zeros(4, dtype=torch.long))  # fmt: skip
+    assert alone.item() == 0.0
+    whole = loss.per_triplet(anchor, positive, negative)
+    halves = torch.cat([loss.per_triplet(anchor[:2], positive[:2], negative[:2]),
+                        loss.per_triplet(anchor[2:], positive[2:], negative[2:])])  # fmt: skip
+    torch.testing.assert_close(whole, halves)
+    s_ap = torch.nn.functional.cosine_similarity(anchor, positive)
+    s_an = torch.nn.functional.cosine_similarity(anchor, negative)
+    by_hand = -torch.log(torch.exp(s_ap / 0.1) / (torch.exp(s_ap / 0.1) + torch.exp(s_an / 0.1)))
+    torch.testing.assert_close(whole, by_hand)
+    with pytest.raises(ValueError, match="temperature"):
+        InfoNCELoss(0)
