@@ -2,7 +2,9 @@
 
 Same concept, different artist: a real "totally looks like" pair. The PNGs come from the npm
 packages of the emoji-datasource project, fetched with the ``npm`` client (so the user's npm
-registry and proxy settings apply).
+registry and proxy settings apply). A third designer, Microsoft's Fluent (flat), comes as SVG
+from the ``@iconify-json/fluent-emoji-flat`` package and is rendered with cairosvg: pairs of
+Google or Twitter against Fluent test a model on a designer it never trained on.
 """
 
 from __future__ import annotations
@@ -13,15 +15,20 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from lightning_siamese.errors import NpmError
+from lightning_siamese.errors import ConfigError, NpmError
 from lightning_siamese.files import user_cache_dir
 from lightning_siamese.pairs import write_pairs_csv
 
 VERSION = "16.0.0"
-PACKAGES = {"left": "emoji-datasource-google", "right": "emoji-datasource-twitter"}
-ARTISTS = {"left": "google", "right": "twitter"}
+Designer = Literal["google", "twitter", "fluent"]
+#: Each designer's npm package at its pinned version.
+PACKAGES = {
+    "google": f"emoji-datasource-google@{VERSION}",
+    "twitter": f"emoji-datasource-twitter@{VERSION}",
+    "fluent": "@iconify-json/fluent-emoji-flat@1.2.6",
+}
 IMAGE_SIZE = 64
 
 # Code points that make a variant of a base emoji rather than a new one: ZWJ, variation selector,
@@ -32,14 +39,23 @@ _VARIANT_PARTS = {
 }  # fmt: skip
 _REGIONAL_INDICATORS = range(0x1F1E6, 0x1F200)
 
+CREDITS = {
+    "google": "Noto Emoji by Google, Apache License 2.0, https://github.com/googlefonts/noto-emoji"
+    " (packaged by the emoji-datasource project, MIT)",
+    "twitter": "Twemoji by Twitter, Inc and other contributors, graphics licensed under CC-BY 4.0,"
+    " https://creativecommons.org/licenses/by/4.0/ (https://github.com/twitter/twemoji;"
+    " packaged by the emoji-datasource project, MIT)",
+    "fluent": "Fluent Emoji (flat) by Microsoft, MIT License,"
+    " https://github.com/microsoft/fluentui-emoji (packaged by Iconify, rendered from SVG)",
+}
+
 ATTRIBUTION = """\
 # Emoji look-alike pairs
 
-left/  : Noto Emoji by Google, Apache License 2.0, https://github.com/googlefonts/noto-emoji
-right/ : Twemoji by Twitter, Inc and other contributors, graphics licensed under CC-BY 4.0,
-         https://creativecommons.org/licenses/by/4.0/ (https://github.com/twitter/twemoji)
+left/  : {left}
+right/ : {right}
 
-Both packaged by the emoji-datasource project (npm packages {packages}, version {version}, MIT).
+npm packages: {packages}.
 Built by `lightning-siamese data emoji`: {pairs} pairs, {size}x{size} RGBA PNG, file name = the
 emoji's code points. pairs.csv gives each pair's name, description, category and a `group` that
 keeps skin-tone and gender variants of one base emoji in one split.
@@ -62,7 +78,9 @@ def emoji_group(unified: str) -> str:
 def npm_pack(specs: list[str], destination: Path, timeout: float = 600) -> list[Path]:
     """Download package tarballs with ``npm pack`` (reused when already in ``destination``)."""
     destination.mkdir(parents=True, exist_ok=True)
-    tarballs = [destination / f"{spec.replace('@', '-')}.tgz" for spec in specs]
+    # npm's own file names: @scope/name@1.0 -> scope-name-1.0.tgz
+    names = [spec.removeprefix("@").replace("/", "-").replace("@", "-") for spec in specs]
+    tarballs = [destination / f"{name}.tgz" for name in names]
     missing = [spec for spec, path in zip(specs, tarballs, strict=True) if not path.is_file()]
     if not missing:
         return tarballs
@@ -89,7 +107,8 @@ def npm_pack(specs: list[str], destination: Path, timeout: float = 600) -> list[
     return tarballs
 
 
-def _extract(tarball: Path, artist: str, out: Path, wanted: set[str]) -> dict[str, Path]:
+def _extract(tarball: Path, artist: str, out: Path, wanted: dict[str, str]) -> dict[str, Path]:
+    """The emoji-datasource PNGs of ``wanted`` (file name -> code points) into ``out``."""
     prefix = f"package/img/{artist}/{IMAGE_SIZE}/"
     written: dict[str, Path] = {}
     with tarfile.open(tarball) as archive:
@@ -106,6 +125,44 @@ def _extract(tarball: Path, artist: str, out: Path, wanted: set[str]) -> dict[st
     return written
 
 
+def _render_fluent(tarball: Path, out: Path, wanted: dict[str, str]) -> dict[str, Path]:
+    """Fluent's SVG of each wanted emoji (by its code points, with or without the FE0F
+    variation selector), rendered to a PNG of ``IMAGE_SIZE`` pixels."""
+    try:
+        import cairosvg
+    except (ImportError, OSError) as error:  # OSError: the cairo library itself is missing
+        raise NpmError(
+            "Fluent emoji are SVG, rendered with cairosvg: pip install cairosvg (it needs the "
+            f"cairo library, e.g. apt-get install libcairo2) ({error})"
+        ) from error
+    with tarfile.open(tarball) as archive:
+        catalogue = {}
+        for part in ("icons", "chars"):
+            member = archive.extractfile(f"package/{part}.json")
+            if member is None:
+                raise NpmError(f"{tarball} holds no package/{part}.json")
+            catalogue[part] = json.load(member)
+    icons, chars = catalogue["icons"], catalogue["chars"]
+    side = (icons.get("width", 16), icons.get("height", 16))
+    written: dict[str, Path] = {}
+    for name, unified in wanted.items():
+        code = unified.lower()
+        icon = chars.get(code) or chars.get(code.replace("-fe0f", ""))
+        if icon is None or icon not in icons["icons"]:
+            continue
+        svg = (
+            '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+            f'viewBox="0 0 {side[0]} {side[1]}">{icons["icons"][icon]["body"]}</svg>'
+        )
+        target = out / name
+        png = cairosvg.svg2png(
+            bytestring=svg.encode(), output_width=IMAGE_SIZE, output_height=IMAGE_SIZE
+        )
+        target.write_bytes(png)
+        written[name] = target
+    return written
+
+
 def _read_catalogue(tarball: Path) -> list[dict[str, Any]]:
     with tarfile.open(tarball) as archive:
         member = archive.extractfile("package/emoji.json")
@@ -118,30 +175,43 @@ def build_emoji(
     out: str | Path,
     skin_tones: bool = False,
     cache_dir: str | Path | None = None,
+    left: Designer = "google",
+    right: Designer = "twitter",
 ) -> dict[str, float]:
-    """Build ``out/left`` (Noto), ``out/right`` (Twemoji), ``out/pairs.csv`` and ``out/NOTICE.md``.
+    """Build ``out/left``, ``out/right``, ``out/pairs.csv`` and ``out/NOTICE.md``.
 
     Args:
-        skin_tones: also add the skin-tone variants (3,786 pairs instead of 1,911); they share the
-            group of their base emoji.
+        skin_tones: also add the skin-tone variants (3,786 pairs instead of 1,911 for Google
+            and Twitter); they share the group of their base emoji.
         cache_dir: where the npm tarballs are kept (default ``~/.cache/lightning-siamese/npm``).
+        left, right: the designers of the two sides: ``google`` (Noto), ``twitter``
+            (Twemoji) or ``fluent`` (Microsoft's Fluent, flat; needs cairosvg). The names and
+            groups come from emoji-datasource's catalogue either way.
 
     Returns:
         ``pairs`` and ``seconds``.
     """
     start = time.perf_counter()
+    if left == right:
+        raise ConfigError(f"left and right must be two designers, got {left!r} twice")
     out = Path(out)
     cache = Path(cache_dir) if cache_dir else user_cache_dir() / "npm"
-    specs = [f"{PACKAGES[side]}@{VERSION}" for side in ("left", "right")]
-    tarballs = dict(zip(("left", "right"), npm_pack(specs, cache), strict=True))
+    designers = {"left": left, "right": right}
+    # emoji-datasource's catalogue (in either of its packages) names every emoji.
+    catalogue_owner = left if left != "fluent" else right
+    specs = sorted({PACKAGES[catalogue_owner], *(PACKAGES[d] for d in designers.values())})
+    tarballs = dict(zip(specs, npm_pack(specs, cache), strict=True))
 
     rows: dict[str, dict[str, str]] = {}
-    for entry in _read_catalogue(tarballs["left"]):
+    codes: dict[str, str] = {}
+    for entry in _read_catalogue(tarballs[PACKAGES[catalogue_owner]]):
         variants = [entry]
         if skin_tones:
             variants += list(entry.get("skin_variations", {}).values())
         for variant in variants:
-            if variant.get("has_img_google") and variant.get("has_img_twitter"):
+            drawn = (d == "fluent" or variant.get(f"has_img_{d}") for d in designers.values())
+            if all(drawn):
+                codes[variant["image"]] = variant["unified"]
                 rows[variant["image"]] = {
                     "name": Path(variant["image"]).stem,
                     "group": emoji_group(variant["unified"]),
@@ -149,12 +219,14 @@ def build_emoji(
                     "category": entry.get("category") or "",
                 }
 
-    for side in ("left", "right"):
+    written = {}
+    for side, designer in designers.items():
         (out / side).mkdir(parents=True, exist_ok=True)
-    written = {
-        side: _extract(tarballs[side], ARTISTS[side], out / side, set(rows))
-        for side in ("left", "right")
-    }
+        tarball = tarballs[PACKAGES[designer]]
+        if designer == "fluent":
+            written[side] = _render_fluent(tarball, out / side, codes)
+        else:
+            written[side] = _extract(tarball, designer, out / side, codes)
     complete = sorted(set(written["left"]) & set(written["right"]))
     for side, other in (("left", "right"), ("right", "left")):
         for name in set(written[side]) - set(written[other]):
@@ -162,7 +234,11 @@ def build_emoji(
     columns = ["name", "group", "description", "category"]
     write_pairs_csv(out / "pairs.csv", (rows[name] for name in complete), columns)
     notice = ATTRIBUTION.format(
-        packages=", ".join(specs), version=VERSION, pairs=len(complete), size=IMAGE_SIZE
+        left=CREDITS[left],
+        right=CREDITS[right],
+        packages=", ".join(specs),
+        pairs=len(complete),
+        size=IMAGE_SIZE,
     )
     (out / "NOTICE.md").write_text(notice, encoding="utf-8")
     return {"pairs": len(complete), "seconds": time.perf_counter() - start}

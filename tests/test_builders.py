@@ -85,3 +85,32 @@ def test_data_show_draws_the_triplet_grid(pair_folder: Path, tmp_path: Path) -> 
     grid = Image.open(out)
     assert grid.width > 300 and grid.height > 300
     assert main(["data", "show", str(pair_folder), "--out", str(out), "--split", "test"]) == 0
+
+
+@pytest.mark.network
+def test_emoji_builder_with_fluent_drawings(tmp_path: Path) -> None:
+    """Microsoft's Fluent emoji (SVG, rendered) against Google's: the same names and groups,
+    a drawing of the same emoji (the grinning face is yellow, with dark eyes), and the
+    credits of both designers."""
+    reason = npm_unreachable_reason()
+    if reason:
+        pytest.skip(reason)
+    pytest.importorskip("cairosvg")
+    out = tmp_path / "fluent"
+    assert main(["data", "emoji", "--out", str(out), "--right", "fluent"]) == 0
+    report = discover_pairs(out)
+    assert len(report.pairs) > 1500 and report.problems == []
+    names = {pair.name for pair in report.pairs}
+    assert {"1f600", "2764-fe0f", "1f6b6-200d-2642-fe0f"} <= names  # FE0F matched either way
+    assert not any(name.startswith("1f1") and "-1f1" in name for name in names)  # no flags
+    face = np.asarray(Image.open(out / "right" / "1f600.png").convert("RGBA"), dtype=float)
+    assert face.shape == (64, 64, 4)
+    opaque = face[face[..., 3] > 200]
+    assert len(opaque) > 64 * 64 / 2  # a round face filling most of the square
+    red, green, blue = np.median(opaque[..., :3], axis=0)
+    assert red > 200 and 120 < green < red and blue < 100  # yellow-orange skin
+    assert (opaque[..., :3].sum(axis=1) < 200).any()  # dark eyes and mouth
+    notice = (out / "NOTICE.md").read_text()
+    assert "Fluent Emoji" in notice and "Noto Emoji" in notice
+    with pytest.raises(ValueError, match="two designers"):
+        build_emoji(tmp_path / "same", left="fluent", right="fluent")

@@ -69,7 +69,9 @@ def _caption(path: Path) -> str:
 def _emoji(args: argparse.Namespace) -> int:
     from lightning_siamese.emoji import build_emoji
 
-    result = build_emoji(args.out, skin_tones=args.skin_tones, cache_dir=args.cache_dir)
+    result = build_emoji(
+        args.out, args.skin_tones, args.cache_dir, left=args.left, right=args.right
+    )
     print(f"wrote {result['pairs']} emoji pairs to {args.out} in {result['seconds']:.1f} s")
     return 0
 
@@ -107,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     emoji.add_argument("--out", type=Path, required=True)
     emoji.add_argument("--skin-tones", action="store_true", help="add skin-tone variants")
     emoji.add_argument("--cache-dir", type=Path, default=None, help="where npm tarballs are kept")
+    designers = ("google", "twitter", "fluent")
+    emoji.add_argument("--left", choices=designers, default="google", help="left/'s designer")
+    emoji.add_argument(
+        "--right",
+        choices=designers,
+        default="twitter",
+        help="right/'s designer (fluent: Microsoft's, rendered from SVG with cairosvg)",
+    )
     emoji.set_defaults(run=_emoji)
 
     glyphs = commands.add_parser("glyphs", help="build font-glyph pairs from matplotlib's fonts")
