@@ -1,5 +1,5 @@
 """The quick start, `bash scripts/demo.sh`, learns on the real emoji data: slow (minutes), run by
-.ci/run after the suite. Two epochs instead of ten (extra arguments go to `fit`)."""
+.ci/run after the suite. Two epochs instead of thirty (extra arguments go to `fit`)."""
 
 from __future__ import annotations
 

@@ -48,6 +48,7 @@ EXTRA = {
 NETWORK = {  # run when npm reaches its registry, each in a folder of its own
     "lightning-siamese data emoji --out data/emoji",
     "lightning-siamese data emoji --out data/emoji-all --skin-tones",
+    "lightning-siamese data emoji --out data/emoji-fluent --right fluent",
 }
 DISTRIBUTED = {  # subprocesses on CPU: 2 processes with gloo instead of GPUs / nodes
     "lightning-siamese fit -c configs/ttl.yaml -c configs/trainer/ddp.yaml --data.root "
@@ -59,6 +60,9 @@ DISTRIBUTED = {  # subprocesses on CPU: 2 processes with gloo instead of GPUs / 
 COVERED = {
     "bash scripts/demo.sh": "tests/test_demo.py runs it (slow; in .ci/run)",
     "bash scripts/test.sh": ".ci/run runs it: it is this test suite",
+    "lightning-siamese wise-ft --ckpt runs/demo/checkpoints/last.ckpt --alpha 0.75": "tests/"
+    "test_wise_ft.py runs it on a model trained from a weights file; the sandbox's models start "
+    "from random weights, which WiSE-FT refuses",
     ".venv/bin/python -m pytest -m slow": ".ci/run runs it",
     "wandb sync runs/demo/wandb/offline-run-*": "uploading needs a W&B account and the network; "
     "the offline run folder it names is checked here after the W&B command",

@@ -34,6 +34,10 @@ COMMANDS = {
         "lightning_siamese.commands.export",
         "the embedding network as ONNX or TorchScript, checked against PyTorch",
     ),
+    "wise-ft": Command(
+        "lightning_siamese.commands.wise_ft",
+        "a checkpoint whose backbone is mixed with its pretrained weights (WiSE-FT)",
+    ),
 }
 
 
