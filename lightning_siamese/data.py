@@ -145,6 +145,12 @@ class SiameseDataModule(pl.LightningDataModule):
             build_glyphs(self.root)
 
     def setup(self, stage: str | None = None) -> None:
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        wanted = getattr(model, "hparams", {}).get("image_size", self.hparams["image_size"])
+        if wanted != self.hparams["image_size"]:  # outside the CLI, which links the two
+            have = self.hparams["image_size"]
+            raise ConfigError(f"the data are {have} px, the model takes {wanted} px: give "
+                              f"SiameseDataModule image_size={wanted}")  # fmt: skip
         if stage == "predict":
             if self.hparams["predict_root"] is None:
                 raise ConfigError("predict needs --data.predict_root: a folder of images to embed")

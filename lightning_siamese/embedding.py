@@ -72,7 +72,12 @@ class GridPool(nn.Module):
 class TokenGrid(nn.Module):
     """A ViT's tokens (B, prefix + H*W, C) -> its patch tokens as a map (B, C, H, W), so the
     heads pool and flatten them as a CNN's features; the prefix (class and register tokens)
-    is left out."""
+    is left out.
+
+    Args:
+        prefix: how many tokens come before the patches (timm's ``num_prefix_tokens``).
+        grid: the patch grid's (height, width).
+    """
 
     def __init__(self, prefix: int, grid: tuple[int, int]) -> None:
         super().__init__()
@@ -130,11 +135,13 @@ class EmbeddingNet(nn.Module):
         self.channels_last = channels_last
         image_size = image_size or backbones.input_size(backbone)
         self.backbone = backbones.create(backbone, weights, image_size)
-        self.units = backbones.units_of(backbone, self.backbone)
+        self.units = backbones.units_of(backbone, self.backbone, image_size)
         if feature_unit is not None:
-            if feature_unit not in self.units:
+            methods = [i for i, name in enumerate(self.units) if name.startswith("_")]
+            if feature_unit not in self.units[(methods[-1] if methods else 0) :]:
                 raise ConfigError(
-                    f"feature_unit={feature_unit!r} is not a unit of {backbone}: {self.units}"
+                    f"feature_unit={feature_unit!r} is not a unit of {backbone} (after its "
+                    f"position embeddings, for a ViT): {self.units}"
                 )
             dropped = self.units[self.units.index(feature_unit) + 1 :]
             self.units = self.units[: len(self.units) - len(dropped)]
@@ -159,12 +166,12 @@ class EmbeddingNet(nn.Module):
         for name in self.units[: self.frozen_units]:
             for parameter in backbones.unit_parameters(self.backbone, name):
                 parameter.requires_grad_(False)
-        patches = getattr(self.backbone, "patch_embed", None)
-        self.to_map: nn.Module = (
-            TokenGrid(int(getattr(self.backbone, "num_prefix_tokens", 0)), patches.grid_size)
-            if patches is not None and hasattr(patches, "grid_size")
-            else nn.Identity()
-        )
+        self.to_map: nn.Module = nn.Identity()
+        if len(self.feature_shape(image_size)) == 2:  # a ViT's tokens: (tokens, channels)
+            grid = getattr(getattr(self.backbone, "patch_embed", None), "grid_size", None)
+            if grid is None:
+                raise ConfigError(f"{backbone} makes tokens without a patch grid: unsupported")
+            self.to_map = TokenGrid(int(getattr(self.backbone, "num_prefix_tokens", 0)), grid)
 
         channels, height, width = self.feature_shape(image_size)
         if head == "seed":
@@ -195,7 +202,7 @@ class EmbeddingNet(nn.Module):
             raise ConfigError(f"head must be 'seed' or 'pooled', got {head!r}")
 
     @torch.no_grad()
-    def feature_shape(self, image_size: int) -> tuple[int, int, int]:
+    def feature_shape(self, image_size: int) -> tuple[int, ...]:
         """(channels, height, width) of the features the head gets, for square images."""
         was_training = self.training
         self.eval()
@@ -208,7 +215,7 @@ class EmbeddingNet(nn.Module):
             ) from error
         finally:
             self.train(was_training)
-        return int(shape[1]), int(shape[2]), int(shape[3])
+        return tuple(int(size) for size in shape[1:])
 
     def _run(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         for name in self.units[start:stop]:

@@ -143,16 +143,20 @@ def _render_fluent(tarball: Path, out: Path, wanted: dict[str, str]) -> dict[str
                 raise NpmError(f"{tarball} holds no package/{part}.json")
             catalogue[part] = json.load(member)
     icons, chars = catalogue["icons"], catalogue["chars"]
-    side = (icons.get("width", 16), icons.get("height", 16))
+    aliases = icons.get("aliases", {})
     written: dict[str, Path] = {}
     for name, unified in wanted.items():
         code = unified.lower()
         icon = chars.get(code) or chars.get(code.replace("-fe0f", ""))
+        icon = aliases.get(icon, {}).get("parent", icon)  # an alias draws its parent icon
         if icon is None or icon not in icons["icons"]:
             continue
+        drawing = icons["icons"][icon]
+        width = drawing.get("width", icons.get("width", 16))
+        height = drawing.get("height", icons.get("height", 16))
         svg = (
             '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
-            f'viewBox="0 0 {side[0]} {side[1]}">{icons["icons"][icon]["body"]}</svg>'
+            f'viewBox="0 0 {width} {height}">{drawing["body"]}</svg>'
         )
         target = out / name
         png = cairosvg.svg2png(
@@ -184,9 +188,10 @@ def build_emoji(
         skin_tones: also add the skin-tone variants (3,786 pairs instead of 1,911 for Google
             and Twitter); they share the group of their base emoji.
         cache_dir: where the npm tarballs are kept (default ``~/.cache/lightning-siamese/npm``).
-        left, right: the designers of the two sides: ``google`` (Noto), ``twitter``
-            (Twemoji) or ``fluent`` (Microsoft's Fluent, flat; needs cairosvg). The names and
-            groups come from emoji-datasource's catalogue either way.
+        left: the designer of ``left/``: ``google`` (Noto), ``twitter`` (Twemoji) or
+            ``fluent`` (Microsoft's Fluent, flat, rendered from SVG; needs cairosvg).
+        right: the designer of ``right/``, another of the three. The names and groups come
+            from emoji-datasource's catalogue either way.
 
     Returns:
         ``pairs`` and ``seconds``.

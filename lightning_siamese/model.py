@@ -37,7 +37,7 @@ def default_optimizer(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.O
 
 
 class SiameseModel(pl.LightningModule):
-    """A Siamese embedding trained with a triplet loss.
+    """A Siamese embedding trained with a triplet (or InfoNCE) loss.
 
     The defaults are the seed's model: ResNet50 (ImageNet), frozen up to ``layer4.0``, the
     Flatten-Dense head, 256-d embeddings, squared-L2 triplet loss with margin 0.5, Adam 1e-4.

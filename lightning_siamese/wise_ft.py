@@ -32,19 +32,31 @@ def pretrained_state(hparams: dict[str, Any]) -> dict[str, torch.Tensor]:
     return backbone.state_dict()
 
 
+def check_alpha(alpha: float) -> None:
+    """A :class:`ConfigError` unless ``0 <= alpha <= 1``."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"the WiSE-FT alpha must be in [0, 1], got {alpha}")
+
+
 @torch.no_grad()
 def interpolate(
     tuned: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor], alpha: float
 ) -> int:
     """Mix the floating-point tensors of ``tuned`` in place with those of the same name in
-    ``pretrained``: ``lerp(pretrained, tuned, alpha)``; returns how many changed."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"the WiSE-FT alpha must be in [0, 1], got {alpha}")
+    ``pretrained``: ``lerp(pretrained, tuned, alpha)``; returns how many changed.
+
+    BatchNorm running statistics are mixed like the weights: an approximation (the statistics
+    of the mixed network's activations are not the mix of the two), as in WiSE-FT's own code.
+    """
+    check_alpha(alpha)
     changed = 0
     for key, tensor in tuned.items():
         start = pretrained.get(key)
         if start is None or not tensor.is_floating_point() or torch.equal(start, tensor):
             continue
+        if start.shape != tensor.shape:
+            raise ConfigError(f"WiSE-FT: {key} is {tuple(tensor.shape)} here, "
+                              f"{tuple(start.shape)} in the pretrained weights")  # fmt: skip
         tensor.copy_(torch.lerp(start.to(tensor), tensor, alpha))
         changed += 1
     return changed
@@ -64,11 +76,12 @@ def mix_checkpoint(checkpoint: str | Path, alpha: float, out: str | Path) -> dic
     export, not a run to resume); ``wise_ft`` records the alpha and the source. Returns that
     record with the number of tensors mixed.
     """
+    check_alpha(alpha)  # before anything is loaded or downloaded
     source = Path(checkpoint)
     try:
         content = torch.load(source, map_location="cpu", weights_only=True)
         hparams, state = content["hyper_parameters"], content["state_dict"]
-    except (OSError, RuntimeError, KeyError, TypeError) as error:
+    except Exception as error:  # OSError, unpickling, truncation, another kind of file
         raise CheckpointError(
             f"{source}: not a readable checkpoint of `lightning-siamese fit` ({error})"
         ) from error

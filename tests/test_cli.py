@@ -240,6 +240,27 @@ def test_fit_with_timm_backbones_offline(name: str, tmp_path: Path) -> None:
     assert reloaded.hparams.backbone == backbone and reloaded.hparams.distance == "cosine"
 
 
+def test_unset_image_size_is_the_backbones_and_a_mismatch_is_named(tmp_path: Path) -> None:
+    """With data.image_size unset the CLI gives data and model the backbone's pretrained size
+    (timm's resnet10t: 176); set, it wins; outside the CLI a data module of another size is
+    refused when the trainer sets it up."""
+    import pytorch_lightning as pl
+
+    from lightning_siamese.data import SiameseDataModule
+
+    write_pairs(tmp_path / "pairs", 12)
+    args = [*tiny_args(tmp_path / "pairs", tmp_path / "run"), "--model.backbone=timm/resnet10t"]
+    built = run([*args, "--data.image_size=null"], run=False)
+    assert built.datamodule.hparams.image_size == built.model.hparams.image_size == 176
+    built = run([*args, "--data.image_size=48"], run=False)
+    assert built.datamodule.hparams.image_size == built.model.hparams.image_size == 48
+    model = SiameseModel(backbone="timm/resnet10t", weights="none", head="pooled")
+    data = SiameseDataModule(str(tmp_path / "pairs"), num_workers=0)  # 200 px: the seed's
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False)
+    with pytest.raises(ValueError, match="the data are 200 px, the model takes 176 px"):
+        trainer.fit(model, data)
+
+
 def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     from lightning_siamese.commands import COMMANDS
 

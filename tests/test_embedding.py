@@ -240,3 +240,18 @@ def test_grid_pool_is_adaptive_average_pooling_without_its_backward(
         net(torch.randn(3, 3, 64, 64)).sum().backward()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_timm_models_that_cannot_be_split_are_refused() -> None:
+    """Swin's NHWC maps and a ViT's output before its position embeddings are named, not
+    turned into wrong features."""
+    with pytest.raises(ValueError, match="NHWC"):
+        EmbeddingNet("timm/swin_tiny_patch4_window7_224", weights="none", image_size=224)
+    with pytest.raises(ValueError, match="after its position embeddings"):
+        EmbeddingNet("timm/vit_small_patch14_dinov2.lvd142m", weights="none",
+                     feature_unit="patch_embed", image_size=56)  # fmt: skip
+    vit = EmbeddingNet("timm/vit_small_patch14_dinov2.lvd142m", weights="none",
+                       feature_unit="blocks.3", head="pooled", image_size=56)  # fmt: skip
+    assert vit.units[-1] == "blocks.3" and vit.feature_shape(56) == (384, 4, 4)
+    with pytest.raises(ValueError, match="image_size=16 does not fit"):
+        EmbeddingNet("timm/inception_v3", weights="none", image_size=16)

@@ -56,6 +56,10 @@ def test_wise_ft_mixes_the_trained_units_with_the_pretrained_file(tmp_path: Path
         main(["evaluate", "--ckpt", str(out), "--root", str(root), "--out", str(tmp_path / "e")])
         == 0
     )
+    # By default the file goes beside the run's checkpoints, not among them.
+    assert main(["wise-ft", "--ckpt", str(trained), "--alpha", "0.5"]) == 0
+    assert (run / "wise-ft" / "last-alpha0.5.ckpt").is_file()
+    assert not [p for p in (run / "checkpoints").iterdir() if "alpha" in p.name]
 
 
 def test_wise_ft_refuses_random_starts_and_bad_alphas(
@@ -65,7 +69,12 @@ def test_wise_ft_refuses_random_starts_and_bad_alphas(
     assert main(["wise-ft", "--ckpt", str(checkpoint), "--alpha", "0.5"]) == 2
     assert "started from none" in capsys.readouterr().err
     assert main(["wise-ft", "--ckpt", str(tmp_path / "missing.ckpt"), "--alpha", "0.5"]) == 2
-    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert "missing.ckpt" in capsys.readouterr().err
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    assert main(["wise-ft", "--ckpt", str(tmp_path / "junk.ckpt"), "--alpha", "0.5"]) == 2
+    assert "junk.ckpt" in capsys.readouterr().err
+    assert main(["wise-ft", "--ckpt", str(checkpoint), "--alpha", "2"]) == 2
+    assert "alpha must be in [0, 1]" in capsys.readouterr().err
     from lightning_siamese.wise_ft import interpolate
 
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):

@@ -7,7 +7,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_siamese.wise_ft import mix_checkpoint
+from lightning_siamese.checkpoints import check_checkpoint
+from lightning_siamese.wise_ft import check_alpha, mix_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,13 +22,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--alpha", required=True, type=float, help="1: the fine-tuned model, 0: pretrained"
     )
-    parser.add_argument("--out", type=Path, help="default: <ckpt stem>-wise<alpha>.ckpt beside it")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="default: <run>/wise-ft/<ckpt stem>-alpha<alpha>.ckpt (outside checkpoints/, so "
+        "--ckpt_path last and best never pick it)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = args.out or args.ckpt.with_name(f"{args.ckpt.stem}-wise{args.alpha:g}.ckpt")
+    check_alpha(args.alpha)
+    check_checkpoint(args.ckpt)  # a missing, truncated or foreign file, named
+    folder = args.ckpt.resolve().parent
+    run = folder.parent if folder.name == "checkpoints" else folder
+    out = args.out or run / "wise-ft" / f"{args.ckpt.stem}-alpha{args.alpha:g}.ckpt"
     record = mix_checkpoint(args.ckpt, args.alpha, out)
     print(f"wrote {out}: {record['tensors']} backbone tensors mixed at alpha {args.alpha:g}")
     return 0
