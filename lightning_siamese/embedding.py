@@ -9,6 +9,7 @@ an image never changes and can be cached (:meth:`EmbeddingNet.forward_frozen` /
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
@@ -17,6 +18,10 @@ from torch import nn
 
 from lightning_siamese import backbones
 from lightning_siamese.errors import ConfigError
+
+#: True while a checkpoint is loaded: its tensors replace the pretrained weights, so those are
+#: neither downloaded nor read (a checkpoint loads offline, without the file it started from).
+SKIP_PRETRAINED: ContextVar[bool] = ContextVar("skip_pretrained", default=False)
 
 
 def pooling_matrix(size: int, bins: int) -> torch.Tensor:
@@ -134,7 +139,8 @@ class EmbeddingNet(nn.Module):
         super().__init__()
         self.channels_last = channels_last
         image_size = image_size or backbones.input_size(backbone)
-        self.backbone = backbones.create(backbone, weights, image_size)
+        skip = SKIP_PRETRAINED.get()
+        self.backbone = backbones.create(backbone, "none" if skip else weights, image_size)
         self.units = backbones.units_of(backbone, self.backbone, image_size)
         if feature_unit is not None:
             methods = [i for i, name in enumerate(self.units) if name.startswith("_")]

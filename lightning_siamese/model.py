@@ -16,7 +16,7 @@ from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLR
 from lightning_siamese import random_state
 from lightning_siamese.backbones import input_size, normalization
 from lightning_siamese.checkpoints import check_checkpoint, checkpoint_problem
-from lightning_siamese.embedding import EmbeddingNet
+from lightning_siamese.embedding import SKIP_PRETRAINED, EmbeddingNet
 from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
 from lightning_siamese.feature_cache import FeatureMemo, SplitCaches
 from lightning_siamese.losses import Distance, LossName, Mining, make_loss
@@ -136,8 +136,6 @@ class SiameseModel(pl.LightningModule):
         self._cache_train = cache_frozen_features
         self._random_state: dict[str, torch.Tensor] | None = None
 
-    # Loading ---------------------------------------------------------------------------------
-
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
         cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any
@@ -148,14 +146,15 @@ class SiameseModel(pl.LightningModule):
         # Explicit: torch releases before 2.6 default to unpickling anything.
         kwargs["weights_only"] = kwargs.get("weights_only") is not False
         check_checkpoint(path, weights_only=kwargs["weights_only"])
+        token = SKIP_PRETRAINED.set(True)  # the checkpoint holds every backbone tensor
         try:
             return super().load_from_checkpoint(path, *args, **kwargs)
-        except UserError:  # e.g. ImageNet weights that cannot be downloaded: that message
+        except UserError:  # e.g. an unknown backbone name: that message
             raise
         except Exception as error:  # the module's init rejects another model's settings
             raise CheckpointError(checkpoint_problem(path, error)) from error
-
-    # Inference -------------------------------------------------------------------------------
+        finally:
+            SKIP_PRETRAINED.reset(token)
 
     def transform(self) -> Transform:
         """The preprocessing the network expects: PIL image -> normalised tensor."""

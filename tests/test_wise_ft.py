@@ -60,6 +60,9 @@ def test_wise_ft_mixes_the_trained_units_with_the_pretrained_file(tmp_path: Path
     assert main(["wise-ft", "--ckpt", str(trained), "--alpha", "0.5"]) == 0
     assert (run / "wise-ft" / "last-alpha0.5.ckpt").is_file()
     assert not [p for p in (run / "checkpoints").iterdir() if "alpha" in p.name]
+    # A checkpoint holds every tensor: it loads without the file it started from.
+    weights.unlink()
+    assert torch.equal(load_model(trained, "cpu").state_dict()[key], before[key])
 
 
 def test_wise_ft_refuses_random_starts_and_bad_alphas(
