@@ -88,6 +88,15 @@ def _offline_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
         wandb.finish()
 
 
+def cairo_missing_reason() -> str | None:
+    """Why Fluent emoji cannot be rendered here (cairosvg or the cairo library missing)."""
+    try:
+        import cairosvg  # noqa: F401
+    except (ImportError, OSError) as error:  # OSError: cairocffi finds no libcairo
+        return f"cairosvg cannot render here: {error}"
+    return None
+
+
 def npm_unreachable_reason() -> str | None:
     npm = shutil.which("npm")
     if npm is None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import npm_unreachable_reason
+from conftest import cairo_missing_reason, npm_unreachable_reason
 from lightning_siamese.cli import main
 from lightning_siamese.emoji import build_emoji, emoji_group, npm_pack
 from lightning_siamese.errors import NpmError
@@ -95,7 +95,9 @@ def test_emoji_builder_with_fluent_drawings(tmp_path: Path) -> None:
     reason = npm_unreachable_reason()
     if reason:
         pytest.skip(reason)
-    pytest.importorskip("cairosvg")
+    reason = cairo_missing_reason()
+    if reason:
+        pytest.skip(reason)
     out = tmp_path / "fluent"
     assert main(["data", "emoji", "--out", str(out), "--right", "fluent"]) == 0
     report = discover_pairs(out)
