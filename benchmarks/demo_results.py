@@ -59,27 +59,16 @@ def run_demo(seed: int, extra: list[str], run: Path) -> dict[str, float]:
 
 def frozen_baseline(run: Path) -> dict[str, float]:
     """Frozen ImageNet EfficientNet-Lite0 features, 224 px, on the run's test split."""
-    import torch
-    from torch.utils.data import DataLoader
+    from generalisation import frozen_embeddings  # the same baseline as the other checks
 
-    from lightning_siamese.backbones import normalization
-    from lightning_siamese.embedding import EmbeddingNet
-    from lightning_siamese.images import ImageFilesDataset
     from lightning_siamese.pairs import discover_pairs
     from lightning_siamese.retrieval import rank_metrics, retrieval_ranks
     from lightning_siamese.splits import read_split
-    from lightning_siamese.transforms import eval_transform
 
     split = read_split(run / "split.csv")
     pairs = [p for p in discover_pairs(REPO / "data" / "emoji").pairs if split[p.name] == "test"]
-    net = EmbeddingNet(
-        backbone="timm/tf_efficientnet_lite0", weights="imagenet", freeze="all", head="pooled"
-    ).eval()
-    mean, std = normalization("timm/tf_efficientnet_lite0")
     files = [path for pair in pairs for path in (pair.left, pair.right)]
-    loader = DataLoader(ImageFilesDataset(files, eval_transform(224, mean, std)), batch_size=64)
-    with torch.inference_mode():
-        features = torch.cat([net.forward_frozen(b["image"]).mean(dim=(2, 3)) for b in loader])
+    features = frozen_embeddings("timm/tf_efficientnet_lite0", files)
     metrics = rank_metrics(retrieval_ranks(features[0::2], features[1::2]))
     return {name: metrics[name] for name in SHOWN}
 

@@ -173,13 +173,14 @@ class EmbeddingNet(nn.Module):
             for parameter in backbones.unit_parameters(self.backbone, name):
                 parameter.requires_grad_(False)
         self.to_map: nn.Module = nn.Identity()
-        if len(self.feature_shape(image_size)) == 2:  # a ViT's tokens: (tokens, channels)
+        shape = self.feature_shape(image_size)
+        if len(shape) == 2:  # a ViT's tokens: (tokens, channels)
             grid = getattr(getattr(self.backbone, "patch_embed", None), "grid_size", None)
             if grid is None:
                 raise ConfigError(f"{backbone} makes tokens without a patch grid: unsupported")
             self.to_map = TokenGrid(int(getattr(self.backbone, "num_prefix_tokens", 0)), grid)
-
-        channels, height, width = self.feature_shape(image_size)
+            shape = (shape[1], *self.to_map.grid)
+        channels, height, width = shape
         if head == "seed":
             self.head = nn.Sequential(
                 nn.Flatten(),
