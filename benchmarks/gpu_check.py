@@ -20,7 +20,9 @@ then, in this process, the seed model's training throughput (ResNet50 frozen to 
 the Flatten-Dense head, 200 px, ``bf16-mixed``, channels-last, batch 64): images/s of the
 Trainer with the loader (JPEG files, as many workers as the machine allows), of the bare step
 (random tensors on the device), and of the Trainer with the feature cache, each with the peak
-GPU memory. Output: the table on stdout, and ``<out>/gpu_check.md`` / ``.json``.
+GPU memory; the loader alone, whether it keeps up with the bare step, and the goal of 6,000
+images/s with the cache on one H100/H200. Output: the table on stdout, and
+``<out>/gpu_check.md`` / ``.json``.
 """
 
 from __future__ import annotations
@@ -396,6 +398,7 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
         began = time.perf_counter()
         trainer.fit(model, datamodule=data)
         rate = 3 * batch * timer.steps / timer.seconds
+        rates["cache" if cache else "trainer"] = rate
         setup = time.perf_counter() - began - timer.seconds  # start-up, warm-up, cache build
         what = "cache build, warm-up" if cache else "warm-up"
         return (
@@ -429,11 +432,54 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
         if cuda:
             torch.cuda.synchronize()
         rate = 3 * batch * steps / (time.perf_counter() - started)
+        rates["bare"] = rate
         return f"{rate:,.0f} images/s, peak {peak()}"
 
+    def loader_alone() -> str:
+        data = SiameseDataModule(
+            str(jpeg),
+            image_size=200,
+            batch_size=batch,
+            num_workers=check.workers,
+            split_fractions=(0.9, 0.05, 0.05),
+            check_images=False,
+        )
+        data.setup("fit")
+        batches, images, started = 0, 0, 0.0
+        while batches < warmup + steps:  # epochs of the train loader, as fit would run them
+            for item in data.train_dataloader():
+                if batches == warmup:
+                    started = time.perf_counter()
+                batches += 1
+                images += 3 * len(item["index"]) if batches > warmup else 0
+                if batches >= warmup + steps:
+                    break
+        rates["loader"] = images / (time.perf_counter() - started)
+        return f"{rates['loader']:,.0f} images/s, {check.workers} workers (no model)"
+
+    rates: dict[str, float] = {}
+
+    def keeps_up() -> str:
+        loader, step = rates.get("loader"), rates.get("bare")
+        if loader is None or step is None:
+            raise RuntimeError("the loader or the bare step did not run")
+        verdict = "keeps up" if loader >= step else "does NOT keep up"
+        return f"loader {loader / step:.2f}x the bare step: {verdict}"
+
+    def goal() -> str:
+        rate = rates.get("cache")
+        if rate is None:
+            raise RuntimeError("the cached run did not run")
+        met = "met" if rate >= 6000 else "missed"
+        where = "" if cuda else " (a GPU goal; this ran on the CPU)"
+        return f"{rate:,.0f} images/s with the cache against 6,000 on one H100/H200: {met}{where}"
+
+    check.record("seed model, loader alone (JPEG), bf16-mixed sizes", loader_alone)
     check.record("seed model, Trainer + JPEG loader, bf16-mixed", lambda: trainer_run(False))
     check.record("seed model, bare step (random tensors), bf16-mixed", bare_step)
+    check.record("seed model, does the loader keep up with the step", keeps_up)
     check.record("seed model, Trainer + feature cache, bf16-mixed", lambda: trainer_run(True))
+    check.record("seed model, goal: >= 6,000 images/s with the cache", goal)
 
 
 def machine(accelerator: str) -> str:

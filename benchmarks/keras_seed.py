@@ -20,7 +20,10 @@ Changes from the example, each because the original is wrong or cannot run on Ke
 * Keras 3 shows what ``train_step`` returns instead of averaging it over the epoch as Keras 2
   did, so ``SiameseModel`` keeps the epoch's running mean in a ``keras.metrics.Mean`` and also
   returns the batch's own loss (``batch_loss``), which the timing callback averages;
-* ``--weights none`` by default, since ImageNet weights need a download (same compute).
+* ``--weights none`` by default, since ImageNet weights need a download (same compute);
+* ``--precision mixed_bfloat16`` runs it under Keras' mixed-precision policy (bf16 compute,
+  float32 variables), with the embeddings cast to float32 for the loss, as Keras' guide asks
+  of a model's outputs.
 
 It runs in its own virtual environment (``benchmarks/setup_keras.sh``) and imports nothing from
 ``lightning_siamese``.  Example::
@@ -210,6 +213,8 @@ class SiameseModel(keras.Model):
         with tf.GradientTape() as tape:
             # No `training=True`, as in the example: BatchNormalization uses its moving stats.
             embeddings = self.training_model((data[:, 0], data[:, 1], data[:, 2]))
+            # float32 under mixed precision (a no-op otherwise), as Keras' guide asks of outputs.
+            embeddings = {name: tf.cast(value, "float32") for name, value in embeddings.items()}
             anchor_positive_dist = tf.reduce_sum(
                 tf.square(embeddings["anchor_embedding"] - embeddings["positive_embedding"]), -1
             )
@@ -286,6 +291,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=200)
     parser.add_argument("--weights", choices=["none", "imagenet"], default="none")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "mixed_bfloat16"],
+        default="float32",
+        help="Keras' dtype policy: float32, or bf16 compute with float32 variables",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--limit-batches", type=int, default=None, help="batches per epoch, max")
     parser.add_argument(
@@ -305,6 +316,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)  # Python, NumPy and TensorFlow
+    keras.mixed_precision.set_global_policy(args.precision)
 
     pairs = find_pairs(args.root)
     dataset = SiameseDatasetGenerator(
@@ -329,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"keras {keras.__version__}, tensorflow {tf.__version__}: {len(pairs)} pairs, "
         f"{len(dataset)} batches of {args.batch_size} per epoch, {args.image_size}px, "
-        f"weights={args.weights}, jit_compile={siamese_model.jit_compile}"
+        f"weights={args.weights}, precision={args.precision}, "
+        f"jit_compile={siamese_model.jit_compile}"
     )
     print(
         f"embedding: {total:,} parameters, {trainable:,} trainable "
@@ -367,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
         "image_size": args.image_size,
         "weights": args.weights,
+        "precision": args.precision,
         "seed": args.seed,
         "jit_compile": bool(siamese_model.jit_compile),
         "build_seconds": build_seconds,

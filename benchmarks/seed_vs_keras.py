@@ -1,17 +1,23 @@
-"""End to end: the seed-faithful 2-epoch training, lightning-siamese versus a Keras 3 port.
+"""End to end: the seed-faithful 2-epoch training, lightning-siamese versus a Keras 3 port,
+like for like in fp32 and in bf16, from one run.
 
-    python benchmarks/seed_vs_keras.py                       # data/bench-jpeg, 1,000 pairs
-    python benchmarks/seed_vs_keras.py --runs cache keras    # without the slow eager run
-    python benchmarks/seed_vs_keras.py --runs bf16           # bf16-mixed, vs the last Keras run
+    python benchmarks/seed_vs_keras.py                   # data/bench-jpeg, 1,000 pairs
+    python benchmarks/seed_vs_keras.py --runs fp32 keras # one precision only
+    python benchmarks/seed_vs_keras.py --runs eager      # also: ours without the feature cache
 
 One command, one run after the other on the same CPU, same images, same batch size (64, the
-seed's), 2 epochs:
+seed's), same threads, 2 epochs:
 
-1. ``lightning-siamese fit -c configs/ttl.yaml`` with the frozen-feature cache (the default way
-   to run the seed config fast), then without it (plain eager PyTorch): wall time of the whole
-   process, including start-up, the cache build, and the per-epoch validation the seed lacks;
+1. ``lightning-siamese fit -c configs/ttl.yaml`` with the frozen-feature cache (the fast way to
+   run the seed config), in fp32 and in ``bf16-mixed``: wall time of the whole process,
+   including start-up, the cache build, and the per-epoch validation the seed lacks;
 2. ``benchmarks/keras_seed.py`` (the seed's training loop in Keras 3 / TensorFlow, its own venv
-   made by ``benchmarks/setup_keras.sh``) on exactly the pairs of our train split.
+   made by ``benchmarks/setup_keras.sh``) on exactly the pairs of our train split, in float32
+   and under Keras' ``mixed_bfloat16`` policy.
+
+Each precision's ratio is against the Keras run of the same precision. Then, where the time
+goes: each run's floating-point work (counted with ``torch.utils.flop_counter`` on the same
+architecture) against this machine's measured matrix-multiply rate in that precision.
 
 Weights are random for both (``none``: same compute, nothing to download); both normalise the
 pixels with ImageNet's mean and std, so the final training losses are on one scale.
@@ -23,6 +29,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +54,7 @@ def run(command: list[str], log: Path) -> float:
 
 def ours(
     root: Path, out: Path, cache: bool, batch_size: int, bf16: bool = False
-) -> dict[str, float]:
+) -> dict[str, float | str]:
     run_dir = out / (("ours-cache" if cache else "ours-eager") + ("-bf16" if bf16 else ""))
     shutil.rmtree(run_dir, ignore_errors=True)
     command = [
@@ -65,6 +72,8 @@ def ours(
         *(["--trainer.precision=bf16-mixed"] if bf16 else []),
     ]
     seconds = run(command, out / f"{run_dir.name}.log")
+    text = (out / f"{run_dir.name}.log").read_text()
+    built = re.findall(r"frozen-feature cache: ([\d,]+) images in ([\d.]+) s", text)
     log = next(run_dir.glob("lightning_logs/version_*/metrics.csv"))
     rows = list(csv.DictReader(log.open()))
 
@@ -82,6 +91,9 @@ def ours(
         "d_an": last("train/distance_negative"),
         "train_pairs": pairs,
         "images": images,
+        "cache_images": sum(int(n.replace(",", "")) for n, _ in built),
+        "cache_seconds": sum(float(t) for _, t in built),
+        "graph": "; ".join(re.findall(r"frozen graph: (.*)", text)) or "eager",
     }
     (out / f"{run_dir.name}.json").write_text(json.dumps(result) + "\n")
     return result
@@ -101,10 +113,11 @@ def train_split_folder(run_dir: Path, root: Path, out: Path) -> Path:
     return folder
 
 
-def keras(folder: Path, out: Path, batch_size: int) -> dict[str, float]:
+def keras(folder: Path, out: Path, batch_size: int, precision: str) -> dict[str, float | str]:
     if not KERAS_PYTHON.exists():
         subprocess.run(["bash", str(REPO / "benchmarks" / "setup_keras.sh")], check=True)
-    result = out / "keras.json"
+    name = f"keras-{precision}"
+    result = out / f"{name}.json"
     command = [
         str(KERAS_PYTHON),
         str(REPO / "benchmarks" / "keras_seed.py"),
@@ -112,17 +125,11 @@ def keras(folder: Path, out: Path, batch_size: int) -> dict[str, float]:
         "--epochs=2",
         f"--batch-size={batch_size}",
         "--normalize",
+        f"--precision={precision}",
         f"--json={result}",
     ]
-    return keras_result(out, run(command, out / "keras.log"))
-
-
-def keras_result(out: Path, seconds: float | None) -> dict[str, float]:
-    """The Keras run's figures from ``keras.json`` (``seconds``: the process's wall time)."""
-    data = json.loads((out / "keras.json").read_text())
-    if seconds is None:  # an earlier run: its wall time was kept next to the JSON
-        seconds = float((out / "keras.seconds").read_text())
-    (out / "keras.seconds").write_text(f"{seconds}\n")
+    seconds = run(command, out / f"{name}.log")
+    data = json.loads(result.read_text())
     images = 3 * data["batches_per_epoch"] * data["batch_size"] * len(data["epochs"])
     final = data["epochs"][-1]
     return {
@@ -138,19 +145,107 @@ def keras_result(out: Path, seconds: float | None) -> dict[str, float]:
     }
 
 
+def matmul_rate(dtype: str, threads: int, size: int = 2048) -> float:
+    """This machine's measured matrix-multiply rate (FLOP/s): the best of 5 square products."""
+    import torch
+
+    torch.set_num_threads(threads)
+    kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    a, b = torch.randn(size, size).to(kind), torch.randn(size, size).to(kind)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def step_flops(image_size: int = 200, keras_style: bool = False) -> dict[str, float]:
+    """Floating-point operations per image of the seed model: the frozen part's forward, the
+    trainable tail's forward, and its backward (counted by ``torch.utils.flop_counter``).
+
+    ``keras_style``: Keras' ResNet50 (v1) strides the first 1x1 convolution of each stage's
+    first block where torchvision's (v1.5) strides the 3x3 one; the same counts for that."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lightning_siamese.embedding import EmbeddingNet
+
+    net = EmbeddingNet(
+        backbone="resnet50", weights="none", freeze="layer4.0", head="seed", image_size=image_size
+    )
+    if keras_style:
+        for stage in ("layer2", "layer3", "layer4"):
+            block = net.backbone.get_submodule(stage)[0]
+            block.conv1.stride, block.conv2.stride = (2, 2), (1, 1)
+    images = torch.randn(4, 3, image_size, image_size)
+    counts = {}
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        features = net.forward_frozen(images)
+    counts["frozen"] = counter.get_total_flops() / 4
+    net.train()
+    with FlopCounterMode(display=False) as counter:
+        embeddings = net.forward_tail(features)
+    counts["tail_forward"] = counter.get_total_flops() / 4
+    with FlopCounterMode(display=False) as counter:
+        embeddings.square().sum().backward()
+    counts["tail_backward"] = counter.get_total_flops() / 4
+    return counts
+
+
+def where_the_time_goes(results: dict[str, dict], threads: int) -> None:
+    """Each run's work against the machine's matrix-multiply rate in its precision."""
+    counts = {"ours": step_flops(), "keras": step_flops(keras_style=True)}
+    print("\nwork per image (GFLOP, torch.utils.flop_counter):")
+    for who, flops in counts.items():
+        print(
+            f"  {who:<5} frozen part forward {flops['frozen'] / 1e9:.2f}, trainable tail "
+            f"forward {flops['tail_forward'] / 1e9:.2f} "
+            f"+ backward {flops['tail_backward'] / 1e9:.2f}"
+            + (" (Keras' ResNet50 v1 strides)" if who == "keras" else "")
+        )
+    rates = {dtype: matmul_rate(dtype, threads) for dtype in ("fp32", "bf16")}
+    print(
+        "measured matmul rate, 2048^3, "
+        + ", ".join(f"{dtype} {rate / 1e9:.0f} GFLOP/s" for dtype, rate in rates.items())
+        + f" ({threads} threads)"
+    )
+    print(f"{'run':<40} {'GFLOP':>7} {'GFLOP/s':>8} {'of peak':>7}   part")
+    for name, r in results.items():
+        rate = rates["bf16" if "bf16" in name else "fp32"]
+        flops = counts["keras" if "Keras" in name else "ours"]
+        tail = flops["tail_forward"] + flops["tail_backward"]
+        if r.get("cache_images"):
+            # The cache: the frozen part once per distinct image, then the tail on each triplet.
+            frozen = r["cache_images"] * flops["frozen"]
+            total = frozen + r["images"] * tail
+            part_rate = frozen / r["cache_seconds"]
+            part = f"cache build {part_rate / 1e9:.0f} GFLOP/s ({part_rate / rate:.0%} of peak)"
+        else:
+            total = r["images"] * (flops["frozen"] + tail)
+            part = "every image through the frozen part, each epoch"
+        seconds = r.get("fit_seconds", r["seconds"])
+        print(
+            f"{name:<40} {total / 1e9:>7.0f} {total / seconds / 1e9:>8.0f} "
+            f"{total / seconds / rate:>6.0%}   {part}"
+        )
+    print("(GFLOP/s over the whole process for ours, over Keras' fit for Keras)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=REPO / "data" / "bench-jpeg")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-seed-vs-keras")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--runs",
         nargs="+",
-        default=["cache", "eager", "keras"],
-        choices=["cache", "bf16", "eager", "keras"],
-        help="cache: ours with the feature cache; bf16: the same in bf16-mixed precision; eager: "
-        "ours without the cache; keras: the Keras port (without it, an earlier keras.json in "
-        "--out is the reference)",
+        default=["fp32", "keras", "bf16", "keras-bf16"],
+        choices=["fp32", "keras", "bf16", "keras-bf16", "eager"],
+        help="fp32 / bf16: ours with the feature cache, in fp32 / bf16-mixed; keras / keras-bf16: "
+        "the Keras port in float32 / mixed_bfloat16; eager: ours in fp32 without the cache",
     )
     args = parser.parse_args()
     root = args.root.resolve()
@@ -158,49 +253,61 @@ def main() -> None:
         make = REPO / "benchmarks" / "make_jpeg_pairs.py"
         subprocess.run([sys.executable, str(make), "--out", str(root)], check=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # both frameworks, the same threads
 
-    results = {}
-    for key, name, cache, bf16 in (
-        ("cache", "ours, feature cache", True, False),
-        ("bf16", "ours, cache, bf16-mixed", True, True),
-        ("eager", "ours, eager (no cache)", False, False),
-    ):
-        folder = "ours-cache" if cache else "ours-eager"
-        earlier = args.out / f"{folder}{'-bf16' if bf16 else ''}.json"
-        if key in args.runs:
+    results: dict[str, dict] = {}
+    ours_runs = {
+        "fp32": ("fp32  ours, feature cache", True, False),
+        "bf16": ("bf16  ours, feature cache, bf16-mixed", True, True),
+        "eager": ("fp32  ours, eager (no cache)", False, False),
+    }
+    folder = None
+    for key in args.runs:  # in the order given
+        if key in ours_runs:
+            name, cache, bf16 = ours_runs[key]
             results[name] = ours(root, args.out, cache, args.batch_size, bf16)
-        elif earlier.is_file():  # measured by an earlier run of this script
-            results[name + " (earlier)"] = json.loads(earlier.read_text())
-    name = "Keras 3 port of the seed"
-    if "keras" in args.runs:
-        run_dir = next(
-            args.out / d
-            for d in ("ours-cache", "ours-cache-bf16", "ours-eager")
-            if (args.out / d / "split.csv").is_file()
-        )
-        folder = train_split_folder(run_dir, root, args.out)
-        results[name] = keras(folder, args.out, args.batch_size)
-    elif (args.out / "keras.json").is_file():
-        results[name + " (earlier)"] = keras_result(args.out, None)
-    else:
-        sys.exit("no Keras result to compare with: add `keras` to --runs")
+            run_dir = args.out / (("ours-cache" if cache else "ours-eager") + ("-bf16" * bf16))
+            folder = folder or train_split_folder(run_dir, root, args.out)
+    for key in args.runs:
+        if key.startswith("keras"):
+            if folder is None:
+                sys.exit("the Keras runs train on our train split: add fp32, bf16 or eager")
+            precision = "mixed_bfloat16" if key == "keras-bf16" else "float32"
+            name = f"{'bf16' if key == 'keras-bf16' else 'fp32'}  Keras 3 port ({precision})"
+            results[name] = keras(folder, args.out, args.batch_size, precision)
 
-    peer = next(value for key, value in results.items() if key.startswith(name))
-    print(f"\nseed-faithful training, 2 epochs, batch {args.batch_size}, {os.cpu_count()} CPUs")
+    print(f"\nseed-faithful training, 2 epochs, batch {args.batch_size}, {args.threads} threads")
     print(
-        f"{'run':<36} {'pairs':>5} {'seconds':>7} {'images/s':>8} {'vs Keras':>8} "
+        f"{'run':<40} {'pairs':>5} {'seconds':>7} {'images/s':>8} {'vs Keras':>8} "
         f"{'loss':>7} {'accuracy':>8} {'d(a,p)':>8} {'d(a,n)':>8}"
     )
-    for name, r in results.items():
-        speed = r["images"] / r["seconds"]
-        ratio = peer["seconds"] / r["seconds"]
-        print(
-            f"{name:<36} {r['train_pairs']:>5} {r['seconds']:>7.0f} {speed:>8.1f} "
-            f"{ratio:>7.2f}x {r['final_loss']:>7.4f} {r.get('accuracy', float('nan')):>8.3f} "
-            f"{r.get('d_ap', float('nan')):>8.3f} {r.get('d_an', float('nan')):>8.3f}"
-        )
+    for precision in ("fp32", "bf16"):
+        rows = {n: r for n, r in results.items() if n.startswith(precision)}
+        peer = next((r for n, r in rows.items() if "Keras" in n), None)
+        for name, r in rows.items():
+            speed = r["images"] / r["seconds"]
+            ratio = f"{peer['seconds'] / r['seconds']:>7.2f}x" if peer else f"{'-':>8}"
+            print(
+                f"{name:<40} {r['train_pairs']:>5} {r['seconds']:>7.0f} {speed:>8.1f} {ratio} "
+                f"{r['final_loss']:>7.4f} {r['accuracy']:>8.3f} {r['d_ap']:>8.3f} {r['d_an']:>8.3f}"
+            )
+    print("vs Keras: the Keras run's seconds over this run's, in the same precision")
     print("loss, accuracy (share of triplets with d(a,p) < d(a,n)), distances: the last epoch's")
-    print(f"({peer['versions']}; Keras fit alone {peer['fit_seconds']:.0f} s; logs in {args.out})")
+    keras_runs = [r for n, r in results.items() if "Keras" in n]
+    if keras_runs:
+        peer = keras_runs[0]
+        print(
+            f"({peer['versions']}; Keras fit alone: "
+            + ", ".join(f"{r['fit_seconds']:.0f} s" for r in keras_runs)
+            + f"; logs in {args.out})"
+        )
+    for name, r in results.items():
+        if r.get("graph"):
+            print(
+                f"{name.split('  ')[1]}: cache {r['cache_images']:,} images in "
+                f"{r['cache_seconds']:.1f} s; frozen graph: {r['graph']}"
+            )
+    where_the_time_goes(results, args.threads)
 
 
 if __name__ == "__main__":

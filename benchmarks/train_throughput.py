@@ -13,7 +13,10 @@ in this process, so the ratios are side by side:
 - ``loader``: the DataLoader alone: is it faster than the model step?
 - levers on the compute step: default vs fused Adam, channels_last, bf16 autocast,
   torch.compile, inference_mode for the frozen part, 1 vs 2 threads; on the loader: workers;
-  on the trainer: the frozen-feature cache.
+  on the trainer: the frozen-feature cache;
+- ``frozen``: the frozen part's pass over many images (what the feature cache's build runs),
+  eager (NCHW, channels-last) against the frozen graphs of ``lightning_siamese.frozen_graph``
+  (jit, inductor), in fp32 and under bf16 autocast, at ``--frozen-batch`` images a batch.
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Inductor's compiled kernels are cached on disk: a fresh folder times a first compile.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-"))
 
 import pytorch_lightning as pl
 import torch
 
 from lightning_siamese.data import SiameseDataModule
+from lightning_siamese.frozen_graph import FrozenGraph
 from lightning_siamese.model import SiameseModel
 
 
@@ -154,6 +160,27 @@ def compute_images_per_second(
     return 3 * batch * steps / (time.perf_counter() - started)
 
 
+def frozen_images_per_second(
+    mode: str, bf16: bool, batch: int, steps: int, channels_last: bool = True
+) -> tuple[float, float]:
+    """(images/s of the frozen part over ``steps`` batches after the first, setup seconds:
+    the first batch, which builds the graph, less one eager batch's time)."""
+    net = seed_model(channels_last=channels_last).net.train()  # as at fit start
+    images = torch.randn(batch, 3, 200, 200)
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        graph = FrozenGraph(net.forward_frozen, mode, steps + 1, log=lambda _: None)
+        started = time.perf_counter()
+        graph(images)
+        first = time.perf_counter() - started
+        if graph.used != mode:
+            raise RuntimeError(f"the {mode} graph was not used")
+        started = time.perf_counter()
+        for _ in range(steps):
+            graph(images)
+        seconds = (time.perf_counter() - started) / steps
+    return batch / seconds, max(0.0, first - seconds)
+
+
 def loader_images_per_second(root: Path, batch: int, steps: int, workers: int) -> float:
     loader = datamodule(root, batch, workers).train_dataloader()
     iterator = iter(loader)
@@ -175,9 +202,10 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        default=["trainer", "compute", "loader", "levers", "cache"],
-        choices=["trainer", "compute", "loader", "levers", "cache"],
+        default=["trainer", "compute", "loader", "levers", "cache", "frozen"],
+        choices=["trainer", "compute", "loader", "levers", "cache", "frozen"],
     )
+    parser.add_argument("--frozen-batch", type=int, default=64, help="images a frozen batch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batch, steps, warmup = args.batch_size, args.steps, args.warmup
@@ -224,6 +252,19 @@ def main() -> None:
             args.root, batch, steps, warmup, args.workers, cache=True
         )
         report(f"trainer + frozen-feature cache (fit start {start:.0f} s)", value, compute)
+    if "frozen" in args.only:
+        size = args.frozen_batch
+        print(f"frozen part alone (the cache's pass), batch {size}, {steps} timed batches:")
+        for bf16 in (False, True):
+            precision = "bf16 autocast" if bf16 else "fp32"
+            base, _ = frozen_images_per_second("eager", bf16, size, steps)
+            nchw, _ = frozen_images_per_second("eager", bf16, size, steps, channels_last=False)
+            report(f"frozen {precision}: eager, channels-last (baseline)", base)
+            report(f"frozen {precision}: eager, NCHW", nchw, base)
+            for mode in ("jit", "inductor"):
+                value, setup = frozen_images_per_second(mode, bf16, size, steps)
+                what = f"{mode} graph (setup {setup:.1f} s{', cold cache' * (mode == 'inductor')})"
+                report(f"frozen {precision}: {what}", value, base)
 
 
 if __name__ == "__main__":

@@ -246,6 +246,8 @@ class EmbeddingNet(nn.Module):
 
     def forward_tail(self, features: torch.Tensor) -> torch.Tensor:
         """The trainable rest: remaining backbone units and the head."""
+        if self.channels_last and features.dim() == 4:  # cached features are stored NCHW
+            features = features.contiguous(memory_format=torch.channels_last)
         features = self.to_map(self._run(features, self.frozen_units, len(self.units)))
         embeddings = self.head(features)
         return F.normalize(embeddings, dim=1) if self.normalize else embeddings

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_siamese.errors import CacheMemoryError, ConfigError
+from lightning_siamese.frozen_graph import FrozenGraph
 from lightning_siamese.images import ImageFilesDataset
 from lightning_siamese.transforms import Transform
 from lightning_siamese.triplets import TripletDataset
@@ -163,6 +164,7 @@ def build_feature_cache(
     log: Callable[[str], None] = print,
     convert: Callable[[torch.Tensor], torch.Tensor] | None = None,
     processes: int = 1,
+    graph: FrozenGraph | None = None,
 ) -> FeatureCache:
     """Decode and run every image through ``frozen`` once; return the filled cache.
 
@@ -175,6 +177,8 @@ def build_feature_cache(
             network held in bfloat16, as the trainer's precision converts its inputs).
         processes: the processes of this host that each build the same cache at once (one per
             device under DDP): the memory check and the size printed count them all.
+        graph: runs the batches instead of ``frozen`` (a
+            :class:`~lightning_siamese.frozen_graph.FrozenGraph` of it); the size probe is eager.
     """
     started = time.perf_counter()
     dataset = ImageFilesDataset(paths, transform)
@@ -203,7 +207,8 @@ def build_feature_cache(
     )
     for batch in loader:
         with torch.inference_mode():  # measured ~9% faster than no_grad alone on CPU
-            features = frozen(convert(batch["image"].to(device, non_blocking=True))).cpu()
+            images = convert(batch["image"].to(device, non_blocking=True))
+            features = (graph or frozen)(images).cpu()
         cache.features[batch["index"]] = features
     seconds = time.perf_counter() - started
     log(f"frozen-feature cache: {len(paths):,} images in {seconds:.1f} s")
@@ -241,15 +246,21 @@ class SplitCaches:
         frozen: Callable[[torch.Tensor], torch.Tensor],
         device: torch.device,
         log: Callable[[str], None] = print,
+        graph_mode: str = "auto",
         **options: Any,
     ) -> None:
-        """:meth:`add` each split of ``datasets``, its messages prefixed by its name."""
+        """:meth:`add` each split of ``datasets``, its messages prefixed by its name, through
+        one :class:`~lightning_siamese.frozen_graph.FrozenGraph` of ``frozen`` in
+        ``graph_mode`` (its batches: all splits' together)."""
+        batch_size = options.get("batch_size", 64)
+        batches = sum(-(-2 * len(dataset) // batch_size) for dataset in datasets.values())
+        graph = FrozenGraph(frozen, graph_mode, batches, lambda text: log(f"frozen graph: {text}"))
         for split, dataset in datasets.items():
 
             def prefixed(text: str, split: str = split) -> None:
                 log(f"{split}: {text}")
 
-            self.add(split, dataset, frozen, device, log=prefixed, **options)
+            self.add(split, dataset, frozen, device, log=prefixed, graph=graph, **options)
 
     def close(self) -> None:
         for cache in self.caches.values():

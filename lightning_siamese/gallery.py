@@ -50,6 +50,10 @@ class Gallery:
     notes: list[str] = field(default_factory=list)
     #: Seconds spent listing, reading the cache and embedding.
     seconds: float = 0.0
+    #: The embedding cache file (None without the cache); an approximate index lives beside it.
+    cache_file: Path | None = None
+    #: (size, mtime_ns) of each image in ``paths``, as listed.
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 # Listing ---------------------------------------------------------------------------------------
@@ -275,6 +279,8 @@ def build_gallery(
             save_cache(path, cache_content(gallery, listing.files, fingerprint, image_size))
         except OSError as error:
             notes.append(f"note: could not write the cache {path}: {error}")
-    gallery.skipped, gallery.notes = listing.skipped, notes
+    gallery.skipped, gallery.notes, gallery.cache_file = listing.skipped, notes, path
+    listed = {image.relative: (image.size, image.mtime_ns) for image in listing.files}
+    gallery.stats = {relative: listed[relative] for relative in gallery.paths}
     gallery.seconds = time.perf_counter() - started
     return gallery

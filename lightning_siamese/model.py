@@ -19,6 +19,7 @@ from lightning_siamese.checkpoints import check_checkpoint, checkpoint_problem
 from lightning_siamese.embedding import SKIP_PRETRAINED, EmbeddingNet
 from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
 from lightning_siamese.feature_cache import FeatureMemo, SplitCaches
+from lightning_siamese.frozen_graph import FrozenGraphMode
 from lightning_siamese.losses import Distance, LossName, Mining, make_loss
 from lightning_siamese.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.transforms import Transform, eval_transform
@@ -80,6 +81,8 @@ class SiameseModel(pl.LightningModule):
             at ``fit`` start and train only the tail (exact; off for augmented training images).
         feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
             memory (removed at the end of ``fit``).
+        frozen_graph: how the cache's pass runs the frozen part: ``auto`` (a frozen jit graph
+            for 8+ batches), ``jit``, ``inductor`` (torch.compile) or ``eager``.
         retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
     """
 
@@ -106,6 +109,7 @@ class SiameseModel(pl.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         cache_frozen_features: bool = False,
         feature_cache_dir: str | None = None,
+        frozen_graph: FrozenGraphMode = "auto",
         retrieval_block_size: int = 1024,
     ) -> None:
         super().__init__()
@@ -199,6 +203,7 @@ class SiameseModel(pl.LightningModule):
                 batch_size=hparams.get("batch_size", 64),
                 num_workers=hparams.get("num_workers", 0),
                 directory=self.hparams["feature_cache_dir"],
+                graph_mode=self.hparams.get("frozen_graph", "auto"),
                 convert=plugin.convert_input,
                 processes=self.trainer.num_devices,  # this node's processes
             )
@@ -281,15 +286,10 @@ class SiameseModel(pl.LightningModule):
             finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
             return
-        raise NonFiniteLossError.at(
-            loss.item(),
-            epoch=trainer.current_epoch if trainer is not None else "?",
-            step=trainer.global_step if trainer is not None else "?",
-            pairs=batch["index"][:8].tolist(),
-            last_checkpoint=getattr(
-                getattr(trainer, "checkpoint_callback", None), "last_model_path", ""
-            ),
-        )
+        callback = getattr(trainer, "checkpoint_callback", None)
+        epoch, step = (trainer.current_epoch, trainer.global_step) if trainer else ("?", "?")
+        pairs, last = batch["index"][:8].tolist(), getattr(callback, "last_model_path", "")
+        raise NonFiniteLossError.at(loss.item(), epoch, step, pairs, last)
 
     def _split_metrics(self, split: str) -> SplitMetrics:
         # ModuleDict items are typed as plain Modules; these are the SplitMetrics built above.

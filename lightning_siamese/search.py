@@ -4,11 +4,12 @@ the results. Plain arguments in, a :class:`SearchResult` out; the command only p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from lightning_siamese.ann_index import ApproximateIndex, IndexSettings, index_path, resolve_kind
 from lightning_siamese.errors import InputError
 from lightning_siamese.gallery import Gallery, build_gallery, gallery_images
 from lightning_siamese.images import ImageFile, ImageListing, display_path, list_images, thumbnail
@@ -43,6 +44,9 @@ class SearchResult:
     queries: Queries
     matches: list[list[tuple[str, float]]]
     top_k: int
+    #: ``exact``, ``ivf`` or ``hnsw``, and what was done to the approximate index.
+    index: str = "exact"
+    index_note: str = ""
 
 
 def query_paths(query: Path) -> ImageListing:
@@ -118,8 +122,11 @@ def search(
     batch_size: int = 64,
     num_workers: int = 0,
     device: str | None = None,
+    index: str = "auto",
+    index_settings: IndexSettings | None = None,
 ) -> SearchResult:
-    """The ``top_k_matches`` gallery images most similar to each query image (exact cosine).
+    """The ``top_k_matches`` gallery images most similar to each query image by cosine: exact,
+    or through an approximate index for large galleries.
 
     Args:
         checkpoint: a checkpoint written by ``fit``.
@@ -131,6 +138,10 @@ def search(
             :mod:`~lightning_siamese.gallery`).
         cache_dir: where the cache lives instead of ``GALLERY/.lightning-siamese``.
         device: ``cpu``, ``cuda:0`` ...; default: the first GPU when there is one.
+        index: ``exact``, ``ivf`` or ``hnsw`` (a faiss index stored beside the cache and
+            updated as files change: :mod:`~lightning_siamese.ann_index`), or ``auto``: exact
+            below :data:`~lightning_siamese.ann_index.AUTO_SIZE` images, ``ivf`` from there.
+        index_settings: the approximate index's parameters (their defaults when None).
 
     Raises:
         InputError: a missing gallery or query, or no readable image in one.
@@ -148,13 +159,18 @@ def search(
     queries = embed_queries(model, query, found, batch_size, num_workers, query_listing)
     if not queries.paths:
         raise InputError(f"query {query}: {_none_readable(queries.unreadable)}")
-    scores, indices = top_k(
-        queries.embeddings,
-        found.embeddings,
-        top_k_matches,
-        exclude=None if include_self else queries.gallery_rows,
-        device=pick_device(device),
-    )
+    exclude = None if include_self else queries.gallery_rows
+    kind, note = resolve_kind(index, len(found.paths)), ""
+    if kind == "exact":
+        scores, indices = top_k(
+            queries.embeddings, found.embeddings, top_k_matches, exclude, device=pick_device(device)
+        )
+    else:
+        approximate = gallery_index(found, replace(index_settings or IndexSettings(), kind=kind))
+        scores, indices = approximate.search(
+            queries.embeddings, top_k_matches, found.paths, exclude
+        )
+        note = approximate.note
     matches = [
         [
             (found.paths[index], score)
@@ -163,7 +179,24 @@ def search(
         ]
         for row_indices, row_scores in zip(indices.tolist(), scores.tolist(), strict=True)
     ]
-    return SearchResult(found, queries, matches, top_k_matches)
+    return SearchResult(found, queries, matches, top_k_matches, kind, note)
+
+
+def gallery_index(gallery: Gallery, settings: IndexSettings) -> ApproximateIndex:
+    """The gallery's approximate index: the stored one brought up to date, or a new one; saved
+    beside the gallery's embedding cache when it changed (kept in memory only without one)."""
+    path = index_path(gallery.cache_file, settings.kind) if gallery.cache_file else None
+    stored = ApproximateIndex.load(path, settings, gallery.notes) if path else None
+    if stored is None:
+        index = ApproximateIndex.build(settings, gallery.paths, gallery.stats, gallery.embeddings)
+    else:
+        index = stored.update(gallery.paths, gallery.stats, gallery.embeddings)
+    if path is not None and not index.note.startswith("using"):
+        try:
+            index.save(path)
+        except OSError as error:
+            gallery.notes.append(f"note: could not write the index {path}: {error}")
+    return index
 
 
 def _none_readable(unreadable: Sequence[tuple[str, str]], shown: int = 3) -> str:

@@ -59,7 +59,11 @@ def test_cache_gives_the_same_training_without_reading_images(
     assert reads, "without the cache the loaders read the images"
     reads.clear()
 
-    extra = ["--model.cache_frozen_features=true"]
+    # In memory through a frozen jit graph of the trunk, memory-mapped eager: both exact.
+    extra = [
+        "--model.cache_frozen_features=true",
+        f"--model.frozen_graph={'eager' if on_disk else 'jit'}",
+    ]
     if on_disk:
         extra.append(f"--model.feature_cache_dir={tmp_path / 'features'}")
     with caplog.at_level(logging.INFO):
@@ -70,6 +74,7 @@ def test_cache_gives_the_same_training_without_reading_images(
     for name in ("train", "val"):  # every distinct image of the split, sized up front
         assert f"{name}: frozen-feature cache: {2 * split.count(name)} images x" in log
     assert ("memory-mapped at" in log) == on_disk
+    assert ("frozen graph: jit graph built" in log) == (not on_disk)
     if on_disk:
         assert list((tmp_path / "features").iterdir()) == [], "the mapped files are removed"
 

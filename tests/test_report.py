@@ -27,9 +27,13 @@ def split_of(root: Path, count: int, seed: int = 0) -> SplitEmbeddings:
     return SplitEmbeddings(left, right, anchor, positive, negative)
 
 
-def test_top_k_matches_a_full_sort() -> None:
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_top_k_matches_a_full_sort(backend: str) -> None:
+    if backend == "faiss":
+        pytest.importorskip("faiss")
     queries, gallery = torch.randn(37, 16), torch.randn(53, 16)
-    scores, indices = top_k(queries, gallery, 5, block_elements=8 * 53)  # 8 query rows a block
+    # 8 query rows a block on the torch path
+    scores, indices = top_k(queries, gallery, 5, block_elements=8 * 53, backend=backend)
     similarity = (
         torch.nn.functional.normalize(queries, dim=1)
         @ torch.nn.functional.normalize(gallery, dim=1).T
@@ -37,7 +41,35 @@ def test_top_k_matches_a_full_sort() -> None:
     expected = similarity.sort(dim=1, descending=True)
     torch.testing.assert_close(scores, expected.values[:, :5])
     assert torch.equal(indices, expected.indices[:, :5])
-    assert top_k(queries, gallery[:3], 5)[1].shape == (37, 3)  # k capped at the gallery
+    assert top_k(queries, gallery[:3], 5, backend=backend)[1].shape == (37, 3)  # k capped
+
+
+def test_top_k_paths_agree_with_ties_and_keep_cuda_on_the_gpu() -> None:
+    pytest.importorskip("faiss")
+    generator = torch.Generator().manual_seed(3)
+    gallery = torch.randn(300, 24, generator=generator)
+    gallery = torch.cat([gallery, gallery[:100] * 3.0])  # 100 exact ties (same direction)
+    queries = torch.randn(64, 24, generator=generator)
+    exclude = [row if row % 3 else None for row in range(64)]
+    torch_scores, torch_rows = top_k(queries, gallery, 12, exclude, backend="torch")
+    faiss_scores, faiss_rows = top_k(queries, gallery, 12, exclude, backend="faiss")
+    torch.testing.assert_close(faiss_scores, torch_scores, atol=1e-5, rtol=0)
+    cosine = (
+        torch.nn.functional.normalize(queries.double(), dim=1)
+        @ torch.nn.functional.normalize(gallery.double(), dim=1).T
+    )
+    for row in range(64):
+        for rows in (torch_rows[row], faiss_rows[row]):
+            assert exclude[row] not in rows.tolist()
+            # Ties may come in either order: each row's score is the one at its rank.
+            scores = cosine[row, rows]
+            kept = cosine[row].clone()
+            if exclude[row] is not None:
+                kept[exclude[row]] = -2
+            assert torch.allclose(scores, kept.sort(descending=True).values[:12], atol=1e-6)
+    if torch.cuda.is_available():
+        scores, rows = top_k(queries.cuda(), gallery.cuda(), 5)
+        assert scores.is_cuda and rows.is_cuda
 
 
 def test_table_ranks_agree_with_metrics_and_top_k(tmp_path: Path) -> None:

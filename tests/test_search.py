@@ -322,13 +322,16 @@ def test_errors(
     assert not (tmp_path / "s.png").exists()
 
 
-def test_top_k_blocks_and_exclusion() -> None:
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_top_k_blocks_and_exclusion(backend: str) -> None:
+    if backend == "faiss":
+        pytest.importorskip("faiss")
     generator = torch.Generator().manual_seed(0)
     gallery = torch.randn(50, 8, generator=generator)
     queries = torch.cat([gallery[:3] * 2.0, torch.randn(4, 8, generator=generator)])
     exclude = [0, 1, 2, None, None, None, None]
-    whole = top_k(queries, gallery, 6, exclude, block_elements=10**9)
-    blocks = top_k(queries, gallery, 6, exclude, block_elements=50)
+    whole = top_k(queries, gallery, 6, exclude, block_elements=10**9, backend=backend)
+    blocks = top_k(queries, gallery, 6, exclude, block_elements=50, backend=backend)
     assert torch.equal(blocks[1], whole[1])
     assert torch.allclose(blocks[0], whole[0], atol=1e-6)
     cosine = F.normalize(queries, dim=1) @ F.normalize(gallery, dim=1).T
@@ -342,7 +345,7 @@ def test_top_k_blocks_and_exclusion() -> None:
         assert indices[row].tolist() == want.indices.tolist()
         assert scores[row].tolist() == pytest.approx(want.values.tolist(), abs=1e-6)
     # k larger than the gallery: everything, the excluded row last with -inf.
-    small_scores, small_indices = top_k(queries[:1], gallery[:4], 10, [0])
+    small_scores, small_indices = top_k(queries[:1], gallery[:4], 10, [0], backend=backend)
     assert sorted(small_indices[0, :3].tolist()) == [1, 2, 3]
     assert small_indices[0, 3] == 0 and small_scores[0, 3] == float("-inf")
 

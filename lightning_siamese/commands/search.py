@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_siamese.ann_index import KINDS, IndexSettings
 from lightning_siamese.commands import non_negative_int, positive_int
 from lightning_siamese.gallery import Gallery
 from lightning_siamese.images import display_path
@@ -45,6 +46,7 @@ def results_json(args: argparse.Namespace, result: SearchResult) -> dict[str, An
         "gallery": str(args.gallery),
         "checkpoint": str(args.ckpt),
         "top_k": result.top_k,
+        "index": result.index,
         "queries": [
             {
                 "query": str(query),
@@ -112,6 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-cache", action="store_true", help="embed the whole gallery anew")
     parser.add_argument(
+        "--index",
+        choices=KINDS,
+        default="auto",
+        help="exact search, or an approximate faiss index (ivf, hnsw) kept beside the cache and "
+        "updated as files change; auto: exact below 100,000 images, ivf from there",
+    )
+    parser.add_argument("--lists", type=positive_int, default=None, help="IVF cells (4 sqrt N)")
+    parser.add_argument(
+        "--probes", type=positive_int, default=None, help="IVF cells scanned a query (lists/32)"
+    )
+    parser.add_argument("--neighbors", type=positive_int, default=32, help="HNSW links (M)")
+    parser.add_argument(
+        "--ef-search", type=positive_int, default=128, help="HNSW candidates explored a query"
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
@@ -134,11 +151,20 @@ def main(args: Sequence[str] | None = None) -> int:
         batch_size=parsed.batch_size,
         num_workers=parsed.num_workers,
         device=parsed.device,
+        index=parsed.index,
+        index_settings=IndexSettings(
+            lists=parsed.lists,
+            probes=parsed.probes,
+            neighbors=parsed.neighbors,
+            ef_search=parsed.ef_search,
+        ),
     )
     for line in warning_lines(result, parsed.gallery):
         print(line, file=sys.stderr)
     log = sys.stderr if parsed.json else sys.stdout
     print(gallery_line(result.gallery), file=log)
+    if result.index_note:
+        print(f"index: {result.index_note}", file=log)
     if parsed.json:
         print(json.dumps(results_json(parsed, result), indent=2))
     else:
