@@ -445,13 +445,14 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
             check_images=False,
         )
         data.setup("fit")
-        batches, images, started = 0, 0, 0.0
+        batches, images, started = 0, 0, time.perf_counter()
         while batches < warmup + steps:  # epochs of the train loader, as fit would run them
             for item in data.train_dataloader():
-                if batches == warmup:
-                    started = time.perf_counter()
                 batches += 1
-                images += 3 * len(item["index"]) if batches > warmup else 0
+                if batches == warmup:  # timed from here: the batches fetched after it
+                    started = time.perf_counter()
+                elif batches > warmup:
+                    images += 3 * len(item["index"])
                 if batches >= warmup + steps:
                     break
         rates["loader"] = images / (time.perf_counter() - started)

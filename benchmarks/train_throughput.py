@@ -164,7 +164,7 @@ def frozen_images_per_second(
     mode: str, bf16: bool, batch: int, steps: int, channels_last: bool = True
 ) -> tuple[float, float]:
     """(images/s of the frozen part over ``steps`` batches after the first, setup seconds:
-    the first batch, which builds the graph, less one eager batch's time)."""
+    the first batch, which builds the graph, less one timed batch's time)."""
     net = seed_model(channels_last=channels_last).net.train()  # as at fit start
     images = torch.randn(batch, 3, 200, 200)
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):

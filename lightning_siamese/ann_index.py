@@ -55,11 +55,11 @@ class IndexSettings:
     Args:
         kind: ``ivf`` or ``hnsw`` (see the module's docstring).
         lists: IVF cells; default ``4 * sqrt(N)``, at most ``N / 39``.
-        probes: IVF cells scanned per query; default ``lists / 32`` (at least 8): the more,
+        probes: IVF cells scanned per query; default ``lists / 128`` (at least 8): the more,
             the closer to exact and the slower.
         neighbors: HNSW links per vector (its ``M``).
         ef_construction: HNSW candidates explored per vector while building.
-        ef_search: HNSW candidates explored per query (at least ``k``).
+        ef_search: HNSW candidates explored per query (at least ``k``; more: closer to exact).
     """
 
     kind: str = "ivf"
@@ -108,6 +108,11 @@ def _stat(value: Sequence[int]) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def default_probes(lists: int) -> int:
+    """IVF cells scanned per query by default: ``lists / 128``, at least 8."""
+    return max(8, lists // 128)
+
+
 def unit_rows(embeddings: torch.Tensor) -> np.ndarray:
     """Float32, unit-length, contiguous rows, as faiss takes them."""
     return F.normalize(embeddings.detach().float().cpu(), dim=1).contiguous().numpy()
@@ -134,8 +139,9 @@ class ApproximateIndex:
         self.ids, self.stats = ids, stats
         self.next_id = next_id
         self.trained_size = trained_size
-        #: Gallery row of each id, for the paths of the last build or update (-1: none).
+        #: Gallery row of each id for the list ``rows_for`` (-1: none), made when needed.
         self.row_of_id: np.ndarray | None = None
+        self.rows_for: Sequence[str] | None = None
         #: What the last :meth:`build` or :meth:`update` did, for the user.
         self.note = ""
         self.seconds = 0.0
@@ -158,6 +164,8 @@ class ApproximateIndex:
         started = time.perf_counter()
         vectors = unit_rows(embeddings)
         count, dim = vectors.shape
+        if count == 0:
+            raise ConfigError("an approximate index needs at least one image")
         if settings.kind == "ivf":
             lists = min(settings.lists or default_lists(count), max(1, count))
             index = faiss.IndexIVFFlat(
@@ -182,7 +190,7 @@ class ApproximateIndex:
             count,
             count,
         )
-        built.row_of_id = ids
+        built.row_of_id, built.rows_for = ids, paths
         built.seconds = time.perf_counter() - started
         built.note = f"built {built.describe()} in {built.seconds:.1f} s"
         return built
@@ -229,7 +237,7 @@ class ApproximateIndex:
             self.ids.update(zip(new, ids.tolist(), strict=True))
             self.stats.update({p: _stat(stats[p]) for p in new})
             self.next_id += len(new)
-        self.row_of_id = self._rows(paths)
+        self.row_of_id, self.rows_for = self._rows(paths), paths
         self.seconds = time.perf_counter() - started
         removed = len(gone_set - set(new))
         self.note = (
@@ -256,14 +264,14 @@ class ApproximateIndex:
         count = min(k, len(paths))
         wanted = min(count + (exclude is not None), len(self))
         if self.settings.kind == "ivf":
-            self.index.nprobe = self.settings.probes or max(8, self.index.nlist // 32)
+            self.index.nprobe = self.settings.probes or default_probes(self.index.nlist)
             self.index.nprobe = min(self.index.nprobe, self.index.nlist)
         else:
             hnsw = faiss.downcast_index(self.index.index).hnsw
             hnsw.efSearch = max(self.settings.ef_search, wanted)
         scores, ids = self.index.search(unit_rows(queries), max(1, wanted))
-        if self.row_of_id is None or len(self.row_of_id) != self.next_id:
-            self.row_of_id = self._rows(paths)
+        if self.row_of_id is None or self.rows_for is not paths:
+            self.row_of_id, self.rows_for = self._rows(paths), paths
         rows = np.where(ids >= 0, self.row_of_id[np.maximum(ids, 0)], -1)
         indices = torch.from_numpy(rows.astype(np.int64))
         values = torch.from_numpy(scores).masked_fill(indices < 0, float("-inf"))

@@ -7,13 +7,15 @@ the weights cast once instead of at every call) makes each batch cheaper. Measur
 seed's frozen ResNet50 (2 CPU threads, batch 64, ``benchmarks/train_throughput.py``): see
 ``docs/benchmarks.md``.
 
-``jit`` (``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference``) sets up in about two
-batches' time; ``inductor`` (``torch.compile`` with freezing) in ~6-30 s (its kernels are
-compiled by a C++ compiler and cached on disk) for the same speed on CPU. ``auto`` uses
-``jit`` when there are at least :data:`MIN_BATCHES` batches to repay it. Whatever the mode,
-the graph is checked against the eager result of the first batch (and of its first image
-alone, another batch size) and dropped (with a note)
-when it fails to build or disagrees: the eager path is always the fallback.
+``jit`` (``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference``) sets up in a few
+batches' time; ``inductor`` (``torch.compile`` with freezing) in ~20 s with a cold cache (its
+kernels are compiled by a C++ compiler and cached on disk), and ran a little slower than jit
+on the CPU measured. ``auto`` uses ``jit`` on the CPU when there are at least
+:data:`MIN_BATCHES` batches to repay it, and eager on a GPU (not measured there; ask for
+``jit`` or ``inductor`` explicitly). Whatever the mode, the graph is checked against the eager
+result of the first batch (and of its first image alone, another batch size), after a first
+call that lets jit profile and optimise, and dropped (with a note) when it fails to build or
+disagrees: the eager path is always the fallback.
 """
 
 from __future__ import annotations
@@ -89,11 +91,12 @@ class FrozenGraph:
         self.used = "eager"
         self.setup_seconds = 0.0
 
-    def wanted(self) -> str:
-        """The graph to build: ``jit``, ``inductor`` or ``eager``."""
+    def wanted(self, device: torch.device) -> str:
+        """The graph to build: ``jit``, ``inductor`` or ``eager`` (``auto``: ``jit`` on the CPU
+        for :data:`MIN_BATCHES` or more; eager on a GPU, where it was not measured)."""
         if self.mode == "auto":
             enough = self.batches is None or self.batches >= MIN_BATCHES
-            return "jit" if enough else "eager"
+            return "jit" if enough and device.type == "cpu" else "eager"
         return self.mode
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -101,7 +104,7 @@ class FrozenGraph:
         if self.graph is not None:
             return self._run_graph(images)
         output = self.method(images)
-        if self.calls == 1 and (kind := self.wanted()) != "eager":
+        if self.calls == 1 and (kind := self.wanted(images.device)) != "eager":
             self._build(kind, images, output)
         return output
 
@@ -125,22 +128,29 @@ class FrozenGraph:
             self.log(f"{kind} graph: not a module's method; running eager")
             return
         started = time.perf_counter()
-        was_training = owner.training
+        # A shape the trace baked in shows on another batch size (the last batch).
+        one_eager = self.method(images[:1])
+        modes = {module: module.training for module in owner.modules()}
         wrapper = _Method(owner, self.method.__name__).eval()
         try:
             with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # jit's deprecation notices: chosen knowingly
-                owner.eval()
+                # jit's deprecation notices: chosen knowingly; a value the trace would bake
+                # in (a TracerWarning) is an error, so the graph is not used.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("error", torch.jit.TracerWarning)
                 graph = self._make(kind, wrapper, images)
-                output = graph(images)
-                # A shape the trace baked in shows on another batch size (the last batch).
-                one = self._run_graph_with(graph, kind, len(images), images[:1])
-                one_eager = self.method(images[:1])
+                # The first call of a jit graph profiles; the optimised graph runs from the
+                # second on: that is the one compared.
+                for _ in range(2):
+                    output = graph(images)
+                    one = self._run_graph_with(graph, kind, len(images), images[:1])
         except Exception as error:
             self.log(f"{kind} graph failed ({type(error).__name__}: {error}); running eager")
             return
         finally:
-            owner.train(was_training)
+            for module, training in modes.items():
+                module.training = training
         self.setup_seconds = time.perf_counter() - started
         tolerance = TOLERANCE.get(eager.dtype, LOW_PRECISION_TOLERANCE)
         if output.shape != eager.shape or output.dtype != eager.dtype:

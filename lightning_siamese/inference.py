@@ -39,8 +39,11 @@ def embed_paths(
     paths: Sequence[str | Path],
     batch_size: int = 64,
     num_workers: int = 0,
+    graph: FrozenGraph | None = None,
 ) -> torch.Tensor:
-    """Embeddings (N, D) of image files, in order, on the CPU (float32)."""
+    """Embeddings (N, D) of image files, in order, on the CPU (float32), through ``graph`` (by
+    default a :class:`~lightning_siamese.frozen_graph.FrozenGraph` of the network for these
+    files: a frozen graph where it pays)."""
     if not paths:
         return torch.zeros(0, model.hparams["embedding_dim"])
     loader = DataLoader(
@@ -50,12 +53,18 @@ def embed_paths(
         pin_memory=model.device.type == "cuda",
     )
     model.eval()
-    # Many batches of unchanging weights: a frozen graph (checked against eager) where it pays.
-    net = FrozenGraph(model.net.forward, "auto", len(loader), log=lambda _: None)
+    net = graph or network_graph(model, len(paths), batch_size)
     chunks = [
         net(batch["image"].to(model.device, non_blocking=True)).float().cpu() for batch in loader
     ]
     return torch.cat(chunks)
+
+
+def network_graph(model: SiameseModel, count: int, batch_size: int) -> FrozenGraph:
+    """The whole network over ``count`` images in eval mode, as one frozen graph where that
+    pays (:class:`~lightning_siamese.frozen_graph.FrozenGraph` ``auto``; silent: a graph that
+    fails or disagrees only means the eager speed)."""
+    return FrozenGraph(model.net.forward, "auto", -(-count // batch_size), log=lambda _: None)
 
 
 def _unreadable_reason(model: SiameseModel, path: Path) -> str | None:
@@ -85,13 +94,14 @@ def embed_files(
         ``(index, reason)`` for each unreadable file.
     """
     chunk_size = chunk_size or max(16 * batch_size, 1024)
+    graph = network_graph(model, len(paths), batch_size)  # one for every chunk
     pieces: list[tuple[list[int], torch.Tensor]] = []
     unreadable: list[tuple[int, str]] = []
 
     def run(indices: list[int]) -> None:
         workers = num_workers if len(indices) > batch_size else 0
         try:
-            rows = embed_paths(model, [paths[i] for i in indices], batch_size, workers)
+            rows = embed_paths(model, [paths[i] for i in indices], batch_size, workers, graph)
         except Exception:
             if len(indices) > 1:
                 half = len(indices) // 2

@@ -7,6 +7,7 @@ Retrieval ranks every gallery item for every query, in row blocks so memory stay
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -71,6 +72,10 @@ def retrieval_ranks(queries: torch.Tensor, gallery: torch.Tensor, block_size: in
 
 
 Backend = Literal["auto", "faiss", "torch"]
+#: ``auto`` takes faiss from this many scores (queries x gallery) on, a round figure between
+#: the sizes measured by ``benchmarks/retrieval.py``: at 1k x 1k the torch blocks were faster
+#: (0.01 s against faiss's 0.04 s), at 10k x 10k faiss was (1.5x).
+FAISS_MIN_SCORES = 1 << 24
 
 
 def faiss_module() -> ModuleType | None:
@@ -96,7 +101,8 @@ def top_k(
     Exact. ``backend``: ``faiss`` (a flat inner-product index: BLAS products and a heap per
     query), ``torch`` (the score matrix built ``block_elements // len(gallery)`` query rows at
     a time, then ``torch.topk``; memory stays bounded whatever the sizes) or ``auto``: faiss
-    on the CPU when it is installed, torch on a GPU. Both give the same neighbours (tied
+    on the CPU when it is installed and there are :data:`FAISS_MIN_SCORES` scores or more
+    (not on macOS), torch otherwise (and on a GPU). Both give the same neighbours (tied
     scores may come in another order). ``k`` is capped at the gallery size. ``exclude[i]`` is
     a gallery row left out of query ``i``'s results (the query itself) or None; an excluded
     row that still has to fill the top ``k`` scores ``-inf``.
@@ -107,10 +113,18 @@ def top_k(
     count = min(k, gallery.shape[0])
     if backend not in ("auto", "faiss", "torch"):
         raise ValueError(f"backend must be auto, faiss or torch, got {backend!r}")
-    faiss = faiss_module() if backend != "torch" else None
+    # auto: faiss for large CPU problems, never on macOS, where faiss's and torch's OpenMP
+    # runtimes clash in one process.
+    wanted = backend == "faiss" or (
+        backend == "auto"
+        and device.type == "cpu"
+        and sys.platform != "darwin"
+        and len(queries) * len(gallery) >= FAISS_MIN_SCORES
+    )
+    faiss = faiss_module() if wanted else None
     if backend == "faiss" and (faiss is None or device.type != "cpu"):
         raise ValueError("backend='faiss' needs faiss installed and CPU tensors")
-    if faiss is not None and device.type == "cpu" and len(queries) and count:
+    if faiss is not None and len(queries) and count:
         return _faiss_top_k(faiss, queries, gallery, count, exclude)
     block = max(1, block_elements // max(1, gallery.shape[0]))
     scores, indices = [], []

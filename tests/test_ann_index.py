@@ -56,6 +56,14 @@ def test_recall_against_exact_search(settings: IndexSettings) -> None:
     cosine = F.normalize(queries, dim=1) @ F.normalize(gallery, dim=1).T
     torch.testing.assert_close(scores, cosine.gather(1, rows), atol=1e-5, rtol=0)
     assert bool((scores[:, :-1] >= scores[:, 1:] - 1e-6).all())
+    # Gallery images as queries, each left out of its own results.
+    _, own = index.search(gallery[:50], 5, paths, exclude=list(range(50)))
+    assert own.shape == (50, 5) and all(i not in row for i, row in enumerate(own.tolist()))
+    truth = exact_top(gallery[:50], gallery, 6)[:, 1:]  # the first is the query itself
+    assert (
+        sum(len(set(a) & set(b)) for a, b in zip(own.tolist(), truth.tolist(), strict=True))
+        >= 0.9 * truth.numel()
+    )
 
 
 def test_ivf_scanning_every_cell_is_exact_and_excludes_the_query() -> None:

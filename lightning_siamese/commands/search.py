@@ -118,11 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=KINDS,
         default="auto",
         help="exact search, or an approximate faiss index (ivf, hnsw) kept beside the cache and "
-        "updated as files change; auto: exact below 100,000 images, ivf from there",
+        "updated as files change; auto: ivf from 100,000 images with faiss installed, else exact",
     )
     parser.add_argument("--lists", type=positive_int, default=None, help="IVF cells (4 sqrt N)")
     parser.add_argument(
-        "--probes", type=positive_int, default=None, help="IVF cells scanned a query (lists/32)"
+        "--probes", type=positive_int, default=None, help="IVF cells scanned a query (lists/128)"
     )
     parser.add_argument("--neighbors", type=positive_int, default=32, help="HNSW links (M)")
     parser.add_argument(
