@@ -9,8 +9,8 @@ seed's frozen ResNet50 (2 CPU threads, batch 64, ``benchmarks/train_throughput.p
 
 ``jit`` (``torch.jit.trace`` + ``freeze`` + ``optimize_for_inference``) sets up in a few
 batches' time; ``inductor`` (``torch.compile`` with freezing) in ~20 s with a cold cache (its
-kernels are compiled by a C++ compiler and cached on disk), and ran a little slower than jit
-on the CPU measured. ``auto`` uses ``jit`` on the CPU when there are at least
+kernels are compiled by a C++ compiler and cached on disk), for about jit's speed on the CPU
+measured (within the 10% runs vary by). ``auto`` uses ``jit`` on the CPU when there are at least
 :data:`MIN_BATCHES` batches to repay it, and eager on a GPU (not measured there; ask for
 ``jit`` or ``inductor`` explicitly). Whatever the mode, the graph is checked against the eager
 result of the first batch (and of its first image alone, another batch size), after a first
@@ -30,9 +30,10 @@ from torch import nn
 
 FrozenGraphMode = Literal["auto", "jit", "inductor", "eager"]
 MODES: tuple[str, ...] = ("auto", "jit", "inductor", "eager")
-#: ``auto`` builds a graph for at least this many batches: the jit setup costs about two
-#: batches' eager time and saves about a third of each later batch (measured on CPU).
-MIN_BATCHES = 8
+#: ``auto`` builds a graph for at least this many batches: the jit setup (the trace, the
+#: freeze and the check against eager) cost 3-4 eager batches of 64 and each later batch ran
+#: ~1.3x faster (``benchmarks/train_throughput.py``, fp32 and bf16): repaid after 14-18.
+MIN_BATCHES = 16
 #: Largest relative difference (L2 norm of the difference over that of the eager output)
 #: accepted between the graph and eager on the first batch and on its first image, by output
 #: precision: fp32 graphs differ by reassociation and BatchNorm folding only (~1e-6 measured).

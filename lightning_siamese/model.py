@@ -82,7 +82,7 @@ class SiameseModel(pl.LightningModule):
         feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
             memory (removed at the end of ``fit``).
         frozen_graph: how the cache's pass runs the frozen part: ``auto`` (a frozen jit graph
-            for 8+ batches on CPU), ``jit``, ``inductor`` (torch.compile) or ``eager``.
+            for 16+ batches on CPU), ``jit``, ``inductor`` (torch.compile) or ``eager``.
         retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
     """
 
