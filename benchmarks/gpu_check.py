@@ -369,10 +369,9 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
 
-    def trainer_run(cache: bool) -> str:
-        reset_peak()
-        model = SiameseModel(backbone="resnet50", weights="none", cache_frozen_features=cache)
-        data = SiameseDataModule(
+    def datamodule() -> SiameseDataModule:
+        """The JPEG copies, 90% of them for training, at the seed's size and batch."""
+        return SiameseDataModule(
             str(jpeg),
             image_size=200,
             batch_size=batch,
@@ -380,6 +379,11 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
             split_fractions=(0.9, 0.05, 0.05),
             check_images=False,
         )
+
+    def trainer_run(cache: bool) -> str:
+        reset_peak()
+        model = SiameseModel(backbone="resnet50", weights="none", cache_frozen_features=cache)
+        data = datamodule()
         timer = StepTimer(warmup)
         trainer = pl.Trainer(
             accelerator=check.accelerator,
@@ -436,14 +440,7 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
         return f"{rate:,.0f} images/s, peak {peak()}"
 
     def loader_alone() -> str:
-        data = SiameseDataModule(
-            str(jpeg),
-            image_size=200,
-            batch_size=batch,
-            num_workers=check.workers,
-            split_fractions=(0.9, 0.05, 0.05),
-            check_images=False,
-        )
+        data = datamodule()
         data.setup("fit")
         batches, images, started = 0, 0, time.perf_counter()
         while batches < warmup + steps:  # epochs of the train loader, as fit would run them

@@ -116,10 +116,11 @@ def train_split_folder(run_dir: Path, root: Path, out: Path) -> Path:
 
 
 def keras(
-    folder: Path, out: Path, batch_size: int, precision: str, interop: str
+    folder: Path, out: Path, batch_size: int, precision: str, interop: str, threads: int
 ) -> dict[str, float | str]:
-    """The Keras port's run; ``interop``: TensorFlow's inter-op threads (``default``: its own
-    choice, the number of cores), the intra-op ones being ``TF_NUM_INTRAOP_THREADS``."""
+    """The Keras port's run; ``interop``: ``unset`` leaves TensorFlow's thread pools to
+    TensorFlow (its defaults: as many as cores), a number sets its inter-op pool to it and its
+    intra-op pool to ``threads``."""
     if not KERAS_PYTHON.exists():
         subprocess.run(["bash", str(REPO / "benchmarks" / "setup_keras.sh")], check=True)
     name = f"keras-{precision}-interop-{interop}"
@@ -134,7 +135,9 @@ def keras(
         f"--precision={precision}",
         f"--json={result}",
     ]
-    env = {} if interop == "default" else {"TF_NUM_INTEROP_THREADS": interop}
+    env = {}
+    if interop != "unset":
+        env = {"TF_NUM_INTEROP_THREADS": interop, "TF_NUM_INTRAOP_THREADS": str(threads)}
     seconds = run(command, out / f"{name}.log", env)
     data = json.loads(result.read_text())
     images = 3 * data["batches_per_epoch"] * data["batch_size"] * len(data["epochs"])
@@ -266,10 +269,10 @@ def main() -> None:
     parser.add_argument(
         "--keras-interop",
         nargs="+",
-        default=["1", "default"],
-        help="TensorFlow inter-op threads for the Keras runs, each a run of its own (1: one op "
-        "at a time, as eager PyTorch runs; default: TensorFlow's choice); the faster is the "
-        "reference",
+        default=["unset", "1"],
+        help="TensorFlow's threads for the Keras runs, each a run of its own: unset (TensorFlow's "
+        "defaults), or N inter-op threads with --threads intra-op ones (1: one op at a time, "
+        "as eager PyTorch runs); the faster is the reference",
     )
     parser.add_argument(
         "--runs",
@@ -285,9 +288,10 @@ def main() -> None:
         make = REPO / "benchmarks" / "make_jpeg_pairs.py"
         subprocess.run([sys.executable, str(make), "--out", str(root)], check=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    # Both frameworks, the same threads: OpenMP's (torch, oneDNN) and TensorFlow's own pools.
-    for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
-        os.environ[name] = str(args.threads)
+    # Both frameworks, the same OpenMP threads (torch, oneDNN); TensorFlow's own pools below.
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.pop(name, None)  # set per Keras run (--keras-interop)
 
     results: dict[str, dict] = {}
     ours_runs = {
@@ -308,9 +312,11 @@ def main() -> None:
                 sys.exit("the Keras runs train on our train split: add fp32, bf16 or eager")
             precision = "mixed_bfloat16" if key == "keras-bf16" else "float32"
             for interop in args.keras_interop:
-                which = f"inter-op {interop}" if interop != "default" else "TF's inter-op"
+                which = f"inter-op {interop}" if interop != "unset" else "TF's threads"
                 name = f"{'bf16' if key == 'keras-bf16' else 'fp32'}  Keras ({precision}, {which})"
-                results[name] = keras(folder, args.out, args.batch_size, precision, interop)
+                results[name] = keras(
+                    folder, args.out, args.batch_size, precision, interop, args.threads
+                )
 
     print(f"\nseed-faithful training, 2 epochs, batch {args.batch_size}, {args.threads} threads")
     print(
@@ -330,7 +336,7 @@ def main() -> None:
             )
     print(
         "vs Keras: the faster Keras run's seconds over this run's, in the same precision "
-        f"(intra-op threads {args.threads} for all)"
+        f"({args.threads} OpenMP threads for all)"
     )
     print("loss, accuracy (share of triplets with d(a,p) < d(a,n)), distances: the last epoch's")
     keras_runs = [r for n, r in results.items() if "Keras" in n]

@@ -4,12 +4,16 @@ pay."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from lightning_siamese import frozen_graph
 from lightning_siamese.embedding import EmbeddingNet
 from lightning_siamese.frozen_graph import MIN_BATCHES, FrozenGraph
+from lightning_siamese.images import load_image
+from lightning_siamese.inference import embed_paths, load_model, network_graph
 
 
 def small_net() -> EmbeddingNet:
@@ -102,3 +106,16 @@ def test_inductor_graph_gives_the_eager_features() -> None:
     assert graph.used == "inductor"
     for got, want in zip(outputs, eager, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_files_through_the_graph(trained_run: tuple[Path, Path, Path]) -> None:
+    """``evaluate``/``search`` embed many files through a graph of the whole trained network:
+    the same embeddings as the model's own eager forward."""
+    model = load_model(trained_run[2], "cpu")
+    paths = sorted((trained_run[0] / "left").iterdir())[: MIN_BATCHES + 2]
+    graph = network_graph(model, len(paths), batch_size=1)
+    embeddings = embed_paths(model, paths, batch_size=1, graph=graph)
+    assert graph.used == "jit"
+    transform = model.transform()
+    want = torch.cat([model.embed(transform(load_image(path))[None]) for path in paths])
+    torch.testing.assert_close(embeddings, want, rtol=1e-4, atol=1e-5)
