@@ -294,14 +294,13 @@ class ApproximateIndex:
     def save(self, path: Path) -> None:
         """Write the index with its paths and stats, atomically (``weights_only`` loads it)."""
         faiss = require_faiss()
+        stats = [self.stats[p] for p in self.ids]
         content = {
             "format": INDEX_FORMAT,
             "settings": asdict(self.settings),
             "paths": list(self.ids),
             "ids": torch.tensor(list(self.ids.values()), dtype=torch.int64),
-            "stats": torch.tensor([self.stats[p] for p in self.ids], dtype=torch.int64).reshape(
-                -1, 2
-            ),
+            "stats": torch.tensor(stats, dtype=torch.int64).reshape(-1, 2),
             "next_id": self.next_id,
             "trained_size": self.trained_size,
             "index": torch.from_numpy(faiss.serialize_index(self.index)),
@@ -328,14 +327,9 @@ class ApproximateIndex:
         except Exception as error:
             notes.append(f"note: ignoring unreadable index {path} ({type(error).__name__})")
             return None
-        return cls(
-            settings,
-            index,
-            dict(zip(paths, ids, strict=True)),
-            {p: _stat(s) for p, s in zip(paths, stats, strict=True)},
-            int(content["next_id"]),
-            int(content["trained_size"]),
-        )
+        known = dict(zip(paths, ids, strict=True))
+        stat = {p: _stat(s) for p, s in zip(paths, stats, strict=True)}
+        return cls(settings, index, known, stat, content["next_id"], content["trained_size"])
 
 
 def index_path(cache_file: Path, kind: str) -> Path:
