@@ -139,8 +139,9 @@ def search(
         cache_dir: where the cache lives instead of ``GALLERY/.lightning-siamese``.
         device: ``cpu``, ``cuda:0`` ...; default: the first GPU when there is one.
         index: ``exact``, ``ivf`` or ``hnsw`` (a faiss index stored beside the cache and
-            updated as files change: :mod:`~lightning_siamese.ann_index`), or ``auto``: exact
-            below :data:`~lightning_siamese.ann_index.AUTO_SIZE` images, ``ivf`` from there.
+            updated as files change: :mod:`~lightning_siamese.ann_index`), or ``auto``: ``ivf``
+            from :data:`~lightning_siamese.ann_index.AUTO_SIZE` images when faiss is
+            installed, exact otherwise.
         index_settings: the approximate index's parameters (their defaults when None).
 
     Raises:
