@@ -12,8 +12,8 @@ to the rest, and some true neighbours lie in other clusters; at 1.0 every index 
 of them, at 2.5 the neighbours are nearly random. Cluster sizes follow a Zipf-like law. The
 queries are new draws of the same mixture. Exact search is ``retrieval.top_k`` (faiss's flat
 index: what ``search`` does without an index); the approximate ones are
-:class:`lightning_siamese.ann_index.ApproximateIndex` with its defaults, then swept over their
-search parameter. Memory: the index's serialised size and the process's peak RSS.
+:class:`lightning_siamese.retrieval.ann_index.ApproximateIndex` with its defaults, then swept
+over their search parameter. Memory: the index's serialised size and the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import time
 import faiss
 import torch
 
-from lightning_siamese.ann_index import ApproximateIndex, IndexSettings, default_probes
-from lightning_siamese.retrieval import top_k
+from lightning_siamese.retrieval.ann_index import ApproximateIndex, IndexSettings, default_probes
+from lightning_siamese.retrieval.ranks import top_k
 
 
 def mixture(clusters: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

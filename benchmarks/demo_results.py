@@ -61,9 +61,9 @@ def frozen_baseline(run: Path) -> dict[str, float]:
     """Frozen ImageNet EfficientNet-Lite0 features, 224 px, on the run's test split."""
     from generalisation import frozen_embeddings  # the same baseline as the other checks
 
-    from lightning_siamese.pairs import discover_pairs
-    from lightning_siamese.retrieval import rank_metrics, retrieval_ranks
-    from lightning_siamese.splits import read_split
+    from lightning_siamese.data.pairs import discover_pairs
+    from lightning_siamese.data.splits import read_split
+    from lightning_siamese.retrieval.ranks import rank_metrics, retrieval_ranks
 
     split = read_split(run / "split.csv")
     pairs = [p for p in discover_pairs(REPO / "data" / "emoji").pairs if split[p.name] == "test"]

@@ -38,23 +38,23 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_siamese.backbones import input_size, normalization  # noqa: E402
-from lightning_siamese.embedding import EmbeddingNet, GridPool  # noqa: E402
-from lightning_siamese.images import ImageFilesDataset  # noqa: E402
-from lightning_siamese.inference import embed_paths, load_model  # noqa: E402
-from lightning_siamese.pairs import Pair, discover_pairs  # noqa: E402
-from lightning_siamese.retrieval import rank_metrics, retrieval_ranks  # noqa: E402
-from lightning_siamese.splits import read_split  # noqa: E402
-from lightning_siamese.transforms import eval_transform  # noqa: E402
-from lightning_siamese.wise_ft import interpolate_backbone  # noqa: E402
+from lightning_siamese.applications.inference import embed_paths, load_model  # noqa: E402
+from lightning_siamese.data.images import ImageFilesDataset  # noqa: E402
+from lightning_siamese.data.pairs import Pair, discover_pairs  # noqa: E402
+from lightning_siamese.data.splits import read_split  # noqa: E402
+from lightning_siamese.data.transforms import eval_transform  # noqa: E402
+from lightning_siamese.models.backbones import input_size, normalization  # noqa: E402
+from lightning_siamese.models.embedding import EmbeddingNet, GridPool  # noqa: E402
+from lightning_siamese.models.wise_ft import interpolate_backbone  # noqa: E402
+from lightning_siamese.retrieval.ranks import rank_metrics, retrieval_ranks  # noqa: E402
 
 DATA = REPO / "data"
 
 
 def build_sets() -> dict[str, Path]:
     """The check folders, built where missing."""
-    from lightning_siamese.emoji import build_emoji
-    from lightning_siamese.glyphs import build_glyphs
+    from lightning_siamese.data.emoji import build_emoji
+    from lightning_siamese.data.glyphs import build_glyphs
 
     folders = {
         "fluent/google": DATA / "emoji-fluent",

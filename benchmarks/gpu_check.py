@@ -274,7 +274,7 @@ class Check:
     def export(self, fmt: str) -> str:
         """The deterministic run's model (its 2x2-of-3x3 pooling traced too), exported by the
         command (which checks it on CPU), then run on the accelerator against PyTorch."""
-        from lightning_siamese.model import SiameseModel
+        from lightning_siamese.training.model import SiameseModel
 
         checkpoint = self.checkpoint("fit-deterministic-1")
         if not checkpoint.is_file():  # that row failed: export the fp32 run's model instead
@@ -341,8 +341,8 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
     """The seed model at 200 px in bf16-mixed, channels-last, batch ``batch`` (triplets)."""
     import pytorch_lightning as pl
 
-    from lightning_siamese.data import SiameseDataModule
-    from lightning_siamese.model import SiameseModel
+    from lightning_siamese.data.datamodule import SiameseDataModule
+    from lightning_siamese.training.model import SiameseModel
 
     sys.path.insert(0, str(HERE))
     from make_jpeg_pairs import make_jpeg_pairs
@@ -525,7 +525,7 @@ def main() -> int:
     print(machine(args.accelerator), flush=True)
 
     def glyphs() -> str:
-        from lightning_siamese.glyphs import build_glyphs
+        from lightning_siamese.data.glyphs import build_glyphs
 
         if not (out / "glyphs" / "left").is_dir():
             build_glyphs(out / "glyphs")

@@ -12,13 +12,13 @@ import argparse
 import time
 from pathlib import Path
 
-from lightning_siamese.images import load_image
-from lightning_siamese.pairs import discover_pairs
+from lightning_siamese.data.images import load_image
+from lightning_siamese.data.pairs import discover_pairs
 
 
 def make_jpeg_pairs(src: Path, out: Path, pairs: int, size: int = 200) -> int:
     if not (src / "left").is_dir():
-        from lightning_siamese.emoji import build_emoji
+        from lightning_siamese.data.emoji import build_emoji
 
         build_emoji(src)
     found = discover_pairs(src, check_images=False).pairs[:pairs]

@@ -194,7 +194,7 @@ def step_flops(image_size: int = 200, keras_style: bool = False) -> dict[str, fl
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lightning_siamese.embedding import EmbeddingNet
+    from lightning_siamese.models.embedding import EmbeddingNet
 
     net = EmbeddingNet(
         backbone="resnet50", weights="none", freeze="layer4.0", head="seed", image_size=image_size

@@ -15,7 +15,7 @@ in this process, so the ratios are side by side:
   torch.compile, inference_mode for the frozen part, 1 vs 2 threads; on the loader: workers;
   on the trainer: the frozen-feature cache;
 - ``frozen``: the frozen part's pass over many images (what the feature cache's build runs),
-  eager (NCHW, channels-last) against the frozen graphs of ``lightning_siamese.frozen_graph``
+  eager (NCHW, channels-last) against the frozen graphs of ``lightning_siamese.models.frozen_graph``
   (jit, inductor), in fp32 and under bf16 autocast, at ``--frozen-batch`` images a batch.
 """
 
@@ -37,9 +37,9 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="induct
 import pytorch_lightning as pl
 import torch
 
-from lightning_siamese.data import SiameseDataModule
-from lightning_siamese.frozen_graph import FrozenGraph
-from lightning_siamese.model import SiameseModel
+from lightning_siamese.data.datamodule import SiameseDataModule
+from lightning_siamese.models.frozen_graph import FrozenGraph
+from lightning_siamese.training.model import SiameseModel
 
 
 def seed_model(**overrides: Any) -> SiameseModel:

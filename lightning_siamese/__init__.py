@@ -15,14 +15,14 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _PUBLIC = {
-    "SiameseModel": "lightning_siamese.model",
-    "SiameseDataModule": "lightning_siamese.data",
-    "EmbeddingNet": "lightning_siamese.embedding",
-    "TripletLoss": "lightning_siamese.losses",
-    "Pair": "lightning_siamese.pairs",
-    "PairReport": "lightning_siamese.pairs",
-    "Problem": "lightning_siamese.pairs",
-    "discover_pairs": "lightning_siamese.pairs",
+    "SiameseModel": "lightning_siamese.training.model",
+    "SiameseDataModule": "lightning_siamese.data.datamodule",
+    "EmbeddingNet": "lightning_siamese.models.embedding",
+    "TripletLoss": "lightning_siamese.models.losses",
+    "Pair": "lightning_siamese.data.pairs",
+    "PairReport": "lightning_siamese.data.pairs",
+    "Problem": "lightning_siamese.data.pairs",
+    "discover_pairs": "lightning_siamese.data.pairs",
     "UserError": "lightning_siamese.errors",
 }
 
@@ -40,12 +40,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from lightning_siamese.data import SiameseDataModule
-    from lightning_siamese.embedding import EmbeddingNet
+    from lightning_siamese.data.datamodule import SiameseDataModule
+    from lightning_siamese.data.pairs import Pair, PairReport, Problem, discover_pairs
     from lightning_siamese.errors import UserError
-    from lightning_siamese.losses import TripletLoss
-    from lightning_siamese.model import SiameseModel
-    from lightning_siamese.pairs import Pair, PairReport, Problem, discover_pairs
+    from lightning_siamese.models.embedding import EmbeddingNet
+    from lightning_siamese.models.losses import TripletLoss
+    from lightning_siamese.training.model import SiameseModel
 
 
 def __getattr__(name: str) -> Any:

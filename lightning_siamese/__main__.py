@@ -2,6 +2,6 @@
 
 import sys
 
-from lightning_siamese.cli import main
+from lightning_siamese.cli.main import main
 
 sys.exit(main())

@@ -167,7 +167,7 @@ def tiny_args(root: Path, run: Path) -> list[str]:
 
 def tiny_model(**overrides: Any) -> Any:
     """A ``SiameseModel`` with the model settings of the tiny config (and its image size)."""
-    from lightning_siamese.model import SiameseModel
+    from lightning_siamese.training.model import SiameseModel
 
     config = yaml.safe_load(TINY_CONFIG.read_text(encoding="utf-8"))
     options = {**config["model"], "image_size": config["data"]["image_size"]}
@@ -180,7 +180,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, P
 
     Read-only for its users: copy before changing anything in it.
     """
-    from lightning_siamese.cli import main
+    from lightning_siamese.cli.main import main
 
     base = tmp_path_factory.mktemp("trained")
     root, run = base / "pairs", base / "run"

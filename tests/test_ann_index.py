@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_siamese import ann_index
-from lightning_siamese.ann_index import ApproximateIndex, IndexSettings
-from lightning_siamese.cli import main
+from lightning_siamese.cli.main import main
 from lightning_siamese.errors import ConfigError
+from lightning_siamese.retrieval import ann_index
+from lightning_siamese.retrieval.ann_index import ApproximateIndex, IndexSettings
 
 pytest.importorskip("faiss")
 

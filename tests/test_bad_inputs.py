@@ -25,8 +25,8 @@ import pytest
 from PIL import Image
 
 from conftest import pattern_image, tiny_args, write_pairs
-from lightning_siamese.cli import main
-from lightning_siamese.splits import read_split
+from lightning_siamese.cli.main import main
+from lightning_siamese.data.splits import read_split
 
 #: Words of which every problem's reason must hold one: the "what to do" part.
 ACTIONS = (

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from conftest import cairo_missing_reason, npm_unreachable_reason
-from lightning_siamese.cli import main
-from lightning_siamese.emoji import build_emoji, emoji_group, npm_pack
+from lightning_siamese.cli.main import main
+from lightning_siamese.data.emoji import build_emoji, emoji_group, npm_pack
+from lightning_siamese.data.pairs import discover_pairs
 from lightning_siamese.errors import NpmError
-from lightning_siamese.pairs import discover_pairs
 
 
 def test_glyph_builder_writes_real_pairs(

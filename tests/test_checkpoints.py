@@ -11,8 +11,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from conftest import tiny_args, tiny_model, write_pairs
-from lightning_siamese import checkpoints as checkpoint_io
-from lightning_siamese.checkpoints import AtomicCheckpointIO, partial_files
+from lightning_siamese.training import checkpoints as checkpoint_io
+from lightning_siamese.training.checkpoints import AtomicCheckpointIO, partial_files
 
 
 def checkpoint(epoch: int) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def test_urls_are_saved_by_lightning(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_cli_trainer_writes_with_it(tmp_path: Path) -> None:
-    from lightning_siamese.lightning_cli import run
+    from lightning_siamese.cli.lightning_cli import run
 
     write_pairs(tmp_path / "pairs", 20)
     cli = run(tiny_args(tmp_path / "pairs", tmp_path / "run"), run=False)
@@ -90,7 +90,7 @@ def test_partial_files_are_removed_when_a_fit_starts(
     """Only a new fit clears them: `validate`/`test` may run next to a fit that is saving."""
     import pytorch_lightning as pl
 
-    from lightning_siamese.checkpoints import BestAndLastCheckpoint
+    from lightning_siamese.training.checkpoints import BestAndLastCheckpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()

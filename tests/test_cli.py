@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from conftest import tiny_args, write_pairs
-from lightning_siamese.cli import main
-from lightning_siamese.lightning_cli import run
-from lightning_siamese.model import SiameseModel
+from lightning_siamese.cli.lightning_cli import run
+from lightning_siamese.cli.main import main
+from lightning_siamese.training.model import SiameseModel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_fit_validate_test_predict_and_load(tmp_path: Path) -> None:
 
     model = SiameseModel.load_from_checkpoint(best[0])
     assert model.hparams.backbone == "resnet18" and model.hparams.image_size == 32
-    from lightning_siamese.images import load_image
+    from lightning_siamese.data.images import load_image
 
     image = model.transform()(load_image(root / "left" / "pair0000.jpg"))
     assert model.embed(image[None]).shape == (1, 256)
@@ -249,7 +249,7 @@ def test_unset_image_size_is_the_backbones_and_a_mismatch_is_named(tmp_path: Pat
     refused when the trainer sets it up."""
     import pytorch_lightning as pl
 
-    from lightning_siamese.data import SiameseDataModule
+    from lightning_siamese.data.datamodule import SiameseDataModule
 
     write_pairs(tmp_path / "pairs", 12)
     args = [*tiny_args(tmp_path / "pairs", tmp_path / "run"), "--model.backbone=timm/resnet10t"]
@@ -265,7 +265,7 @@ def test_unset_image_size_is_the_backbones_and_a_mismatch_is_named(tmp_path: Pat
 
 
 def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    from lightning_siamese.commands import COMMANDS
+    from lightning_siamese.cli.registry import COMMANDS
 
     with pytest.raises(SystemExit) as stop:
         main(["--help"])
@@ -345,8 +345,8 @@ def test_predict_embeds_every_good_image_and_lists_the_rest(
 
 
 def test_a_file_that_goes_bad_during_predict_is_skipped(tmp_path: Path) -> None:
-    from lightning_siamese.images import ImageFilesDataset
-    from lightning_siamese.transforms import eval_transform
+    from lightning_siamese.data.images import ImageFilesDataset
+    from lightning_siamese.data.transforms import eval_transform
 
     write_pairs(tmp_path, 2)
     paths = sorted((tmp_path / "left").iterdir())

@@ -9,10 +9,10 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import write_pairs
-from lightning_siamese.data import SiameseDataModule
+from lightning_siamese.data.datamodule import SiameseDataModule
+from lightning_siamese.data.splits import read_split
+from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_siamese.errors import PairDataError
-from lightning_siamese.splits import read_split
-from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def make(root: Path, **kwargs) -> SiameseDataModule:

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_args, write_pairs
-from lightning_siamese.data import SiameseDataModule
-from lightning_siamese.pairs import Pair
-from lightning_siamese.splits import assign_splits
+from lightning_siamese.data.datamodule import SiameseDataModule
+from lightning_siamese.data.pairs import Pair
+from lightning_siamese.data.splits import assign_splits
 
 FRACTIONS = (0.5, 0.25, 0.25)
 

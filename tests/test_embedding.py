@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from conftest import tiny_model
-from lightning_siamese import backbones
-from lightning_siamese.embedding import EmbeddingNet
+from lightning_siamese.models import backbones
+from lightning_siamese.models.embedding import EmbeddingNet
 
 #: One model of each kind the unit walk handles: timm CNNs (EfficientNet-Lite, ConvNeXt,
 #: RegNet, ResNet) and ViTs (DINOv2 with a register-free class token, CLIP with norm_pre).
@@ -205,7 +205,7 @@ def test_grid_pool_is_adaptive_average_pooling_without_its_backward(
     """The pooled head's pooling gives AdaptiveAvgPool2d's values and gradients, and its
     backward uses no AdaptiveAvgPool2d kernel (nondeterministic on CUDA, refused by
     --trainer.deterministic true there)."""
-    from lightning_siamese.embedding import GridPool
+    from lightning_siamese.models.embedding import GridPool
 
     features = torch.randn(2, 3, height, width, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(2, 3, size, size, dtype=torch.float64)

@@ -12,12 +12,12 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import tiny_args, tiny_model, write_pairs
-from lightning_siamese.checkpoints import AtomicCheckpointIO
-from lightning_siamese.cli import main
-from lightning_siamese.data import SiameseDataModule
-from lightning_siamese.embedding import EmbeddingNet
+from lightning_siamese.cli.main import main
+from lightning_siamese.data.datamodule import SiameseDataModule
 from lightning_siamese.errors import NonFiniteLossError
-from lightning_siamese.model import SiameseModel
+from lightning_siamese.models.embedding import EmbeddingNet
+from lightning_siamese.training.checkpoints import AtomicCheckpointIO
+from lightning_siamese.training.model import SiameseModel
 
 BAD_SETTINGS = {
     "unknown backbone": (["--model.backbone=resnet9000"], "unknown backbone 'resnet9000'"),
@@ -260,7 +260,7 @@ class SpoilFiles(pl.Callback):
 
 
 def test_files_going_bad_during_training_are_reported_and_skipped(tmp_path: Path) -> None:
-    from lightning_siamese.triplets import UnreadableImageWarning
+    from lightning_siamese.data.triplets import UnreadableImageWarning
 
     root = tmp_path / "pairs"
     write_pairs(root, 30, size=48)

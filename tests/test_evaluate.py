@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import brute_force_rank_metrics, tiny_args, write_pairs
-from lightning_siamese.cli import main
-from lightning_siamese.inference import embed_paths, load_model
+from lightning_siamese.applications.inference import embed_paths, load_model
+from lightning_siamese.cli.main import main
 
 
 def test_evaluate_writes_metrics_table_and_pictures(

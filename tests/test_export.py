@@ -14,12 +14,12 @@ from PIL import Image
 from torch import nn
 
 from conftest import pattern_image
-from lightning_siamese import export
-from lightning_siamese.cli import main
-from lightning_siamese.export_check import load_exported, max_difference
-from lightning_siamese.images import load_image
-from lightning_siamese.inference import load_model
-from lightning_siamese.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lightning_siamese.applications import export
+from lightning_siamese.applications.export_check import load_exported, max_difference
+from lightning_siamese.applications.inference import load_model
+from lightning_siamese.cli.main import main
+from lightning_siamese.data.images import load_image
+from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 TOLERANCE = 1e-4
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import lightning_siamese.triplets as triplets
+import lightning_siamese.data.triplets as triplets
 from conftest import tiny_args, write_pairs
-from lightning_siamese.cli import main
-from lightning_siamese.feature_cache import FeatureCache, format_bytes
+from lightning_siamese.cli.main import main
+from lightning_siamese.training.feature_cache import FeatureCache, format_bytes
 
 
 def fit(root: Path, run: Path, *extra: str) -> list[dict[str, str]]:
@@ -147,9 +147,9 @@ def test_cache_files_and_memory_check_count_every_process(
 ) -> None:
     import socket
 
-    import lightning_siamese.feature_cache as feature_cache
+    import lightning_siamese.training.feature_cache as feature_cache
+    from lightning_siamese.data.transforms import eval_transform
     from lightning_siamese.errors import CacheMemoryError
-    from lightning_siamese.transforms import eval_transform
 
     write_pairs(tmp_path / "pairs", 4)
     paths = sorted((tmp_path / "pairs").glob("*/*"))

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_siamese import frozen_graph
-from lightning_siamese.embedding import EmbeddingNet
-from lightning_siamese.frozen_graph import MIN_BATCHES, FrozenGraph
-from lightning_siamese.images import load_image
-from lightning_siamese.inference import embed_paths, load_model, network_graph
+from lightning_siamese.applications.inference import embed_paths, load_model, network_graph
+from lightning_siamese.data.images import load_image
+from lightning_siamese.models import frozen_graph
+from lightning_siamese.models.embedding import EmbeddingNet
+from lightning_siamese.models.frozen_graph import MIN_BATCHES, FrozenGraph
 
 
 def small_net() -> EmbeddingNet:

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import write_pairs
-from lightning_siamese.images import list_images, load_image, thumbnail
-from lightning_siamese.pairs import discover_pairs
+from lightning_siamese.data.images import list_images, load_image, thumbnail
+from lightning_siamese.data.pairs import discover_pairs
 
 
 def write_png_rgb16(path: Path, array: np.ndarray) -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import tiny_args, write_pairs
-from lightning_siamese.checkpoints import partial_files
+from lightning_siamese.training.checkpoints import partial_files
 
 TESTS = Path(__file__).resolve().parent
 
@@ -97,7 +97,7 @@ def test_killed_fit_resumes_to_the_same_result(tmp_path: Path, kill: str) -> Non
 
 def test_last_checkpoint_follows_every_epoch(tmp_path: Path) -> None:
     """Also when the monitored metric stops improving (Lightning alone keeps the best's copy)."""
-    from lightning_siamese.cli import main
+    from lightning_siamese.cli.main import main
 
     root, run = tmp_path / "pairs", tmp_path / "run"
     write_pairs(root, 40)

@@ -87,7 +87,7 @@ def test_the_cycle_finder_finds_cycles() -> None:
 def test_no_import_cycle_among_the_package_modules() -> None:
     known = set(modules())
     graph = {name: imported_modules(path, known) for name, path in modules().items()}
-    assert graph["lightning_siamese.model"], "the import graph looks empty: parser broken?"
+    assert graph["lightning_siamese.training.model"], "the import graph looks empty: parser broken?"
     assert find_cycle(graph) is None
 
 
@@ -105,7 +105,7 @@ def test_importing_the_package_is_cheap_and_its_names_are_the_classes() -> None:
         "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))\n"
         "from lightning_siamese import EmbeddingNet, SiameseDataModule, SiameseModel, "
         "TripletLoss\n"
-        "from lightning_siamese.model import SiameseModel as M\n"
+        "from lightning_siamese.training.model import SiameseModel as M\n"
         "print(SiameseModel is M, EmbeddingNet.__name__, TripletLoss.__name__, "
         "SiameseDataModule.__name__, ls.__version__)\n"
     )
@@ -122,7 +122,7 @@ def test_data_check_starts_without_lightning(tmp_path: Path) -> None:
     write_pairs(tmp_path / "pairs", 3)
     out = run_python(
         "import sys\n"
-        "from lightning_siamese.cli import main\n"
+        "from lightning_siamese.cli.main import main\n"
         f"code = main(['data', 'check', {str(tmp_path / 'pairs')!r}])\n"
         "print(code, 'pytorch_lightning' in sys.modules, 'lightning' in sys.modules)\n"
     )

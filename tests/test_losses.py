@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lightning_siamese.losses import InfoNCELoss, TripletLoss, pairwise_distance
+from lightning_siamese.models.losses import InfoNCELoss, TripletLoss, pairwise_distance
 
 
 def distance(x: torch.Tensor, y: torch.Tensor, kind: str) -> float:

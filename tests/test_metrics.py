@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import brute_force_rank_metrics
-from lightning_siamese.metrics import SplitMetrics
-from lightning_siamese.retrieval import rank_metrics, retrieval_ranks
+from lightning_siamese.retrieval.metrics import SplitMetrics
+from lightning_siamese.retrieval.ranks import rank_metrics, retrieval_ranks
 
 
 def brute_force_ranks(queries: torch.Tensor, gallery: torch.Tensor) -> list[int]:

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from lightning_siamese.pairs import discover_pairs
-from lightning_siamese.transforms import eval_transform
-from lightning_siamese.triplets import TripletDataset, draw_negatives
+from lightning_siamese.data.pairs import discover_pairs
+from lightning_siamese.data.transforms import eval_transform
+from lightning_siamese.data.triplets import TripletDataset, draw_negatives
 
 
 def a_batch(folder: Path) -> dict:

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from conftest import pattern_image, write_pairs
-from lightning_siamese.cli import main
+from lightning_siamese.cli.main import main
+from lightning_siamese.data.pairs import discover_pairs, require_pairs
 from lightning_siamese.errors import PairDataError
-from lightning_siamese.pairs import discover_pairs, require_pairs
 
 
 def make_messy_folder(root: Path) -> dict[str, str]:

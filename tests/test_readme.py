@@ -29,7 +29,7 @@ from conftest import (
     pattern_image,
     write_pairs,
 )
-from lightning_siamese.cli import main
+from lightning_siamese.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

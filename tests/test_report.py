@@ -11,9 +11,9 @@ import torch
 from matplotlib.figure import Figure
 
 from conftest import write_pairs
-from lightning_siamese.report import SplitEmbeddings, save_figure, write_table_csv
-from lightning_siamese.retrieval import top_k
-from lightning_siamese.viz import pca_2d, plot_distances, plot_retrieval, plot_triplets
+from lightning_siamese.retrieval.plots import pca_2d, plot_distances, plot_retrieval, plot_triplets
+from lightning_siamese.retrieval.ranks import top_k
+from lightning_siamese.retrieval.report import SplitEmbeddings, save_figure, write_table_csv
 
 
 def split_of(root: Path, count: int, seed: int = 0) -> SplitEmbeddings:

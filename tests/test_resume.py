@@ -128,8 +128,8 @@ def test_resume_on_two_processes(tmp_path: Path, end_of_epoch: bool) -> None:
 def test_a_resumed_fit_keeps_its_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A resume reuses the run's split.csv (a new group-mate joins its group's split) and
     refuses another seed or other fractions, before anything is overwritten."""
-    from lightning_siamese.cli import main
-    from lightning_siamese.splits import read_split
+    from lightning_siamese.cli.main import main
+    from lightning_siamese.data.splits import read_split
 
     root, run = tmp_path / "pairs", tmp_path / "run"
     names = write_pairs(root, 40)
@@ -150,7 +150,7 @@ def test_a_resumed_fit_keeps_its_split(tmp_path: Path, capsys: pytest.CaptureFix
         assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
 
     # The data module refuses it too (as Lightning restores it, without the CLI's check).
-    from lightning_siamese.data import SiameseDataModule
+    from lightning_siamese.data.datamodule import SiameseDataModule
     from lightning_siamese.errors import ConfigError
 
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)

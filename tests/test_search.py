@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import pattern_image
-from lightning_siamese import gallery as gallery_module
-from lightning_siamese.cli import main
-from lightning_siamese.images import load_image
-from lightning_siamese.inference import embed_paths, load_model
-from lightning_siamese.retrieval import top_k
-from lightning_siamese.search import search
-from lightning_siamese.viz import plot_retrieval
+from lightning_siamese.applications import gallery as gallery_module
+from lightning_siamese.applications.inference import embed_paths, load_model
+from lightning_siamese.applications.search import search
+from lightning_siamese.cli.main import main
+from lightning_siamese.data.images import load_image
+from lightning_siamese.retrieval.plots import plot_retrieval
+from lightning_siamese.retrieval.ranks import top_k
 
 
 @pytest.fixture

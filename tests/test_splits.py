@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import write_pairs
-from lightning_siamese.pairs import Pair, discover_pairs
-from lightning_siamese.splits import assign_splits, check_fractions, read_split, write_split
+from lightning_siamese.data.pairs import Pair, discover_pairs
+from lightning_siamese.data.splits import assign_splits, check_fractions, read_split, write_split
 
 
 def fake_pairs(count: int, group_size: int = 1) -> list[Pair]:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_siamese.pairs import Pair
-from lightning_siamese.transforms import eval_transform
-from lightning_siamese.triplets import TripletDataset, TripletSampler, draw_negatives
+from lightning_siamese.data.pairs import Pair
+from lightning_siamese.data.transforms import eval_transform
+from lightning_siamese.data.triplets import TripletDataset, TripletSampler, draw_negatives
 
 
 def groups_of(count: int, group_size: int) -> list[str]:
@@ -89,7 +89,7 @@ def test_a_pass_can_start_part_way_through_an_epoch() -> None:
 
 
 def test_items_hold_three_images_from_the_split(pair_folder: Path) -> None:
-    from lightning_siamese.pairs import discover_pairs
+    from lightning_siamese.data.pairs import discover_pairs
 
     pairs: list[Pair] = discover_pairs(pair_folder).pairs[:5]
     dataset = TripletDataset(pairs, eval_transform(24), negatives=draw_negatives(["a"] * 5, 0))
@@ -104,8 +104,8 @@ def test_items_hold_three_images_from_the_split(pair_folder: Path) -> None:
 
 
 def test_group_mates_are_negatives_only_when_allowed(pair_folder: Path) -> None:
-    from lightning_siamese.pairs import discover_pairs
-    from lightning_siamese.triplets import negative_groups
+    from lightning_siamese.data.pairs import discover_pairs
+    from lightning_siamese.data.triplets import negative_groups
 
     pairs = [
         Pair(p.name, p.left, p.right, f"g{i // 4}")
@@ -136,8 +136,8 @@ def test_one_group_splits_and_replacement_negatives_follow_the_rule(pair_folder:
     import random
     import warnings
 
-    from lightning_siamese.pairs import discover_pairs
-    from lightning_siamese.triplets import draw_negative, negative_groups
+    from lightning_siamese.data.pairs import discover_pairs
+    from lightning_siamese.data.triplets import draw_negative, negative_groups
 
     found = discover_pairs(pair_folder).pairs[:6]
     one_group = [Pair(p.name, p.left, p.right, "same") for p in found]
@@ -155,8 +155,8 @@ def test_one_group_splits_and_replacement_negatives_follow_the_rule(pair_folder:
 
 
 def test_the_training_loader_saves_its_place_and_refuses_another_process_count() -> None:
+    from lightning_siamese.data.triplets import ResumableLoader
     from lightning_siamese.errors import ConfigError
-    from lightning_siamese.triplets import ResumableLoader
 
     groups = groups_of(40, 1)
     dataset = TripletDataset(

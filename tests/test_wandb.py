@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run_cli as launch
 from conftest import tiny_args, write_pairs
-from lightning_siamese.cli import main
+from lightning_siamese.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 WANDB_OVERLAY = str(REPO / "configs" / "logger" / "wandb.yaml")

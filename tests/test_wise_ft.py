@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import tiny_args, write_pairs
-from lightning_siamese.cli import main
-from lightning_siamese.inference import embed_paths, load_model
+from lightning_siamese.applications.inference import embed_paths, load_model
+from lightning_siamese.cli.main import main
 
 
 def test_wise_ft_mixes_the_trained_units_with_the_pretrained_file(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_wise_ft_refuses_random_starts_and_bad_alphas(
     assert "junk.ckpt" in capsys.readouterr().err
     assert main(["wise-ft", "--ckpt", str(checkpoint), "--alpha", "2"]) == 2
     assert "alpha must be in [0, 1]" in capsys.readouterr().err
-    from lightning_siamese.wise_ft import interpolate
+    from lightning_siamese.models.wise_ft import interpolate
 
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
         interpolate({}, {}, 1.5)

@@ -1,0 +1,1 @@
+"""The applications wing: the library behind evaluate, search and export (no Trainer)."""

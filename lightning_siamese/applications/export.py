@@ -1,0 +1,292 @@
+"""``lightning-siamese export``: the embedding network as ONNX or TorchScript, for use elsewhere.
+
+Only the embedding network (``model.net``, in eval mode) is exported: a float32 batch of
+preprocessed images (B, 3, S, S) in, embeddings (B, D) out, with a dynamic batch dimension. The
+preprocessing stays outside the file and is written down in a JSON sidecar (``<out>.json``), so
+the file can be used without this package. After exporting, the file is run on real (``--check
+DIR_OR_IMAGE``) or random images and compared with the PyTorch network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from lightning_siamese.applications.export_check import (
+    FORMATS,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    check_inputs,
+    compare,
+    example_inputs,
+    load_exported,
+    quiet_jit,
+)
+from lightning_siamese.applications.inference import load_model
+from lightning_siamese.errors import ExportError
+from lightning_siamese.models.backbones import normalization
+from lightning_siamese.training.model import SiameseModel
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+#: Largest max |exported - PyTorch| a check accepts by default.
+TOLERANCE = 1e-4
+#: Modules the ONNX export (``onnx``, ``onnxscript``) and its check (``onnxruntime``) need.
+ONNX_MODULES = ("onnx", "onnxscript")
+ONNX_CHECK_MODULES = ("onnxruntime",)
+INSTALL_HINT = "pip install 'lightning-siamese[export]'"
+#: Above this many bytes of weights, ONNX weights go to an external ``<out>.data`` file (the
+#: protobuf limit of one file is 2 GiB).
+ONNX_INLINE_LIMIT = 1_800_000_000
+
+RESIZE = "bilinear, antialiased, square, aspect ratio not kept"
+SCALE = "pixels / 255"
+
+
+def default_output(checkpoint: str | Path, fmt: str) -> Path:
+    """Next to the checkpoint: ``<stem>.onnx`` or ``<stem>.torchscript.pt``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + SUFFIXES[fmt])
+
+
+def sidecar_path(out: str | Path) -> Path:
+    """The JSON file that documents an exported file: ``<out>.json``."""
+    out = Path(out)
+    return out.with_name(out.name + ".json")
+
+
+def missing_modules(fmt: str, check: bool) -> list[str]:
+    """The optional modules the format (and its check) needs that are not installed."""
+    if fmt != "onnx":
+        return []
+    needed = ONNX_MODULES + (ONNX_CHECK_MODULES if check else ())
+    return [name for name in needed if not _installed(name)]
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def preprocessing_info(model: SiameseModel) -> dict[str, Any]:
+    """How to turn an image file into the network's input, without this package."""
+    size = int(model.hparams["image_size"])
+    mean, std = normalization(model.hparams["backbone"])
+    return {
+        "image_size": size,
+        "color": "RGB, 8 bits per channel (EXIF orientation applied, transparency on white)",
+        "channel_order": "RGB",
+        "resize": RESIZE,
+        "resize_to": [size, size],
+        "resize_note": (
+            "torchvision v2.Resize((S, S), antialias=True) on the uint8 image; PIL's "
+            "image.resize((S, S), Image.BILINEAR) gives the same pixels within 1 grey level"
+        ),
+        "scale": SCALE,
+        "mean": [float(value) for value in mean],
+        "std": [float(value) for value in std],
+        "formula": "(resize(rgb_uint8) / 255 - mean[c]) / std[c], per channel c",
+        "layout": "NCHW",
+        "dtype": "float32",
+    }
+
+
+def describe(
+    model: SiameseModel, fmt: str, out: Path, checkpoint: str | Path, exporter: str
+) -> dict[str, Any]:
+    """The sidecar's content: input, output, preprocessing and provenance of an exported file."""
+    size = int(model.hparams["image_size"])
+    dim = int(model.hparams["embedding_dim"])
+    normalized = bool(model.hparams["normalize"])
+    return {
+        "format": fmt,
+        "file": out.name,
+        "exporter": exporter,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, size, size],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "channel_order": "RGB",
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": ["batch", dim],
+            "dim": dim,
+            "dtype": "float32",
+            "l2_normalized": normalized,
+        },
+        "preprocessing": preprocessing_info(model),
+        "similarity": "cosine",
+        "similarity_note": (
+            "cosine similarity of two embeddings; higher is more alike"
+            + (" (a dot product, as the embeddings are L2-normalised)" if normalized else "")
+        ),
+        "training_distance": str(model.hparams.get("distance", "squared_l2")),
+        "backbone": str(model.hparams["backbone"]),
+        "head": str(model.hparams["head"]),
+        "embedding_dim": dim,
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "torch_version": torch.__version__,
+    }
+
+
+class ExportedFile(NamedTuple):
+    """A file an exporter wrote, the exporter used, and what is worth telling about it."""
+
+    path: Path
+    exporter: str
+    notes: list[str]
+
+
+def export_onnx(
+    net: nn.Module, path: str | Path, image_size: int, batch_size: int = 2
+) -> ExportedFile:
+    """Write ``net`` as ONNX (input ``images``, output ``embeddings``, dynamic batch).
+
+    Uses the ``torch.export``-based exporter (``dynamo``) and falls back to the legacy
+    TorchScript-based one (``legacy``) when that fails, saying why in the notes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = net.eval()
+    example = (example_inputs(image_size, batch_size),)
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    try:
+        batch = torch.export.Dim("batch", min=1)
+        with torch.no_grad():
+            torch.onnx.export(
+                net,
+                example,
+                str(path),
+                dynamo=True,
+                verbose=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},),
+                external_data=weights > ONNX_INLINE_LIMIT,
+            )
+        return ExportedFile(path, "dynamo", [])
+    except Exception as error:  # any failure of torch.export / onnxscript: try the old way
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+        notes = [
+            f"note: the torch.export-based ONNX exporter failed ({reason}); "
+            "falling back to the legacy TorchScript-based exporter"
+        ]
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            torch.onnx.export(
+                net,
+                example,
+                str(path),
+                dynamo=False,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+    except Exception as error:
+        raise ExportError(
+            f"ONNX export failed: {type(error).__name__}: {error} (the torch.export-based "
+            f"exporter had failed first: {reason})"
+        ) from error
+    return ExportedFile(path, "legacy", notes)
+
+
+def export_torchscript(
+    net: nn.Module, path: str | Path, image_size: int, batch_size: int = 2
+) -> ExportedFile:
+    """Write ``net`` traced with ``torch.jit.trace``; the batch dimension stays free.
+
+    The input side is fixed, so shape arithmetic the tracer bakes in (e.g. TF-style "same"
+    padding) stays right; only the batch varies.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = net.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            quiet_jit()
+            traced = torch.jit.trace(net, example_inputs(image_size, batch_size))
+            torch.jit.save(traced, str(path))
+    except Exception as error:
+        raise ExportError(f"TorchScript export failed: {type(error).__name__}: {error}") from error
+    return ExportedFile(path, "torch.jit.trace", [])
+
+
+EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
+
+
+def export_model(
+    checkpoint: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    check: bool = True,
+    check_images: str | Path | None = None,
+    tolerance: float = TOLERANCE,
+    batch_size_hint: int = 2,
+) -> dict[str, Any]:
+    """Export the embedding network of ``checkpoint`` and write its sidecar (``<out>.json``).
+
+    Args:
+        fmt: ``onnx`` or ``torchscript``.
+        out: the file to write; default :func:`default_output`.
+        check: run the exported file and compare it with PyTorch.
+        check_images: an image or a folder to check with (up to :data:`CHECK_IMAGES`); default:
+            random inputs.
+        tolerance: the largest max |exported - PyTorch| the check accepts.
+        batch_size_hint: batch size of the example input used to trace (the batch stays dynamic).
+
+    Returns:
+        the sidecar's content, with ``path`` (the file), ``sidecar`` and ``notes``; with a check,
+        ``check.passed`` says whether the file is within ``tolerance``.
+
+    Raises:
+        ExportError: a needed module is missing, the check images cannot be read, or the export
+            failed.
+        CheckpointError: the checkpoint cannot be used.
+    """
+    if fmt not in EXPORTERS:
+        raise ExportError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    missing = missing_modules(fmt, check)
+    if missing:
+        raise ExportError(
+            f"--format {fmt} needs {', '.join(missing)}, not installed; run: {INSTALL_HINT}"
+        )
+    model = load_model(checkpoint, device="cpu")
+    # Read the check images first: a wrong path should not cost an export.
+    skipped: list[tuple[str, str]] = []
+    inputs, source = check_inputs(model, check_images, skipped=skipped) if check else (None, "")
+    net = model.net.eval()
+    exported = EXPORTERS[fmt](
+        net,
+        out or default_output(checkpoint, fmt),
+        int(model.hparams["image_size"]),
+        batch_size_hint,
+    )
+    info = describe(model, fmt, exported.path, checkpoint, exported.exporter)
+    if fmt == "onnx":
+        info["onnx_opset"] = _onnx_opset(exported.path)
+    if inputs is not None:
+        difference = compare(net, load_exported(exported.path, fmt), inputs)
+        info["check"] = {
+            "inputs": source,
+            "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+            "max_abs_difference": difference,
+            "tolerance": tolerance,
+            "passed": difference <= tolerance,
+        }
+    sidecar = sidecar_path(exported.path)
+    sidecar.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return {**info, "path": str(exported.path), "sidecar": str(sidecar), "notes": exported.notes}
+
+
+def _onnx_opset(path: Path) -> int | None:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)

@@ -1,0 +1,127 @@
+"""Checking an exported file: run it (ONNX Runtime or TorchScript) on real or random images and
+compare its embeddings with the PyTorch network's."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from lightning_siamese.data.images import IMAGE_EXTENSIONS, list_images, load_image
+from lightning_siamese.errors import ExportError
+from lightning_siamese.training.model import SiameseModel
+
+#: At most this many images from a folder of check images.
+CHECK_IMAGES = 8
+INPUT_NAME = "images"
+OUTPUT_NAME = "embeddings"
+FORMATS = ("onnx", "torchscript")
+
+
+def example_inputs(image_size: int, batch_size: int) -> torch.Tensor:
+    """A fixed random batch (seed 0) of preprocessed-image shape: traces and default checks."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(max(batch_size, 1), 3, image_size, image_size, generator=generator)
+
+
+def quiet_jit() -> None:
+    """Silence the tracer's constant-shape notes and TorchScript's deprecation notices."""
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    warnings.filterwarnings(
+        "ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning
+    )
+
+
+def load_exported(path: str | Path, fmt: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function preprocessed images (B, 3, S, S) -> embeddings (B, D) running the exported file
+    (ONNX Runtime on the CPU, or ``torch.jit.load``)."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def run_onnx(images: torch.Tensor) -> torch.Tensor:
+            array = images.detach().cpu().float().numpy()
+            return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
+
+        return run_onnx
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            quiet_jit()
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+
+        def run_torchscript(images: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return module(images.cpu().float())
+
+        return run_torchscript
+    raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+
+
+def max_difference(a: torch.Tensor | Any, b: torch.Tensor | Any) -> float:
+    """max |a - b| over all elements (tensors or arrays of the same shape)."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return float((a - b).abs().max()) if a.numel() else 0.0
+
+
+def find_images(path: str | Path) -> list[Path]:
+    """``path`` itself, or the image files (sorted) under a folder."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise ExportError(f"{path}: no such file or folder of images to check with")
+    images = list_images(path).paths()
+    if not images:
+        extensions = " ".join(sorted(IMAGE_EXTENSIONS))
+        raise ExportError(f"{path}: no image files ({extensions}) to check with")
+    return images
+
+
+def check_inputs(
+    model: SiameseModel,
+    source: str | Path | None,
+    count: int = 3,
+    skipped: list[tuple[str, str]] | None = None,
+) -> tuple[torch.Tensor, str]:
+    """A batch to check with: the first :data:`CHECK_IMAGES` readable images under ``source``
+    preprocessed by ``model.transform()``, or without ``source``, ``count`` random inputs of the
+    right shape; and which it is. Unreadable files go to ``skipped`` with their reason."""
+    if source is None:
+        size = int(model.hparams["image_size"])
+        return example_inputs(size, count), f"{count} random inputs (no --check images given)"
+    transform = model.transform()
+    tensors = []
+    for path in find_images(source):
+        try:
+            tensors.append(transform(load_image(path)))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            if skipped is not None:
+                skipped.append((str(path), f"unreadable or truncated image ({error})"))
+        if len(tensors) == CHECK_IMAGES:
+            break
+    if not tensors:
+        raise ExportError(f"{source}: no readable image to check with")
+    return torch.stack(tensors), f"{len(tensors)} image(s) from {source}"
+
+
+def compare(
+    net: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor
+) -> float:
+    """max |exported - PyTorch| over the batch and, to exercise the dynamic batch, its first
+    image alone."""
+    batches = [images] if len(images) == 1 else [images, images[:1]]
+    net = net.eval()
+    worst = 0.0
+    for batch in batches:
+        with torch.no_grad():
+            expected = net(batch)
+        worst = max(worst, max_difference(run(batch), expected))
+    return worst

@@ -1,0 +1,80 @@
+"""``lightning-siamese evaluate --ckpt PATH --root DIR``: a checkpoint against any pair folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_siamese.applications.evaluate import evaluate
+from lightning_siamese.cli.registry import non_negative_int, positive_int
+
+SHOWN = (
+    "recall@1",
+    "recall@5",
+    "recall@10",
+    "recall@20",
+    "mrr",
+    "median_rank",
+    "cosine_positive",
+    "cosine_negative",
+    "triplet_accuracy",
+)
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The headline figures, one per line."""
+    lines = [
+        f"{metrics['root']}: {metrics['pairs']} pairs ({metrics['images']} images, "
+        f"{metrics['skipped_files']} files skipped) in {metrics['seconds']:.1f} s"
+    ]
+    width = max(len(name) for name in SHOWN)
+    lines += [f"  {name:<{width}}  {metrics[name]:.4f}" for name in SHOWN]
+    lines.append(f"written to {metrics['output']}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-siamese evaluate",
+        description="Evaluate a checkpoint on every pair of a left/right folder (each left "
+        "image is a query among all right images).",
+    )
+    parser.add_argument("--ckpt", required=True, type=Path, help="a checkpoint from `fit`")
+    parser.add_argument("--root", required=True, type=Path, help="folder with left/ and right/")
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: <run>/evaluate/<root name>)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--num-workers", type=non_negative_int, default=0)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--seed", type=int, default=0, help="draws each pair's negative")
+    parser.add_argument(
+        "--top-k", type=positive_int, default=5, help="results per query in the table"
+    )
+    parser.add_argument("--strict", action="store_true", help="fail on any bad file")
+    parser.add_argument("--json", action="store_true", help="print metrics.json instead")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    metrics = evaluate(
+        args.ckpt,
+        args.root,
+        args.out,
+        args.batch_size,
+        args.num_workers,
+        args.device,
+        args.seed,
+        args.top_k,
+        args.strict,
+    )
+    if metrics["problems"]:
+        shown = "\n".join(f"  {p['path']}: {p['reason']}" for p in metrics["problems"][:10])
+        print(f"{len(metrics['problems'])} problems; not evaluated:\n{shown}", file=sys.stderr)
+    print(json.dumps(metrics, indent=2) if args.json else format_table(metrics))
+    return 0

@@ -1,0 +1,110 @@
+"""``lightning-siamese export``: the embedding network as ONNX or TorchScript, for use elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_siamese.applications import export
+from lightning_siamese.applications.export_check import CHECK_IMAGES
+from lightning_siamese.cli.registry import positive_int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-siamese export",
+        description=(
+            "Export the embedding network of a checkpoint as ONNX or TorchScript (dynamic batch), "
+            "with a JSON sidecar that documents the preprocessing, and check it against PyTorch."
+        ),
+    )
+    parser.add_argument("--ckpt", type=Path, required=True, help="checkpoint written by `fit`")
+    parser.add_argument(
+        "--format",
+        choices=tuple(export.EXPORTERS),
+        required=True,
+        help="onnx (needs the [export] extra) or torchscript (deprecated in recent torch releases)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="file to write (default: <ckpt stem>.onnx or <ckpt stem>.torchscript.pt beside it)",
+    )
+    parser.add_argument(
+        "--batch-size-hint",
+        type=positive_int,
+        default=2,
+        metavar="N",
+        help="batch size of the example input used to trace (default 2); the batch stays dynamic",
+    )
+    check = parser.add_mutually_exclusive_group()
+    check.add_argument(
+        "--check",
+        metavar="DIR_OR_IMAGE",
+        type=Path,
+        default=None,
+        help=f"check with these images (up to {CHECK_IMAGES}); default: random inputs",
+    )
+    check.add_argument("--no-check", action="store_true", help="skip running the exported file")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=export.TOLERANCE,
+        help=f"largest max |exported - PyTorch| the check accepts (default {export.TOLERANCE:g})",
+    )
+    return parser
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    parsed = build_parser().parse_args(None if args is None else list(args))
+    info = export.export_model(
+        parsed.ckpt,
+        parsed.format,
+        out=parsed.out,
+        check=not parsed.no_check,
+        check_images=parsed.check,
+        tolerance=parsed.tolerance,
+        batch_size_hint=parsed.batch_size_hint,
+    )
+    for note in info["notes"]:
+        print(note, file=sys.stderr)
+    status = 0
+    check = info.get("check")
+    if check is not None:
+        for skipped in check["skipped"]:
+            print(f"warning: skipped {skipped['path']}: {skipped['reason']}", file=sys.stderr)
+        difference = check["max_abs_difference"]
+        print(f"check: {check['inputs']}: max |{parsed.format} - pytorch| = {difference:.3g}")
+        if not check["passed"]:
+            print(
+                f"error: the exported file differs from PyTorch by {difference:.3g} "
+                f"> {parsed.tolerance:g}; do not use {info['path']}",
+                file=sys.stderr,
+            )
+            status = 1
+    print(_summary(info))
+    return status
+
+
+def _summary(info: dict[str, Any]) -> str:
+    out, sidecar = Path(info["path"]), info["sidecar"]
+    data = out.with_name(out.name + ".data")  # ONNX weights over 2 GiB live beside the graph
+    size_mb = sum(path.stat().st_size for path in (out, data) if path.is_file()) / 1e6
+    pre = info["preprocessing"]
+    size = pre["image_size"]
+    mean = ", ".join(f"{v:.3f}" for v in pre["mean"])
+    std = ", ".join(f"{v:.3f}" for v in pre["std"])
+    normalized = "L2-normalised" if info["output"]["l2_normalized"] else "not normalised"
+    lines = [
+        f"wrote {out} ({size_mb:.1f} MB, {info['format']} via {info['exporter']}) and {sidecar}",
+        f"input '{export.INPUT_NAME}': float32 (batch, 3, {size}, {size}); "
+        f"output '{export.OUTPUT_NAME}': (batch, {info['output']['dim']}), {normalized}; "
+        "compare with cosine similarity",
+        f"preprocessing: RGB -> resize to {size}x{size} ({export.RESIZE}) -> "
+        f"{export.SCALE} -> (x - mean) / std, mean ({mean}), std ({std}), NCHW",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,218 @@
+"""The LightningCLI of ``fit``/``validate``/``test``/``predict``: the subclass, its config
+callback and the trainer defaults.
+
+Importing this module imports Lightning; ``cli.main`` imports it only for those subcommands.
+Subclass :class:`SiameseCLI` to add links or arguments of your own::
+
+    from lightning_siamese.cli.lightning_cli import SiameseCLI, run
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import yaml
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger
+
+from lightning_siamese.data.datamodule import SiameseDataModule, check_root
+from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lightning_siamese.errors import ConfigError
+from lightning_siamese.models.backbones import input_size, normalization
+from lightning_siamese.training.checkpoints import BestAndLastCheckpoint, check_checkpoint
+from lightning_siamese.training.media import LogMedia
+from lightning_siamese.training.model import SiameseModel
+from lightning_siamese.training.prediction_writer import WriteEmbeddings
+
+#: ``--ckpt_path`` values that Lightning resolves itself (not file names): ``registry`` may
+#: be followed by ``:name:version``.
+CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")
+
+
+def backbone_mean(backbone: str) -> tuple[float, ...]:
+    """The input mean of the backbone's pretrained weights (ImageNet's for an unknown name,
+    which the model reports in one line when it is built)."""
+    try:
+        return normalization(backbone)[0]
+    except ConfigError:
+        return IMAGENET_MEAN
+
+
+def backbone_std(backbone: str) -> tuple[float, ...]:
+    """The input standard deviation of the backbone's pretrained weights."""
+    try:
+        return normalization(backbone)[1]
+    except ConfigError:
+        return IMAGENET_STD
+
+
+def image_size_for(image_size: int | None, backbone: str) -> int | None:
+    """``data.image_size``, or when unset the backbone's pretrained input size."""
+    if image_size is not None:
+        return image_size
+    try:
+        return input_size(backbone)
+    except ConfigError:  # reported by the model
+        return None
+
+
+class SaveConfigToLoggers(SaveConfigCallback):
+    """Write ``config.yaml`` to the log folder and send the whole resolved config to every
+    logger (W&B's run config, TensorBoard's and CSV's hparams), once, as a nested dict with the
+    ``subcommand``.
+
+    The model's and data module's own ``save_hyperparameters`` logging is turned off in CLI
+    runs, so the loggers hold the config once rather than twice (nested and flattened).
+    """
+
+    #: Set by :class:`SiameseCLI` when it builds the trainer: ``fit``, ``test``, ...
+    subcommand: str | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for owner in (pl_module, getattr(trainer, "datamodule", None)):
+            if owner is not None:
+                owner._log_hyperparams = False
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        config["subcommand"] = self.subcommand or stage
+        for logger in trainer.loggers:
+            logger.log_hyperparams(config)
+
+
+def place_wandb_run(logger: WandbLogger, run_folder: str) -> None:
+    """A W&B logger given no folder (``save_dir: null``, as ``configs/logger/wandb.yaml``)
+    keeps its W&B run under ``$WANDB_DIR`` when that is set (W&B's own rule), else under the
+    run folder, beside its checkpoints and ``split.csv``; the run folder is its ``save_dir``
+    (where ``config.yaml`` goes). Called before the W&B run starts."""
+    if logger.save_dir is not None:
+        return
+    Path(run_folder).mkdir(parents=True, exist_ok=True)  # W&B falls back to /tmp otherwise
+    # WandbLogger keeps its folders in these two (it starts the W&B run on first use).
+    logger._save_dir = os.fspath(run_folder)
+    logger._wandb_init["dir"] = os.environ.get("WANDB_DIR") or logger._save_dir
+
+
+class SiameseCLI(LightningCLI):
+    """LightningCLI with the project's links, checks and defaults.
+
+    ``data.image_size`` sets ``model.image_size`` (unset: the backbone's pretrained input size,
+    for both), and the backbone sets the input normalisation (``data.mean``, ``data.std``);
+    ``--validate_before_fit`` (on by default) logs the untrained model's figures at step 0; a
+    missing data folder or ``--ckpt_path`` file is reported before the model is built;
+    checkpoints go to ``<default_root_dir>/checkpoints``.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # A value lives in one place: the image size and the input normalisation of the
+        # backbone's pretrained weights flow from one setting to the other.
+        parser.link_arguments(
+            ("data.image_size", "model.backbone"), "model.image_size", compute_fn=image_size_for
+        )
+        parser.link_arguments("model.backbone", "data.mean", compute_fn=backbone_mean)
+        parser.link_arguments("model.backbone", "data.std", compute_fn=backbone_std)
+        parser.add_argument(
+            "--validate_before_fit",
+            type=bool,
+            default=True,
+            help="(fit) validate the untrained model first, so the gain shows in one run",
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # Lightning reads the hyper-parameters of --ckpt_path next, with a bare torch.load: a
+        # missing, truncated or foreign file is named here instead.
+        config = self.config[self.config.subcommand] if self.config.get("subcommand") else {}
+        ckpt_path = config.get("ckpt_path") if config else None
+        keyword = str(ckpt_path).split(":")[0].lower()
+        if ckpt_path and keyword not in CKPT_PATH_KEYWORDS and "://" not in str(ckpt_path):
+            check_checkpoint(ckpt_path)
+
+    def before_instantiate_classes(self) -> None:
+        # Cheap checks first: a missing data folder is reported before the model is built
+        # (weights loaded or downloaded), not after.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        data = config.get("data")
+        if data is not None:
+            check_root(data.get("root"), data.get("build_if_missing"), data.get("predict_root"))
+            if data.get("image_size") is None and config.get("model") is not None:
+                data.image_size = config.model.get("image_size")  # the backbone's
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # Trainer.callbacks is set in Trainer.__init__ (by its callback connector) but not
+        # declared on the class, so mypy does not know it.
+        callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
+        if trainer.logger is None:  # LearningRateMonitor refuses to run without a logger
+            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+            trainer.callbacks = callbacks  # type: ignore[attr-defined]
+        for callback in callbacks:
+            if isinstance(callback, SaveConfigToLoggers):
+                callback.subcommand = self.subcommand
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                place_wandb_run(logger, trainer.default_root_dir)
+        # A fixed checkpoint folder per run folder, so `--ckpt_path last` finds the last one.
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        return trainer
+
+    def before_fit(self) -> None:
+        config = self.config[self.subcommand]
+        if config.get("ckpt_path"):
+            self._check_resumed_split(str(config["ckpt_path"]))
+        elif config.get("validate_before_fit"):
+            self.trainer.validate(self.model, datamodule=self.datamodule)
+
+    def _check_resumed_split(self, ckpt_path: str) -> None:
+        """Refuse a resume with another split before the fit writes anything (its config,
+        logs, ``split.csv``); the data module checks again as Lightning restores it."""
+        path = Path(ckpt_path)
+        if ckpt_path == "last":
+            path = Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file() or not isinstance(self.datamodule, SiameseDataModule):
+            return  # another keyword, or nothing there: Lightning reports it
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = saved.get(type(self.datamodule).__qualname__)
+        state = state or saved.get("datamodule_hyper_parameters") or {}  # older checkpoints
+        self.datamodule.check_resume(state, path)
+
+
+def trainer_defaults() -> dict[str, Any]:
+    """The callbacks and plugins every run gets (``--print_config`` shows them): the best and
+    every-epoch last checkpoints, the learning-rate monitor, the ``predict`` writer, the run's
+    pictures, atomic checkpoint writes. Fresh instances on every call (tests and notebooks call
+    :func:`run` many times in one process)."""
+    checkpoint = BestAndLastCheckpoint(
+        monitor="val/recall@1",
+        mode="max",
+        save_last=True,
+        filename="epoch{epoch:03d}-recall1-{val/recall@1:.4f}",
+        auto_insert_metric_name=False,
+    )
+    return {
+        "callbacks": [checkpoint, LearningRateMonitor(), WriteEmbeddings(), LogMedia()],
+        "plugins": [{"class_path": "lightning_siamese.training.checkpoints.AtomicCheckpointIO"}],
+    }
+
+
+def run(args: Sequence[str] | None = None, **kwargs: Any) -> SiameseCLI:
+    """Run the LightningCLI on ``args`` (``sys.argv`` when None); ``kwargs`` go to
+    :class:`SiameseCLI` (e.g. ``run=False`` to build the model, data and trainer only)."""
+    return SiameseCLI(
+        SiameseModel,
+        SiameseDataModule,
+        args=None if args is None else list(args),
+        trainer_defaults=trainer_defaults(),
+        save_config_callback=SaveConfigToLoggers,
+        save_config_kwargs={"overwrite": True},
+        **kwargs,
+    )

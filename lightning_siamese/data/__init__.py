@@ -1,0 +1,1 @@
+"""The data wing: image files, pair folders, splits, triplets, the DataModule, demo builders."""

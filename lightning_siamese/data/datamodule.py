@@ -1,0 +1,348 @@
+"""The LightningDataModule: a ``left/`` + ``right/`` folder -> train/val/test triplet loaders."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lightning_siamese.errors import ConfigError
+from lightning_siamese.data.images import checked_image_folder
+from lightning_siamese.data.pairs import (
+    Pair,
+    PairDataError,
+    PairReport,
+    check_layout,
+    discover_pairs,
+    require_pairs,
+)
+from lightning_siamese.data.splits import (
+    MIN_PAIRS,
+    SPLIT_FILE,
+    SPLITS,
+    assign_splits,
+    check_fractions,
+    read_split,
+    write_split,
+)
+from lightning_siamese.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SEED_IMAGE_SIZE,
+    eval_transform,
+    train_transform,
+)
+from lightning_siamese.data.triplets import (
+    ResumableLoader,
+    TripletDataset,
+    TripletSampler,
+    draw_negatives,
+    negative_groups,
+)
+
+
+def check_root(root: str | None, build_if_missing: str | None, predict_root: str | None) -> None:
+    """Fail now, with what to do, when the data folder is missing and nothing will build it."""
+    if build_if_missing is not None or predict_root is not None:
+        return
+    if not Path(str(root)).exists():
+        raise PairDataError(
+            f"data root {root} does not exist: pass --data.root a folder with left/ and right/ "
+            "(or --data.build_if_missing emoji|glyphs to build a demo set there)"
+        )
+    check_layout(str(root))
+
+
+#: How a message names what needs a split.
+STAGE_WORDS = {
+    ("fit", "train"): "training",
+    ("fit", "val"): "validation during fit",
+    ("validate", "val"): "validate",
+    ("test", "test"): "test",
+}
+
+
+class SiameseDataModule(pl.LightningDataModule):
+    """Triplets from a folder of look-alike pairs, split by pair (or group) into train/val/test.
+
+    Args:
+        root: folder with ``left/`` and ``right/`` (and optionally ``pairs.csv`` with ``name`` and
+            ``group`` columns: a group stays in one split).
+        image_size: side of the square the images are resized to; default the backbone's
+            pretrained input size, which the CLI sets from ``model.backbone`` (200 without it).
+        batch_size: triplets per batch (per device).
+        num_workers: DataLoader worker processes.
+        split_fractions: expected (train, val, test) shares of the groups.
+        seed: fixes the split, the validation/test negatives and the training negatives of each
+            epoch (independent of the training seed, so changing that never moves the split).
+        strict: fail on any problem in the folder instead of skipping the bad files.
+        check_images: decode every image once at setup, so bad files are reported up front.
+        augment: random crop, flip and colour jitter on training images (the seed had none).
+        group_mates_as_negatives: let pairs of the anchor's own group (``pairs.csv``: variants
+            that look alike on purpose) be its negatives, drawn and mined; by default a negative
+            always comes from another group when the split has one.
+        mean: per-channel normalisation mean (ImageNet's by default).
+        std: per-channel normalisation standard deviation.
+        split_file: a ``split.csv`` from an earlier run: the pairs listed keep their split.
+            Without one, ``validate`` and ``test`` reuse the ``split.csv`` of the run folder
+            (the trainer's ``default_root_dir``) when there is one; ``fit`` writes it.
+        build_if_missing: build this demo data set into ``root`` if ``root/left`` is missing.
+        predict_root: folder of images to embed with ``predict`` (searched recursively).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int | None = None,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        strict: bool = False,
+        check_images: bool = True,
+        augment: bool = False,
+        group_mates_as_negatives: bool = False,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        split_file: str | None = None,
+        build_if_missing: Literal["emoji", "glyphs"] | None = None,
+        predict_root: str | None = None,
+    ) -> None:
+        super().__init__()
+        check_fractions(split_fractions)
+        image_size = image_size or SEED_IMAGE_SIZE  # hparams hold the size used
+        if image_size < 1 or batch_size < 1 or num_workers < 0:
+            raise ConfigError(
+                "image_size and batch_size must be >= 1 and num_workers >= 0; got "
+                f"{image_size}, {batch_size}, {num_workers}"
+            )
+        check_root(root, build_if_missing, predict_root)
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.report: PairReport | None = None
+        self.splits: dict[str, list[Pair]] = {}
+        self.datasets: dict[str, TripletDataset] = {}
+        self._split_from_run_file = False
+        self._split_unwritten = False
+
+    def prepare_data(self) -> None:
+        kind = self.hparams["build_if_missing"]
+        if kind is None or (self.root / "left").is_dir():
+            return
+        rank_zero_info(f"{self.root}/left is missing: building the {kind} demo data set there")
+        if kind == "emoji":
+            from lightning_siamese.data.emoji import build_emoji
+
+            build_emoji(self.root)
+        else:
+            from lightning_siamese.data.glyphs import build_glyphs
+
+            build_glyphs(self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        wanted = getattr(model, "hparams", {}).get("image_size", self.hparams["image_size"])
+        if wanted != self.hparams["image_size"]:  # outside the CLI, which links the two
+            have = self.hparams["image_size"]
+            raise ConfigError(f"the data are {have} px, the model takes {wanted} px: give "
+                              f"SiameseDataModule image_size={wanted}")  # fmt: skip
+        if stage == "predict":
+            if self.hparams["predict_root"] is None:
+                raise ConfigError("predict needs --data.predict_root: a folder of images to embed")
+            transform = eval_transform(
+                self.hparams["image_size"], self.hparams["mean"], self.hparams["std"]
+            )
+            self.predict_dataset = checked_image_folder(self.hparams["predict_root"], transform)
+            for path, reason in self.predict_dataset.skipped:
+                rank_zero_warn(f"{path}: {reason}; it is not embedded")
+            return
+        # A validation before `fit` may have reused an older split file of the run folder;
+        # `fit` splits afresh (from `split_file` if given), unless it resumes (load_state_dict),
+        # and writes the run's split when it starts training.
+        if not self.splits or (stage == "fit" and self._split_from_run_file):
+            self._discover_and_split(stage)
+        self._split_unwritten = stage == "fit"
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
+            stage or "fit", ()
+        )
+        for split in needed:
+            self._require_split(split, stage)
+        if stage == "fit" and len(self.datasets["train"]) < self.hparams["batch_size"]:
+            raise ConfigError(
+                f"batch_size ({self.hparams['batch_size']}) is larger than the train split "
+                f"({len(self.datasets['train'])} pairs): lower --data.batch_size"
+            )
+
+    def _run_split_file(self) -> Path | None:
+        trainer = self.trainer
+        if trainer is None or trainer.default_root_dir is None:
+            return None
+        return Path(trainer.default_root_dir) / SPLIT_FILE
+
+    def _discover_and_split(self, stage: str | None, resume: bool = False) -> None:
+        hp = self.hparams
+        if self.report is None or not resume:
+            self.report = discover_pairs(self.root, check_images=hp["check_images"])
+            if self.report.problems:
+                rank_zero_warn(
+                    f"{self.report.skipped_files} files skipped: {len(self.report.problems)} "
+                    f"problems in {self.root}; these pairs are not used:\n"
+                    f"{self.report.format(limit=10)}"
+                )
+        pairs = require_pairs(self.report, strict=hp["strict"])
+        split_file = Path(hp["split_file"]) if hp["split_file"] else None
+        run_split = self._run_split_file()
+        self._split_from_run_file = False
+        if split_file is None and (stage != "fit" or resume) and run_split and run_split.is_file():
+            split_file = run_split
+            self._split_from_run_file = not resume  # a resumed fit's own split
+        fixed = read_split(split_file) if split_file else None
+        if split_file:
+            rank_zero_info(f"using the split of {split_file}")
+        fixed_groups = fixed.groups if fixed is not None else None
+        self.splits = assign_splits(pairs, hp["split_fractions"], hp["seed"], fixed, fixed_groups)
+        evaluation = eval_transform(hp["image_size"], hp["mean"], hp["std"])
+        training = train_transform(hp["image_size"], hp["mean"], hp["std"], hp["augment"])
+        mates = hp["group_mates_as_negatives"]
+        for split, split_pairs in self.splits.items():
+            if split == "train":
+                self.datasets[split] = TripletDataset(
+                    split_pairs, training, group_mates_as_negatives=mates
+                )
+                continue
+            groups = negative_groups(split_pairs, mates)
+            negatives = draw_negatives(groups, f"{split}:{hp['seed']}") if len(groups) > 1 else []
+            self.datasets[split] = TripletDataset(
+                split_pairs, evaluation, negatives, group_mates_as_negatives=mates
+            )
+        sizes = ", ".join(f"{split} {len(self.splits[split])}" for split in SPLITS)
+        rank_zero_info(f"{self.report.summary()}\nsplit (seed {hp['seed']}): {sizes} pairs")
+
+    def _require_split(self, split: str, stage: str | None) -> None:
+        count = len(self.splits[split])
+        if count < MIN_PAIRS:
+            fractions = self.hparams["split_fractions"]
+            stage = str(getattr(stage, "value", stage))  # Lightning passes a str enum
+            what = STAGE_WORDS.get((stage, split), stage)
+            raise ConfigError(
+                f"the {split} split has {count} pair(s) but {what} needs at least {MIN_PAIRS}: "
+                f"add pairs or raise its share in --data.split_fractions (now {fractions})"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """What made the split, saved with every checkpoint: a resumed fit keeps it."""
+        return {
+            "seed": self.hparams["seed"],
+            "split_fractions": list(self.hparams["split_fractions"]),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A resumed fit: refuse another seed or other fractions than the run's, and take the
+        run's ``split.csv`` (new pairs join their group's split, or go by their hash)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return
+        self.check_resume(state_dict, trainer.ckpt_path)
+        self._discover_and_split("fit", resume=True)
+
+    def check_resume(self, state: dict[str, Any], checkpoint: Any) -> None:
+        """Raise a :class:`~lightning_siamese.errors.ConfigError` when the run ``checkpoint``
+        comes from (its :meth:`state_dict`, or data hyper-parameters) was split with another
+        seed or other fractions than this data module's."""
+        for key in ("seed", "split_fractions"):
+            ours, theirs = self.hparams[key], state.get(key)
+            if key == "split_fractions" and theirs is not None:
+                ours, theirs = list(ours), list(theirs)
+            if theirs is not None and ours != theirs:
+                raise ConfigError(
+                    f"--data.{key} {ours} is not the {theirs} of the run that {checkpoint} "
+                    f"resumes: its pairs would move between train, val and test. Resume with "
+                    f"--data.{key} {theirs} (or without the option), or start a new run: another "
+                    "--trainer.default_root_dir, without --ckpt_path"
+                )
+
+    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
+        dataset = self.datasets["train"]
+        trainer = self.trainer
+        path = self._run_split_file()
+        if self._split_unwritten and path and trainer is not None and trainer.is_global_zero:
+            try:
+                write_split(path, self.splits)
+            except OSError as error:
+                raise ConfigError(
+                    f"cannot write {path} ({error}): pass --trainer.default_root_dir a folder "
+                    "you can write to"
+                ) from error
+            rank_zero_info(f"split written to {path}")
+        self._split_unwritten = False
+        sampler = TripletSampler(
+            dataset.groups,
+            seed=self.hparams["seed"],
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+        batches = len(sampler) // self.hparams["batch_size"]
+        # drop_last: a last batch of one triplet would break the head's BatchNorm.
+        return self._loader(
+            dataset,
+            ResumableLoader,
+            sampler=sampler,
+            drop_last=True,
+            progress=partial(self._progress, batches),
+        )
+
+    def _progress(self, loader_batches: int) -> tuple[int, int, int] | None:
+        """(the epoch in progress, its batches done on this process, the batches it has);
+        None without a trainer."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        limit = trainer.limit_train_batches  # an int counts batches, a float is a share
+        batches = (
+            min(limit, loader_batches) if isinstance(limit, int) else int(limit * loader_batches)
+        )
+        # The batch counter tracks 'processed' (typed as its base class, which does not).
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
+        return trainer.current_epoch, done, batches
+
+    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
+        return self._loader(self.datasets["val"])
+
+    def test_dataloader(self) -> DataLoader[dict[str, Any]]:
+        return self._loader(self.datasets["test"])
+
+    def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return self._loader(self.predict_dataset)
+        # Every process gets as many images (the shortest shards repeat an image, dropped when
+        # the predictions are gathered), at least one even with fewer images than processes:
+        # Lightning's own predict sampler leaves such a process with none and fails.
+        shards: DistributedSampler[int] = DistributedSampler(
+            self.predict_dataset, trainer.world_size, trainer.global_rank, shuffle=False
+        )
+        return self._loader(self.predict_dataset, sampler=shards)
+
+    def _loader(
+        self,
+        dataset: Dataset[dict[str, Any]],
+        kind: type[DataLoader[dict[str, Any]]] = DataLoader,
+        **kwargs: Any,
+    ) -> DataLoader[dict[str, Any]]:
+        workers = self.hparams["num_workers"]
+        return kind(
+            dataset,
+            batch_size=self.hparams["batch_size"],
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            # Its own generator: starting a pass (workers' seeds) never draws from the global
+            # random state that the model's random layers use, so a resumed fit matches.
+            generator=torch.Generator().manual_seed(self.hparams["seed"]),
+            **kwargs,
+        )

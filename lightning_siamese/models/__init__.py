@@ -1,0 +1,1 @@
+"""The models wing (pure torch): backbones, the embedding network, losses, WiSE-FT."""

@@ -1,0 +1,108 @@
+"""Split-level metrics: left -> right retrieval and triplet statistics. Pure torch + torchmetrics.
+
+Embeddings are kept with their dataset indices, gathered across processes, and de-duplicated
+(DistributedSampler pads the last shard by repeating samples), so the figures are exact and the
+same on one device or many. Retrieval ranks every right image for every left image by cosine
+similarity, in row blocks so memory stays O(block x N).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from lightning_siamese.models.losses import Distance, paired_distance
+from lightning_siamese.retrieval.ranks import rank_metrics, retrieval_ranks
+
+
+def triplet_statistics(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, distance: Distance
+) -> dict[str, torch.Tensor]:
+    """Means over the triplets: accuracy (share with d(a,p) < d(a,n)), d(a,p), d(a,n), and the
+    cosine similarity of positives and of negatives (the seed's printout)."""
+    d_ap = paired_distance(anchor, positive, distance)
+    d_an = paired_distance(anchor, negative, distance)
+    return {
+        "triplet_accuracy": (d_ap < d_an).float().mean(),
+        "distance_positive": d_ap.mean(),
+        "distance_negative": d_an.mean(),
+        "cosine_positive": F.cosine_similarity(anchor, positive).mean(),
+        "cosine_negative": F.cosine_similarity(anchor, negative).mean(),
+    }
+
+
+class SplitMetrics(Metric):
+    """Retrieval and triplet statistics over a whole split.
+
+    ``update(index, anchor, positive, negative)`` with the pair index of each triplet; ``compute``
+    returns recall@k, MRR, median rank (left -> right over the split), triplet accuracy (share with
+    d(a,p) < d(a,n)), mean d(a,p), d(a,n), and the mean cosine similarity of positives and of
+    negatives.
+    """
+
+    full_state_update = False
+    # States registered by `add_state`: lists of per-batch tensors (as `update` sees them; a
+    # distributed sync may hand `compute` one concatenated tensor, which `dim_zero_cat` accepts).
+    index: list[torch.Tensor]
+    anchor: list[torch.Tensor]
+    positive: list[torch.Tensor]
+    negative: list[torch.Tensor]
+
+    def __init__(
+        self,
+        distance: Distance = "squared_l2",
+        block_size: int = 1024,
+        triplet_loss: Callable[..., torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.distance: Distance = distance
+        self.block_size = block_size
+        # (anchor, positive, negative) -> each triplet's loss; its mean is reported as `loss`:
+        # the split's fixed triplets once each, without mining, for any batch size or devices.
+        self.triplet_loss = triplet_loss
+        for name in ("index", "anchor", "positive", "negative"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+        self.last_gathered: dict[str, torch.Tensor] = {}
+
+    def update(
+        self,
+        index: torch.Tensor,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+    ) -> None:
+        self.index.append(index.detach())
+        self.anchor.append(anchor.detach().float())
+        self.positive.append(positive.detach().float())
+        self.negative.append(negative.detach().float())
+
+    def gathered(self) -> dict[str, torch.Tensor]:
+        """The states as one row per pair, in pair-index order: ``index``, ``anchor``,
+        ``positive``, ``negative``. Removes the distributed sampler's padding duplicates."""
+        index = dim_zero_cat(self.index)
+        order = torch.argsort(index, stable=True)
+        keep = torch.ones_like(order, dtype=torch.bool)
+        keep[1:] = index[order][1:] != index[order][:-1]
+        rows = order[keep]
+        gathered = {"index": index[rows]}
+        for name in ("anchor", "positive", "negative"):
+            gathered[name] = dim_zero_cat(getattr(self, name))[rows]
+        return gathered
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        gathered = self.gathered()
+        # Kept for pictures and tables (gathered across processes: compute runs synced).
+        self.last_gathered = {name: value.cpu() for name, value in gathered.items()}
+        rows = gathered["index"]
+        anchor, positive, negative = (gathered[name] for name in ("anchor", "positive", "negative"))
+        metrics = rank_metrics(retrieval_ranks(anchor, positive, self.block_size))
+        stats = triplet_statistics(anchor, positive, negative, self.distance)
+        metrics.update({key: value.item() for key, value in stats.items()})
+        metrics["pairs"] = float(len(rows))
+        if self.triplet_loss is not None:
+            metrics["loss"] = self.triplet_loss(anchor, positive, negative).mean().item()
+        return {key: torch.tensor(value) for key, value in metrics.items()}

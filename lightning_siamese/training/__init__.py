@@ -1,0 +1,1 @@
+"""The training wing (Lightning): the LightningModule, callbacks, checkpoints, the feature cache."""

