@@ -25,8 +25,9 @@ import time
 import faiss
 import torch
 
-from lightning_siamese.retrieval.ann_index import ApproximateIndex, IndexSettings, default_probes
-from lightning_siamese.retrieval.ranks import top_k
+from lightning_siamese.retrieval.ann_index import ApproximateIndex
+from lightning_siamese.retrieval.index_settings import IndexSettings, default_probes
+from lightning_siamese.retrieval.nearest import top_k
 
 
 def mixture(clusters: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

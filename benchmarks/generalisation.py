@@ -39,12 +39,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lightning_siamese.applications.inference import embed_paths, load_model  # noqa: E402
-from lightning_siamese.data.images import ImageFilesDataset  # noqa: E402
+from lightning_siamese.data.image_files import ImageFilesDataset  # noqa: E402
 from lightning_siamese.data.pairs import Pair, discover_pairs  # noqa: E402
 from lightning_siamese.data.splits import read_split  # noqa: E402
 from lightning_siamese.data.transforms import eval_transform  # noqa: E402
 from lightning_siamese.models.backbones import input_size, normalization  # noqa: E402
-from lightning_siamese.models.embedding import EmbeddingNet, GridPool  # noqa: E402
+from lightning_siamese.models.embedding import EmbeddingNet  # noqa: E402
+from lightning_siamese.models.pooling import GridPool  # noqa: E402
 from lightning_siamese.models.wise_ft import interpolate_backbone  # noqa: E402
 from lightning_siamese.retrieval.ranks import rank_metrics, retrieval_ranks  # noqa: E402
 

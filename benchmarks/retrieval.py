@@ -43,7 +43,7 @@ def run_one(
 ) -> dict[str, object]:
     import torch
 
-    from lightning_siamese.retrieval.ranks import top_k
+    from lightning_siamese.retrieval.nearest import top_k
 
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)

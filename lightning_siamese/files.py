@@ -1,4 +1,5 @@
-"""Files that are always whole, and the user's cache folder. Pure Python.
+"""Files that are always whole, the user's cache folder, and paths as printable text. Pure
+Python.
 
 A file is written to a temporary name in its own folder, flushed to disk, and renamed over the
 target with one ``os.replace``: a kill at any moment leaves either the previous file or the new
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,3 +60,18 @@ def user_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/lightning-siamese`` (``~/.cache/lightning-siamese`` when unset)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "lightning-siamese"
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as printable text: bytes of a name that are not UTF-8 (which Python keeps as
+    surrogates) are shown escaped, ``\\xe9``, instead of failing to encode a whole report."""
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def name_key(name: str) -> str:
+    """The form in which names are compared: Unicode NFC, so ``café`` typed on one system and
+    the decomposed ``café`` that macOS writes are one name."""
+    return unicodedata.normalize("NFC", name)

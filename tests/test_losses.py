@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from lightning_siamese.models.losses import InfoNCELoss, TripletLoss, pairwise_distance
+from lightning_siamese.models.distances import pairwise_distance
+from lightning_siamese.models.losses import InfoNCELoss, TripletLoss
 
 
 def distance(x: torch.Tensor, y: torch.Tensor, kind: str) -> float:

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from conftest import tiny_model
+from lightning_siamese.data.negatives import draw_negatives
 from lightning_siamese.data.pairs import discover_pairs
 from lightning_siamese.data.transforms import eval_transform
-from lightning_siamese.data.triplets import TripletDataset, draw_negatives
+from lightning_siamese.data.triplets import TripletDataset
 
 
 def a_batch(folder: Path) -> dict:

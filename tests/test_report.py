@@ -11,8 +11,8 @@ import torch
 from matplotlib.figure import Figure
 
 from conftest import write_pairs
+from lightning_siamese.retrieval.nearest import top_k
 from lightning_siamese.retrieval.plots import pca_2d, plot_distances, plot_retrieval, plot_triplets
-from lightning_siamese.retrieval.ranks import top_k
 from lightning_siamese.retrieval.report import SplitEmbeddings, save_figure, write_table_csv
 
 

@@ -18,8 +18,8 @@ from lightning_siamese.applications.inference import embed_paths, load_model
 from lightning_siamese.applications.search import search
 from lightning_siamese.cli.main import main
 from lightning_siamese.data.images import load_image
+from lightning_siamese.retrieval.nearest import top_k
 from lightning_siamese.retrieval.plots import plot_retrieval
-from lightning_siamese.retrieval.ranks import top_k
 
 
 @pytest.fixture
@@ -273,13 +273,13 @@ def test_cache_falls_back_when_the_gallery_is_not_writable(
 @pytest.mark.parametrize(
     ("problem", "message"),
     [
-        ("missing gallery", "no such folder"),
+        ("missing gallery", "does not exist: pass a folder of images"),
         ("empty gallery", "no image file"),
-        ("missing query", "no such file or folder"),
+        ("missing query", "does not exist: pass an image file or a folder of images"),
         ("not a checkpoint", "not a readable checkpoint"),
         ("missing checkpoint", "no such checkpoint file"),
         # Folders are looked at before the checkpoint is loaded.
-        ("empty query folder, missing checkpoint", "no image file in the folder"),
+        ("empty query folder, missing checkpoint", "no image file in it"),
     ],
 )
 def test_errors(

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_siamese.data.negatives import draw_negatives
 from lightning_siamese.data.pairs import Pair
+from lightning_siamese.data.sampling import TripletSampler
 from lightning_siamese.data.transforms import eval_transform
-from lightning_siamese.data.triplets import TripletDataset, TripletSampler, draw_negatives
+from lightning_siamese.data.triplets import TripletDataset
 
 
 def groups_of(count: int, group_size: int) -> list[str]:
@@ -104,8 +106,8 @@ def test_items_hold_three_images_from_the_split(pair_folder: Path) -> None:
 
 
 def test_group_mates_are_negatives_only_when_allowed(pair_folder: Path) -> None:
+    from lightning_siamese.data.negatives import negative_groups
     from lightning_siamese.data.pairs import discover_pairs
-    from lightning_siamese.data.triplets import negative_groups
 
     pairs = [
         Pair(p.name, p.left, p.right, f"g{i // 4}")
@@ -136,8 +138,8 @@ def test_one_group_splits_and_replacement_negatives_follow_the_rule(pair_folder:
     import random
     import warnings
 
+    from lightning_siamese.data.negatives import draw_negative, negative_groups
     from lightning_siamese.data.pairs import discover_pairs
-    from lightning_siamese.data.triplets import draw_negative, negative_groups
 
     found = discover_pairs(pair_folder).pairs[:6]
     one_group = [Pair(p.name, p.left, p.right, "same") for p in found]
@@ -155,7 +157,7 @@ def test_one_group_splits_and_replacement_negatives_follow_the_rule(pair_folder:
 
 
 def test_the_training_loader_saves_its_place_and_refuses_another_process_count() -> None:
-    from lightning_siamese.data.triplets import ResumableLoader
+    from lightning_siamese.data.sampling import ResumableLoader
     from lightning_siamese.errors import ConfigError
 
     groups = groups_of(40, 1)

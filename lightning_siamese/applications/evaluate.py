@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightning_siamese.applications.inference import embed_paths, load_model
-from lightning_siamese.data.pairs import PairDataError, discover_pairs, require_pairs
-from lightning_siamese.data.triplets import draw_negatives
+from lightning_siamese.applications.inference import embed_files, load_model
+from lightning_siamese.data.negatives import draw_negatives
+from lightning_siamese.data.pairs import PairDataError, Problem, discover_pairs, require_pairs
+from lightning_siamese.files import display_path
 from lightning_siamese.retrieval.report import SplitEmbeddings, save_figure, write_table_csv
 
 METRICS_FILE = "metrics.json"
@@ -53,7 +54,22 @@ def evaluate(
         raise PairDataError(f"{root} has 1 usable pair: retrieval needs at least 2")
     model = load_model(checkpoint, device)
     files = [path for pair in pairs for path in (pair.left, pair.right)]
-    embeddings = embed_paths(model, files, batch_size, num_workers)
+    result = embed_files(model, files, batch_size, num_workers)
+    if result.unreadable:  # a file that went bad since the check: its pair is left out
+        bad = {index // 2 for index, _ in result.unreadable}
+        report.problems += [
+            Problem(display_path(files[index]), reason) for index, reason in result.unreadable
+        ]
+        keep = [i for i in range(len(pairs)) if i not in bad]
+        rows = {index: row for row, index in enumerate(result.indices)}
+        pairs = report.pairs = [pairs[i] for i in keep]
+        if len(pairs) < 2:
+            raise PairDataError(f"{root}: fewer than 2 readable pairs are left to evaluate")
+        order = [rows[2 * i + side] for i in keep for side in (0, 1)]
+        embeddings = result.outputs[order]
+    else:
+        embeddings = result.outputs
+    files = [path for pair in pairs for path in (pair.left, pair.right)]
     left, right = embeddings[0::2], embeddings[1::2]
     # Negatives: one image of another pair (another group where there is one), fixed by seed.
     negatives = draw_negatives([pair.group for pair in pairs], f"evaluate:{seed}")

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
-from lightning_siamese.data.images import IMAGE_EXTENSIONS, list_images, load_image
+from lightning_siamese.data.folders import image_inputs
+from lightning_siamese.data.image_files import ImageFilesDataset
 from lightning_siamese.errors import ExportError
 from lightning_siamese.training.model import SiameseModel
 
@@ -71,40 +71,29 @@ def max_difference(a: torch.Tensor | Any, b: torch.Tensor | Any) -> float:
     return float((a - b).abs().max()) if a.numel() else 0.0
 
 
-def find_images(path: str | Path) -> list[Path]:
-    """``path`` itself, or the image files (sorted) under a folder."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise ExportError(f"{path}: no such file or folder of images to check with")
-    images = list_images(path).paths()
-    if not images:
-        extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-        raise ExportError(f"{path}: no image files ({extensions}) to check with")
-    return images
-
-
 def check_inputs(
     model: SiameseModel,
     source: str | Path | None,
     count: int = 3,
     skipped: list[tuple[str, str]] | None = None,
 ) -> tuple[torch.Tensor, str]:
-    """A batch to check with: the first :data:`CHECK_IMAGES` readable images under ``source``
-    preprocessed by ``model.transform()``, or without ``source``, ``count`` random inputs of the
-    right shape; and which it is. Unreadable files go to ``skipped`` with their reason."""
+    """A batch to check with: the first :data:`CHECK_IMAGES` readable images of ``source`` (an
+    image or a folder) preprocessed by ``model.transform()``, or without ``source``, ``count``
+    random inputs of the right shape; and which it is. Unreadable files go to ``skipped`` with
+    their reason."""
     if source is None:
         size = int(model.hparams["image_size"])
         return example_inputs(size, count), f"{count} random inputs (no --check images given)"
-    transform = model.transform()
-    tensors = []
-    for path in find_images(source):
-        try:
-            tensors.append(transform(load_image(path)))
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    listing = image_inputs(source, "--check")
+    dataset = ImageFilesDataset(listing.paths(), model.transform())
+    tensors: list[torch.Tensor] = []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        if item["unreadable"]:
             if skipped is not None:
-                skipped.append((str(path), f"unreadable or truncated image ({error})"))
+                skipped.append((str(dataset.paths[index]), item["unreadable"]))
+        elif len(tensors) < CHECK_IMAGES:
+            tensors.append(item["image"])
         if len(tensors) == CHECK_IMAGES:
             break
     if not tensors:

@@ -17,13 +17,7 @@ from typing import Any
 import torch
 
 from lightning_siamese.applications.inference import embed_files, gather_rows
-from lightning_siamese.data.images import (
-    IMAGE_EXTENSIONS,
-    ImageFile,
-    ImageListing,
-    list_images,
-)
-from lightning_siamese.errors import InputError
+from lightning_siamese.data.folders import ImageFile, ImageListing, image_inputs
 from lightning_siamese.files import atomic_write, user_cache_dir
 from lightning_siamese.training.model import SiameseModel
 
@@ -54,21 +48,6 @@ class Gallery:
     cache_file: Path | None = None
     #: (size, mtime_ns) of each image in ``paths``, as listed.
     stats: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-
-# Listing ---------------------------------------------------------------------------------------
-
-
-def gallery_images(gallery: Path) -> ImageListing:
-    """The gallery's images (:func:`~lightning_siamese.data.images.list_images`); an
-    :class:`InputError` when the folder is missing or holds none."""
-    if not gallery.is_dir():
-        raise InputError(f"gallery {gallery}: no such folder")
-    listing = list_images(gallery)
-    if not listing.files:
-        extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-        raise InputError(f"gallery {gallery}: no image file in it ({extensions})")
-    return listing
 
 
 # Cache -----------------------------------------------------------------------------------------
@@ -189,9 +168,8 @@ def update_gallery(
             todo.append(position)
     cached_bad = len(unreadable)
 
-    fresh, kept, failed = embed_files(
-        model, [root / images[i].relative for i in todo], batch_size, num_workers
-    )
+    result = embed_files(model, [root / images[i].relative for i in todo], batch_size, num_workers)
+    fresh, kept, failed = result.outputs, result.indices, result.unreadable
     fresh_rows = {todo[i]: row for row, i in enumerate(kept)}
     unreadable.update({todo[i]: reason for i, reason in failed})
 
@@ -257,14 +235,14 @@ def build_gallery(
     """Every readable image under ``root`` with its embedding by ``model``, through the cache
     (unless ``use_cache`` is off) of the checkpoint file it was loaded from.
 
-    ``listing`` is :func:`gallery_images` of ``root`` when the caller has it already.
+    ``listing`` is the listing of ``root`` when the caller has it already.
 
     Raises:
         InputError: ``root`` is missing, or holds no image file.
     """
     started = time.perf_counter()
     root, checkpoint = Path(root), Path(checkpoint)
-    listing = listing or gallery_images(root)
+    listing = listing or image_inputs(root, "gallery", folder_only=True)
     fingerprint = checkpoint_fingerprint(checkpoint)
     image_size = int(model.hparams["image_size"])
     notes: list[str] = []

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-from lightning_siamese.data.images import ImageFilesDataset, load_image
+from lightning_siamese.data.image_files import ImageOutputs, run_over_images
+from lightning_siamese.errors import InputError
 from lightning_siamese.models.frozen_graph import FrozenGraph
 from lightning_siamese.training.model import SiameseModel
 
@@ -34,7 +34,32 @@ def load_model(checkpoint: str | Path, device: str | torch.device | None = None)
     return model.to(pick_device(str(device) if device is not None else None)).eval()
 
 
-@torch.inference_mode()
+def network_graph(model: SiameseModel, count: int, batch_size: int) -> FrozenGraph:
+    """The whole network over ``count`` images in eval mode, as one frozen graph where that
+    pays (:class:`~lightning_siamese.models.frozen_graph.FrozenGraph` ``auto``; silent: a graph
+    that fails or disagrees only means the eager speed)."""
+    return FrozenGraph(model.net.forward, "auto", -(-count // batch_size), log=lambda _: None)
+
+
+def embed_files(
+    model: SiameseModel,
+    paths: Sequence[str | Path],
+    batch_size: int = 64,
+    num_workers: int = 0,
+    graph: FrozenGraph | None = None,
+) -> ImageOutputs:
+    """Embeddings (K, D) of the readable files among ``paths``, in order, on the CPU (float32),
+    with their indices into ``paths`` and ``(index, reason)`` of each unreadable file: the one
+    loop, :func:`~lightning_siamese.data.image_files.run_over_images`, through ``graph``
+    (default :func:`network_graph` for these files)."""
+    model.eval()
+    graph = graph or network_graph(model, len(paths), batch_size)
+    result = run_over_images(graph, paths, model.transform(), batch_size, num_workers, model.device)
+    if not result.indices:
+        result.outputs = torch.zeros(0, model.hparams["embedding_dim"])
+    return result
+
+
 def embed_paths(
     model: SiameseModel,
     paths: Sequence[str | Path],
@@ -42,87 +67,14 @@ def embed_paths(
     num_workers: int = 0,
     graph: FrozenGraph | None = None,
 ) -> torch.Tensor:
-    """Embeddings (N, D) of image files, in order, on the CPU (float32), through ``graph`` (by
-    default a :class:`~lightning_siamese.models.frozen_graph.FrozenGraph` of the network for these
-    files: a frozen graph where it pays)."""
-    if not paths:
-        return torch.zeros(0, model.hparams["embedding_dim"])
-    loader = DataLoader(
-        ImageFilesDataset(paths, model.transform()),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=model.device.type == "cuda",
-    )
-    model.eval()
-    net = graph or network_graph(model, len(paths), batch_size)
-    chunks = [
-        net(batch["image"].to(model.device, non_blocking=True)).float().cpu() for batch in loader
-    ]
-    return torch.cat(chunks)
-
-
-def network_graph(model: SiameseModel, count: int, batch_size: int) -> FrozenGraph:
-    """The whole network over ``count`` images in eval mode, as one frozen graph where that
-    pays (:class:`~lightning_siamese.models.frozen_graph.FrozenGraph` ``auto``; silent: a graph that
-    fails or disagrees only means the eager speed)."""
-    return FrozenGraph(model.net.forward, "auto", -(-count // batch_size), log=lambda _: None)
-
-
-def _unreadable_reason(model: SiameseModel, path: Path) -> str | None:
-    """Why the file cannot be read and preprocessed, or None when it can."""
-    try:
-        model.transform()(load_image(path))
-    except Exception as error:
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-def embed_files(
-    model: SiameseModel,
-    paths: Sequence[Path],
-    batch_size: int = 64,
-    num_workers: int = 0,
-    chunk_size: int | None = None,
-) -> tuple[torch.Tensor, list[int], list[tuple[int, str]]]:
-    """Embed the readable files among ``paths``, skipping the unreadable ones.
-
-    Files go through :func:`embed_paths` in chunks; a chunk that
-    fails is split in halves until the failing file is alone, so one bad file costs a few
-    re-runs, not a crash.
-
-    Returns:
-        the embeddings (K, D) of the readable files in order, their indices into ``paths``, and
-        ``(index, reason)`` for each unreadable file.
-    """
-    chunk_size = chunk_size or max(16 * batch_size, 1024)
-    graph = network_graph(model, len(paths), batch_size)  # one for every chunk
-    pieces: list[tuple[list[int], torch.Tensor]] = []
-    unreadable: list[tuple[int, str]] = []
-
-    def run(indices: list[int]) -> None:
-        workers = num_workers if len(indices) > batch_size else 0
-        try:
-            rows = embed_paths(model, [paths[i] for i in indices], batch_size, workers, graph)
-        except Exception:
-            if len(indices) > 1:
-                half = len(indices) // 2
-                run(indices[:half])
-                run(indices[half:])
-                return
-            reason = _unreadable_reason(model, paths[indices[0]])
-            if reason is None:  # the file is fine: something else went wrong
-                raise
-            unreadable.append((indices[0], reason))
-            return
-        pieces.append((indices, rows))
-
-    for start in range(0, len(paths), chunk_size):
-        run(list(range(start, min(start + chunk_size, len(paths)))))
-    if not pieces:
-        return torch.zeros(0, model.hparams["embedding_dim"]), [], unreadable
-    # The halves run in order, so the pieces are in file order already.
-    kept = [index for indices, _ in pieces for index in indices]
-    return torch.cat([rows for _, rows in pieces]), kept, unreadable
+    """Embeddings (N, D) of image files that must all be readable, in order, on the CPU (see
+    :func:`embed_files`); an :class:`~lightning_siamese.errors.InputError` names the files that
+    are not."""
+    result = embed_files(model, paths, batch_size, num_workers, graph)
+    if result.unreadable:
+        listed = "; ".join(f"{paths[index]}: {reason}" for index, reason in result.unreadable[:3])
+        raise InputError(f"{len(result.unreadable)} unreadable image(s): {listed}")
+    return result.outputs
 
 
 def gather_rows(

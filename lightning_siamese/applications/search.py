@@ -9,29 +9,21 @@ from pathlib import Path
 
 import torch
 
-from lightning_siamese.applications.gallery import Gallery, build_gallery, gallery_images
+from lightning_siamese.applications.gallery import Gallery, build_gallery
 from lightning_siamese.applications.inference import (
     embed_files,
     gather_rows,
     load_model,
     pick_device,
 )
-from lightning_siamese.data.images import (
-    ImageFile,
-    ImageListing,
-    display_path,
-    list_images,
-    thumbnail,
-)
+from lightning_siamese.data.folders import ImageListing, image_inputs
+from lightning_siamese.data.images import thumbnail
 from lightning_siamese.errors import InputError
-from lightning_siamese.retrieval.ann_index import (
-    ApproximateIndex,
-    IndexSettings,
-    index_path,
-    resolve_kind,
-)
+from lightning_siamese.files import display_path
+from lightning_siamese.retrieval.ann_index import ApproximateIndex, index_path, resolve_kind
+from lightning_siamese.retrieval.index_settings import IndexSettings
+from lightning_siamese.retrieval.nearest import top_k
 from lightning_siamese.retrieval.plots import plot_retrieval
-from lightning_siamese.retrieval.ranks import top_k
 from lightning_siamese.training.model import SiameseModel
 
 #: Most queries (rows) and matches (columns) drawn in the montage.
@@ -65,18 +57,6 @@ class SearchResult:
     index_note: str = ""
 
 
-def query_paths(query: Path) -> ImageListing:
-    """One image file, or every image under a folder; an :class:`InputError` when there is none."""
-    if query.is_file():
-        return ImageListing(query.parent, [ImageFile(query.name, 0, 0)])
-    if not query.is_dir():
-        raise InputError(f"query {query}: no such file or folder")
-    listing = list_images(query)
-    if not listing.files:
-        raise InputError(f"query {query}: no image file in the folder")
-    return listing
-
-
 def embed_queries(
     model: SiameseModel,
     query: str | Path,
@@ -87,12 +67,12 @@ def embed_queries(
 ) -> Queries:
     """The query image, or every image under the query folder, embedded by ``model``; a query
     that is a gallery image reuses the gallery's embedding. ``listing`` is
-    :func:`query_paths` of ``query`` when the caller has it already.
+    the listing of ``query`` when the caller has it already.
 
     Raises:
         InputError: ``query`` is missing or holds no image file.
     """
-    listing = listing or query_paths(Path(query))
+    listing = listing or image_inputs(query, "query")
     paths = listing.paths()
     root = gallery.root.resolve()
     rows = {path: row for row, path in enumerate(gallery.paths)}
@@ -104,7 +84,8 @@ def embed_queries(
             relative = None
         own.append(rows.get(relative) if relative is not None else None)
     todo = [i for i, row in enumerate(own) if row is None]
-    fresh, kept, failed = embed_files(model, [paths[i] for i in todo], batch_size, num_workers)
+    result = embed_files(model, [paths[i] for i in todo], batch_size, num_workers)
+    fresh, kept, failed = result.outputs, result.indices, result.unreadable
     fresh_rows = {todo[i]: row for row, i in enumerate(kept)}
     keep = [i for i in range(len(paths)) if own[i] is not None or i in fresh_rows]
     in_gallery = [row for row, i in enumerate(keep) if own[i] is not None]
@@ -156,7 +137,7 @@ def search(
         device: ``cpu``, ``cuda:0`` ...; default: the first GPU when there is one.
         index: ``exact``, ``ivf`` or ``hnsw`` (a faiss index stored beside the cache and
             updated as files change: :mod:`~lightning_siamese.retrieval.ann_index`), or
-            ``auto``: ``ivf`` from :data:`~lightning_siamese.retrieval.ann_index.AUTO_SIZE`
+            ``auto``: ``ivf`` from :data:`~lightning_siamese.retrieval.index_settings.AUTO_SIZE`
             images when faiss is installed, exact otherwise.
         index_settings: the approximate index's parameters (their defaults when None).
 
@@ -166,7 +147,8 @@ def search(
     """
     gallery, query = Path(gallery), Path(query)
     # Wrong or empty folders are reported before the model is loaded.
-    gallery_listing, query_listing = gallery_images(gallery), query_paths(query)
+    gallery_listing = image_inputs(gallery, "gallery", folder_only=True)
+    query_listing = image_inputs(query, "query")
     model = load_model(checkpoint, device)
     found = build_gallery(
         model, gallery, checkpoint, use_cache, cache_dir, batch_size, num_workers, gallery_listing

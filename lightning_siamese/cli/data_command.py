@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning_siamese.data.negatives import example_triplets
 from lightning_siamese.data.pairs import NO_PAIR, discover_pairs
 from lightning_siamese.data.splits import SPLITS, assign_splits
-from lightning_siamese.data.triplets import example_triplets
 from lightning_siamese.errors import PairDataError
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from lightning_siamese.applications.gallery import Gallery
 from lightning_siamese.applications.search import SearchResult, search, write_montage
 from lightning_siamese.cli.registry import non_negative_int, positive_int
-from lightning_siamese.data.images import display_path
-from lightning_siamese.retrieval.ann_index import KINDS, IndexSettings
+from lightning_siamese.files import display_path
+from lightning_siamese.retrieval.index_settings import KINDS, IndexSettings
 
 
 def gallery_line(gallery: Gallery) -> str:

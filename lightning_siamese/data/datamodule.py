@@ -11,8 +11,9 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lightning_siamese.errors import ConfigError
-from lightning_siamese.data.images import checked_image_folder
+from lightning_siamese.data.folders import image_inputs
+from lightning_siamese.data.image_files import ImageFilesDataset
+from lightning_siamese.data.negatives import draw_negatives, negative_groups
 from lightning_siamese.data.pairs import (
     Pair,
     PairDataError,
@@ -21,6 +22,7 @@ from lightning_siamese.data.pairs import (
     discover_pairs,
     require_pairs,
 )
+from lightning_siamese.data.sampling import ResumableLoader, TripletSampler
 from lightning_siamese.data.splits import (
     MIN_PAIRS,
     SPLIT_FILE,
@@ -37,13 +39,9 @@ from lightning_siamese.data.transforms import (
     eval_transform,
     train_transform,
 )
-from lightning_siamese.data.triplets import (
-    ResumableLoader,
-    TripletDataset,
-    TripletSampler,
-    draw_negatives,
-    negative_groups,
-)
+from lightning_siamese.data.triplets import TripletDataset
+from lightning_siamese.errors import ConfigError
+from lightning_siamese.files import display_path
 
 
 def check_root(root: str | None, build_if_missing: str | None, predict_root: str | None) -> None:
@@ -157,8 +155,12 @@ class SiameseDataModule(pl.LightningDataModule):
             transform = eval_transform(
                 self.hparams["image_size"], self.hparams["mean"], self.hparams["std"]
             )
-            self.predict_dataset = checked_image_folder(self.hparams["predict_root"], transform)
-            for path, reason in self.predict_dataset.skipped:
+            root = Path(self.hparams["predict_root"])
+            listing = image_inputs(root, "--data.predict_root", folder_only=True)
+            prefix = display_path(root).rstrip("/") + "/"
+            skipped = [(path.removeprefix(prefix), reason) for path, reason in listing.skipped]
+            self.predict_dataset = ImageFilesDataset(listing.paths(), transform, root, skipped)
+            for path, reason in skipped:
                 rank_zero_warn(f"{path}: {reason}; it is not embedded")
             return
         # A validation before `fit` may have reused an older split file of the run folder;

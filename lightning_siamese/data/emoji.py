@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+from lightning_siamese.data.pairs_csv import write_pairs_csv
 from lightning_siamese.errors import ConfigError, NpmError
 from lightning_siamese.files import user_cache_dir
-from lightning_siamese.data.pairs import write_pairs_csv
 
 VERSION = "16.0.0"
 Designer = Literal["google", "twitter", "fluent"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import matplotlib
 from PIL import Image, ImageDraw, ImageFont
 
+from lightning_siamese.data.pairs_csv import write_pairs_csv
 from lightning_siamese.errors import ConfigError
-from lightning_siamese.data.pairs import write_pairs_csv
 
 CHARACTERS = string.digits + string.ascii_uppercase + string.ascii_lowercase
 

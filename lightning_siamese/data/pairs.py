@@ -10,13 +10,10 @@ reported and skipped.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import unicodedata
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,17 +21,13 @@ from typing import Any
 
 from PIL import Image
 
+from lightning_siamese.data.folders import IMAGE_EXTENSIONS, EntryKind, examine
+from lightning_siamese.data.images import check_image
+from lightning_siamese.data.pairs_csv import read_groups
 from lightning_siamese.errors import PairDataError
-from lightning_siamese.data.images import (
-    IMAGE_EXTENSIONS,
-    EntryKind,
-    check_image,
-    display_path,
-    examine,
-)
+from lightning_siamese.files import display_path, name_key
 
 SIDES = ("left", "right")
-PAIRS_CSV = "pairs.csv"
 
 
 @dataclass(frozen=True)
@@ -111,61 +104,6 @@ NO_PAIR = (
     "no usable pair found: left/ and right/ need images with the same file stem "
     "(left/cat.jpg pairs with right/cat.png)"
 )
-
-
-def name_key(name: str) -> str:
-    """The form in which names are compared: Unicode NFC, so ``café`` typed on one system and
-    the decomposed ``café`` that macOS writes are one name."""
-    return unicodedata.normalize("NFC", name)
-
-
-def _read_groups(root: Path, problems: list[Problem], known: set[str]) -> dict[str, str]:
-    """``name`` (or ``file``, a file name whose image extension is dropped) -> ``group`` from
-    ``pairs.csv``, as spreadsheet programs save it: a byte order mark, CRLF line ends, quoted
-    fields, headers in any case, extra columns. Rows that name no file of ``known`` (pair
-    names, usable or not) are reported."""
-    path = root / PAIRS_CSV
-    if not path.is_file():
-        return {}
-    groups: dict[str, str] = {}
-    unknown: list[str] = []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = {(column or "").strip().lower(): column for column in reader.fieldnames or []}
-            name_column = columns.get("name") or columns.get("file")
-            group_column = columns.get("group")
-            if name_column is None or group_column is None:
-                problems.append(
-                    Problem(
-                        display_path(path),
-                        "needs a column 'name' (or 'file') and a column 'group', has "
-                        f"{sorted(columns)}; groups are ignored until it is fixed",
-                    )
-                )
-                return {}
-            for row in reader:
-                name, group = (row.get(name_column) or "").strip(), (row.get(group_column) or "")
-                if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                    name = Path(name).stem
-                name = name_key(name)
-                if name and group.strip():
-                    groups[name] = name_key(group.strip())
-                    if name not in known:
-                        unknown.append(name)
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        problems.append(Problem(display_path(path), f"unreadable ({error}); groups are ignored"))
-    if unknown:
-        listed = ", ".join(repr(display_path(name)) for name in unknown[:5])
-        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        problems.append(
-            Problem(
-                display_path(path),
-                f"{len(unknown)} row(s) name no file in left/ or right/ ({listed}{more}): "
-                "their groups are unused; fix the names or remove the rows",
-            )
-        )
-    return groups
 
 
 def _list_side(
@@ -303,7 +241,8 @@ def discover_pairs(root: str | Path, check_images: bool = True, workers: int = 8
         candidates = [stem for stem in candidates if not {left[stem], right[stem]} & bad]
 
     known = left.keys() | right.keys() | unusable["left"].keys() | unusable["right"].keys()
-    groups = _read_groups(root, problems, known)
+    groups, csv_problems = read_groups(root, known)
+    problems += [Problem(path, reason) for path, reason in csv_problems]
     report.pairs = [
         Pair(stem, left[stem], right[stem], groups.get(stem, stem)) for stem in candidates
     ]
@@ -320,9 +259,3 @@ def require_pairs(report: PairReport, strict: bool = False) -> list[Pair]:
     return report.pairs
 
 
-def write_pairs_csv(path: Path, rows: Iterable[dict[str, str]], columns: list[str]) -> None:
-    """Write a ``pairs.csv`` (at least ``name`` and ``group``)."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)

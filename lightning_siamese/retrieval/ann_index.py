@@ -19,13 +19,12 @@ Recall against exact search and speed on 1M vectors: ``benchmarks/ann_index.py``
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,59 +32,19 @@ import torch.nn.functional as F
 
 from lightning_siamese.errors import ConfigError
 from lightning_siamese.files import atomic_write
-from lightning_siamese.retrieval.ranks import drop_excluded, faiss_module
+from lightning_siamese.retrieval.index_settings import (
+    AUTO_SIZE,
+    KINDS,
+    IndexSettings,
+    default_lists,
+    default_probes,
+)
+from lightning_siamese.retrieval.nearest import drop_excluded, faiss_module
 
-IndexKind = Literal["auto", "exact", "ivf", "hnsw"]
-KINDS = ("auto", "exact", "ivf", "hnsw")
-#: ``auto`` searches exactly below this many gallery images and through ``ivf`` from there:
-#: exact search of 100k 256-d vectors takes a few milliseconds per query.
-AUTO_SIZE = 100_000
 #: Version of the index file's layout; a file of another version is rebuilt.
 INDEX_FORMAT = 1
-#: faiss asks for at least this many training vectors per IVF cell.
-MIN_POINTS_PER_LIST = 39
 #: IVF cells are trained on at most this many vectors per cell (a random sample).
 TRAIN_POINTS_PER_LIST = 64
-
-
-@dataclass(frozen=True)
-class IndexSettings:
-    """How an approximate index is built and searched.
-
-    Args:
-        kind: ``ivf`` or ``hnsw`` (see the module's docstring).
-        lists: IVF cells; default ``4 * sqrt(N)``, at most ``N / 39``.
-        probes: IVF cells scanned per query; default ``lists / 128`` (at least 8): the more,
-            the closer to exact and the slower.
-        neighbors: HNSW links per vector (its ``M``).
-        ef_construction: HNSW candidates explored per vector while building.
-        ef_search: HNSW candidates explored per query (at least ``k``; more: closer to exact).
-    """
-
-    kind: str = "ivf"
-    lists: int | None = None
-    probes: int | None = None
-    neighbors: int = 32
-    ef_construction: int = 80
-    ef_search: int = 128
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("ivf", "hnsw"):
-            raise ConfigError(f"approximate index kind must be ivf or hnsw, got {self.kind!r}")
-        for name in ("lists", "probes", "neighbors", "ef_construction", "ef_search"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"index {name} must be at least 1, got {value}")
-
-    def build_key(self) -> dict[str, Any]:
-        """The settings that shape the index: a file built with others is rebuilt."""
-        if self.kind == "ivf":
-            return {"kind": "ivf", "lists": self.lists}
-        return {
-            "kind": "hnsw",
-            "neighbors": self.neighbors,
-            "ef_construction": self.ef_construction,
-        }
 
 
 def require_faiss() -> ModuleType:
@@ -98,19 +57,9 @@ def require_faiss() -> ModuleType:
     return faiss
 
 
-def default_lists(count: int) -> int:
-    """IVF cells for ``count`` vectors: ``4 * sqrt(count)``, with 39+ training vectors each."""
-    return max(1, min(round(4 * math.sqrt(count)), count // MIN_POINTS_PER_LIST))
-
-
 def _stat(value: Sequence[int]) -> tuple[int, int]:
     """A file's (size, mtime_ns)."""
     return int(value[0]), int(value[1])
-
-
-def default_probes(lists: int) -> int:
-    """IVF cells scanned per query by default: ``lists / 128``, at least 8."""
-    return max(8, lists // 128)
 
 
 def unit_rows(embeddings: torch.Tensor) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lightning_siamese.models.losses import Distance, paired_distance
+from lightning_siamese.models.distances import Distance, paired_distance
 from lightning_siamese.retrieval.ranks import rank_metrics, retrieval_ranks
 
 

@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
-from lightning_siamese.data.images import display_path
+from lightning_siamese.files import display_path
 
 ImageLike = Image.Image | torch.Tensor | np.ndarray
 

@@ -17,11 +17,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from lightning_siamese.data import images
-from lightning_siamese.data.images import display_path
-from lightning_siamese.models.losses import Distance, paired_distance
+from lightning_siamese.files import display_path
+from lightning_siamese.models.distances import Distance, paired_distance
 from lightning_siamese.retrieval.metrics import triplet_statistics
+from lightning_siamese.retrieval.nearest import top_k
 from lightning_siamese.retrieval.plots import plot_distances, plot_projection, plot_retrieval
-from lightning_siamese.retrieval.ranks import Ranks, rank_metrics, retrieval_ranks, top_k
+from lightning_siamese.retrieval.ranks import Ranks, rank_metrics, retrieval_ranks
 
 TABLE_COLUMNS = ["query", "true_match", "rank", "true_match_score", "top_k"]
 

@@ -23,9 +23,11 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_siamese.data.images import display_path, load_image, thumbnail
+from lightning_siamese.data.images import load_image, thumbnail
+from lightning_siamese.data.sampling import TripletSampler
 from lightning_siamese.data.transforms import denormalize
-from lightning_siamese.data.triplets import TripletDataset, TripletSampler
+from lightning_siamese.data.triplets import TripletDataset
+from lightning_siamese.files import display_path
 from lightning_siamese.retrieval.plots import plot_triplets
 from lightning_siamese.retrieval.report import SplitEmbeddings, save_figure, write_table_csv
 

@@ -13,13 +13,15 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
+from lightning_siamese.data.image_files import readable_rows
 from lightning_siamese.data.transforms import Transform, eval_transform
 from lightning_siamese.data.triplets import TripletDataset
 from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
 from lightning_siamese.models.backbones import input_size, normalization
+from lightning_siamese.models.distances import Distance
 from lightning_siamese.models.embedding import SKIP_PRETRAINED, EmbeddingNet
 from lightning_siamese.models.frozen_graph import FrozenGraphMode
-from lightning_siamese.models.losses import Distance, LossName, Mining, make_loss
+from lightning_siamese.models.losses import LossName, Mining, make_loss
 from lightning_siamese.retrieval.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.training import random_state
 from lightning_siamese.training.checkpoints import check_checkpoint, checkpoint_problem
@@ -323,16 +325,13 @@ class SiameseModel(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
-        reasons = batch.get("unreadable") or [""] * len(batch["path"])
-        keep = [row for row, reason in enumerate(reasons) if not reason]
+        rows, skipped = readable_rows(batch)  # unreadable files: skipped and named
         empty = batch["image"].new_zeros(0, self.hparams["embedding_dim"])
         return {
-            "embeddings": self.net(batch["image"][keep]) if keep else empty,
-            "paths": [batch["path"][row] for row in keep],
-            "indices": batch["index"][keep].tolist(),
-            "skipped": [
-                (path, why) for path, why in zip(batch["path"], reasons, strict=True) if why
-            ],
+            "embeddings": self.net(batch["image"][rows]) if rows else empty,
+            "paths": [batch["path"][row] for row in rows],
+            "indices": batch["index"][rows].tolist(),
+            "skipped": skipped,
         }
 
     # Optimisation ----------------------------------------------------------------------------
