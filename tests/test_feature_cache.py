@@ -112,15 +112,15 @@ def test_sizes_and_memmap(tmp_path: Path) -> None:
     cache = FeatureCache(4, (2, 3), directory=tmp_path)
     assert cache.path is not None and cache.path.is_file()
     cache.features[1] = torch.ones(2, 3)
-    assert torch.equal(cache.gather([1, 1], torch.device("cpu")), torch.ones(2, 2, 3))
+    assert torch.equal(cache.gather([1, 1]), torch.ones(2, 2, 3))
     assert "memory-mapped" in cache.describe() and "4 images x 2x3 float32" in cache.describe()
     path = cache.path
     cache.close()
     assert not path.exists()
     half = FeatureCache(3, (4,), dtype=torch.bfloat16, directory=tmp_path)  # bf16-mixed runs
     half.features[2] = torch.tensor([1.5, -2.0, 0.25, 3.0])
-    assert half.gather([2], torch.device("cpu")).dtype == torch.bfloat16
-    assert half.gather([2], torch.device("cpu"))[0].tolist() == [1.5, -2.0, 0.25, 3.0]
+    assert half.gather([2]).dtype == torch.bfloat16
+    assert half.gather([2])[0].tolist() == [1.5, -2.0, 0.25, 3.0]
     half.close()
 
 

@@ -1,4 +1,4 @@
-"""SiameseModel: the frozen-feature cache is exact; optimisers are injectable."""
+"""SiameseModel: batches of features train as batches of images; optimisers are injectable."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import tiny_model
+from lightning_siamese.data.images import load_image
 from lightning_siamese.data.negatives import draw_negatives
 from lightning_siamese.data.pairs import discover_pairs
 from lightning_siamese.data.transforms import eval_transform
@@ -23,38 +24,36 @@ def a_batch(folder: Path) -> dict:
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
-def test_cached_frozen_features_give_identical_losses_and_gradients(pair_folder: Path) -> None:
+def test_a_batch_of_features_gives_the_images_losses_and_gradients(pair_folder: Path) -> None:
+    """What the data module serves with the frozen-feature cache (numbers and ``features``, no
+    image) trains the model as the images do."""
     torch.manual_seed(0)
     # Contiguous layout: bit-identical whatever the batch the frozen part ran in (channels-last
     # kernels may differ by ~1e-6 between batch sizes; tests/test_feature_cache.py covers that).
-    plain = tiny_model(freeze="layer3.1", mining="batch_hard", channels_last=False)
-    cached = tiny_model(
-        freeze="layer3.1", mining="batch_hard", cache_frozen_features=True, channels_last=False
-    )
-    cached.load_state_dict(plain.state_dict())
+    model = tiny_model(freeze="layer3.1", mining="batch_hard", channels_last=False)
     batch = a_batch(pair_folder)
-    reference = plain.training_step(batch, 0)
+    reference = model.training_step(batch, 0)
     reference.backward()
-    frozen_rows = []
-    forward_frozen = cached.net.forward_frozen
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    assert gradients and not any(p.grad is not None for p in model.net.backbone.layer1.parameters())
 
-    def counting(images: torch.Tensor) -> torch.Tensor:
-        frozen_rows.append(len(images))
-        return forward_frozen(images)
-
-    cached.net.forward_frozen = counting  # type: ignore[method-assign]
-    images = set(range(12)) | set(batch["negative_index"].tolist())  # keys: 2 * pair + side
-    for step in range(2):  # the first pass fills the cache, the second reads it
-        cached.zero_grad()
-        loss = cached.training_step(batch, 0)
-        loss.backward()
-        assert torch.equal(loss, reference), step
-        for (name, p), q in zip(plain.named_parameters(), cached.parameters(), strict=True):
-            if p.grad is not None:
-                assert torch.allclose(p.grad, q.grad, atol=1e-7), (step, name)
-        # Each distinct image ran through the frozen part once, in the first pass only.
-        assert frozen_rows == [len(images)], step
-    assert set(cached.feature_memos["train"].features) == images
+    # The features of the images read from their files in the rows the cache gives them.
+    pairs = discover_pairs(pair_folder).pairs[:6]
+    dataset = TripletDataset(pairs, eval_transform(32), draw_negatives(["g"] * 6, 0))
+    numbers = dataset.without_images()
+    files = [p.left for p in pairs] + [p.right for p in pairs]
+    files += [dataset.image_path(int(j)) for j in batch["negative_index"]]
+    images = torch.stack([dataset.transform(load_image(path)) for path in files])
+    features = model.net.forward_frozen(images)
+    served = torch.utils.data.default_collate([numbers[i] for i in range(6)])
+    assert "anchor" not in served
+    model.zero_grad()
+    loss = model.training_step({**served, "features": features}, 0)
+    loss.backward()
+    assert torch.equal(loss, reference)
+    for name, p in model.named_parameters():
+        if name in gradients:
+            torch.testing.assert_close(p.grad, gradients[name], rtol=0, atol=1e-7, msg=name)
 
 
 def test_optimizer_is_injectable_and_defaults_to_adam() -> None:

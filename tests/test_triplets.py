@@ -161,10 +161,8 @@ def test_the_training_loader_saves_its_place_and_refuses_another_process_count()
     from lightning_siamese.errors import ConfigError
 
     groups = groups_of(40, 1)
-    dataset = TripletDataset(
-        [Pair(f"p{i}", Path(), Path(), f"p{i}") for i in range(40)], eval_transform(8)
-    )
-    dataset.load_images = False  # indices only
+    pairs = [Pair(f"p{i}", Path(), Path(), f"p{i}") for i in range(40)]
+    dataset = TripletDataset(pairs, eval_transform(8)).without_images()  # numbers only
     place = [(3, 2, 5)]  # epoch 3, 2 of its 5 batches done
 
     def loader(replicas: int) -> ResumableLoader:

@@ -11,6 +11,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lightning_siamese.data.features import CollateWithFeatures, FeatureTable
 from lightning_siamese.data.folders import image_inputs
 from lightning_siamese.data.image_files import ImageFilesDataset
 from lightning_siamese.data.negatives import draw_negatives, negative_groups
@@ -36,6 +37,7 @@ from lightning_siamese.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     SEED_IMAGE_SIZE,
+    Transform,
     eval_transform,
     train_transform,
 )
@@ -127,6 +129,8 @@ class SiameseDataModule(pl.LightningDataModule):
         self.datasets: dict[str, TripletDataset] = {}
         self._split_from_run_file = False
         self._split_unwritten = False
+        #: Per split, features served in place of its images (:meth:`serve_features`).
+        self._features: dict[str, FeatureTable] = {}
 
     def prepare_data(self) -> None:
         kind = self.hparams["build_if_missing"]
@@ -268,6 +272,21 @@ class SiameseDataModule(pl.LightningDataModule):
                     "--trainer.default_root_dir, without --ckpt_path"
                 )
 
+    def cacheable_images(self, split: str) -> tuple[list[Path], Transform] | None:
+        """The image files of ``split`` (row ``2 * pair + side``) and the transform its
+        loaders apply, when the same file always gives the same tensor; None for augmented
+        training images or a split that is not set up."""
+        dataset = self.datasets.get(split)
+        if dataset is None or (split == "train" and self.hparams["augment"]):
+            return None
+        return dataset.image_files(), dataset.transform
+
+    def serve_features(self, features: dict[str, FeatureTable]) -> None:
+        """From now on the loaders of these splits read no image: their batches carry the rows
+        of ``features[split]`` as ``features`` (see :mod:`~lightning_siamese.data.features`);
+        ``serve_features({})`` goes back to images."""
+        self._features = dict(features)
+
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         dataset = self.datasets["train"]
         trainer = self.trainer
@@ -291,7 +310,7 @@ class SiameseDataModule(pl.LightningDataModule):
         batches = len(sampler) // self.hparams["batch_size"]
         # drop_last: a last batch of one triplet would break the head's BatchNorm.
         return self._loader(
-            dataset,
+            "train",
             ResumableLoader,
             sampler=sampler,
             drop_last=True,
@@ -313,30 +332,38 @@ class SiameseDataModule(pl.LightningDataModule):
         return trainer.current_epoch, done, batches
 
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
-        return self._loader(self.datasets["val"])
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader[dict[str, Any]]:
-        return self._loader(self.datasets["test"])
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
-            return self._loader(self.predict_dataset)
+            return self._loader("predict")
         # Every process gets as many images (the shortest shards repeat an image, dropped when
         # the predictions are gathered), at least one even with fewer images than processes:
         # Lightning's own predict sampler leaves such a process with none and fails.
         shards: DistributedSampler[int] = DistributedSampler(
             self.predict_dataset, trainer.world_size, trainer.global_rank, shuffle=False
         )
-        return self._loader(self.predict_dataset, sampler=shards)
+        return self._loader("predict", sampler=shards)
 
     def _loader(
         self,
-        dataset: Dataset[dict[str, Any]],
+        split: str,
         kind: type[DataLoader[dict[str, Any]]] = DataLoader,
         **kwargs: Any,
     ) -> DataLoader[dict[str, Any]]:
+        dataset: Dataset[dict[str, Any]]
         workers = self.hparams["num_workers"]
+        if split == "predict":
+            dataset = self.predict_dataset
+        elif split in self._features:  # numbers only, and the rows gathered in this process
+            dataset, workers = self.datasets[split].without_images(), 0
+            kwargs["collate_fn"] = CollateWithFeatures(self._features[split])
+        else:
+            dataset = self.datasets[split]
         return kind(
             dataset,
             batch_size=self.hparams["batch_size"],

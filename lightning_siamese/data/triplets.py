@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ class TripletDataset(Dataset):
     Items are dicts: ``anchor``, ``positive``, ``negative`` (image tensors), ``index`` (the pair),
     ``negative_index`` (the image index of the negative), and ``group`` and ``negative_group``
     (numbers of the anchor's and the negative's group, for in-batch mining to leave group-mates
-    out); with ``load_images`` off, the numbers only (no file is read).
+    out); from :meth:`without_images`, the numbers only (no file is read).
 
     Args:
         pairs: the split's pairs.
@@ -56,9 +57,19 @@ class TripletDataset(Dataset):
         self.groups = negative_groups(self.pairs, group_mates_as_negatives)
         numbers: dict[str, int] = {}
         self.group_numbers = [numbers.setdefault(group, len(numbers)) for group in self.groups]
-        # False: items carry only the indices (the model has the images' features cached).
         self.load_images = True
         self.unreadable: set[str] = set()
+
+    def without_images(self) -> TripletDataset:
+        """The same triplets whose items carry the numbers only: for a loader that serves
+        features computed from the images before (:mod:`~lightning_siamese.data.features`)."""
+        numbers = copy.copy(self)
+        numbers.load_images = False
+        return numbers
+
+    def image_files(self) -> list[Path]:
+        """Every image of the split, row ``2 * pair + side``."""
+        return [self.image_path(index) for index in range(2 * len(self.pairs))]
 
     def image_path(self, image_index: int) -> Path:
         return image_path(self.pairs, image_index)

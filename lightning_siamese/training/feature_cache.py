@@ -1,10 +1,14 @@
-"""The frozen trunk's output, computed once per distinct image (pure torch, no Lightning).
+"""The frozen trunk's output, computed once per distinct image at ``fit`` start.
 
 When everything before the trainable tail is frozen (eval-mode BatchNorm, no dropout) and the
 images are not augmented, an image's frozen features never change: computing them once and
 training only the tail gives the same losses and gradients at a fraction of the compute. The
 features live in one preallocated tensor, in memory or memory-mapped from a file, sized before
-anything is computed.
+anything is computed (:class:`FeatureCache`, pure torch). :class:`CacheFrozenFeatures`, the
+callback a model with ``cache_frozen_features`` brings, builds the caches for the data module's
+training and validation images and has it serve them instead of the images
+(:meth:`~lightning_siamese.data.datamodule.SiameseDataModule.serve_features`); the model only
+sees batches that carry ``features``.
 """
 
 from __future__ import annotations
@@ -14,15 +18,18 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_siamese.data.datamodule import SiameseDataModule
 from lightning_siamese.data.image_files import ImageFilesDataset, image_batches
 from lightning_siamese.data.transforms import Transform
-from lightning_siamese.data.triplets import TripletDataset
 from lightning_siamese.errors import CacheMemoryError, ConfigError, PairDataError
+from lightning_siamese.models.embedding import EmbeddingNet
 from lightning_siamese.models.frozen_graph import FrozenGraph
 
 
@@ -109,9 +116,9 @@ class FeatureCache:
             f"{format_bytes(self.nbytes)} {where}"
         )
 
-    def gather(self, rows: Sequence[int] | torch.Tensor, device: torch.device) -> torch.Tensor:
-        index = torch.as_tensor(rows, dtype=torch.long)
-        return self.features.index_select(0, index).to(device, non_blocking=True)
+    def gather(self, rows: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """The features of images ``rows``, stacked (a copy, on the CPU)."""
+        return self.features.index_select(0, torch.as_tensor(rows, dtype=torch.long))
 
     def close(self) -> None:
         """Drop the features (and remove the memory-mapped file)."""
@@ -119,35 +126,6 @@ class FeatureCache:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None
-
-
-class FeatureMemo:
-    """Frozen features remembered by image key as images pass by (``validate``, ``test``, or
-    training with no prebuilt cache): each image goes through the frozen part once."""
-
-    def __init__(self) -> None:
-        self.features: dict[int, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __call__(
-        self,
-        frozen: Callable[[torch.Tensor], torch.Tensor],
-        images: torch.Tensor,
-        keys: Sequence[int],
-    ) -> torch.Tensor:
-        """The frozen features of ``images`` (row ``i`` has key ``keys[i]``), computing each key
-        not seen before once (an image twice in the batch runs once)."""
-        missing: dict[int, int] = {}  # key -> its first row
-        for row, key in enumerate(keys):
-            if key not in self.features:
-                missing.setdefault(key, row)
-        if missing:
-            computed = frozen(images[list(missing.values())])
-            for key, features in zip(missing, computed, strict=True):
-                self.features[key] = features.clone()
-        return torch.stack([self.features[key] for key in keys])
 
 
 @torch.no_grad()
@@ -219,57 +197,80 @@ def build_feature_cache(
     return cache
 
 
-class SplitCaches:
-    """The caches built at ``fit`` start, by split, and the datasets they relieve of reading
-    images (switched back by :meth:`close`, so a later ``validate`` or ``test`` reads again)."""
+class CacheFrozenFeatures(pl.Callback):
+    """At ``fit`` start, run every distinct training and validation image through the model's
+    frozen part once, through one :class:`~lightning_siamese.models.frozen_graph.FrozenGraph`,
+    under the trainer's precision, and have the data module serve those features instead of
+    the images until the fit ends (training images only when they are not augmented). A model
+    with ``cache_frozen_features`` brings this callback itself (``configure_callbacks``).
 
-    def __init__(self) -> None:
+    Args:
+        directory: keep the features in memory-mapped files there instead of in memory.
+        graph_mode: how the frozen part runs over the images (see
+            :class:`~lightning_siamese.models.frozen_graph.FrozenGraph`).
+    """
+
+    def __init__(self, directory: str | None = None, graph_mode: str = "auto") -> None:
+        self.directory = directory
+        self.graph_mode = graph_mode
         self.caches: dict[str, FeatureCache] = {}
-        self._datasets: list[TripletDataset] = []
 
-    def add(
-        self,
-        split: str,
-        dataset: TripletDataset,
-        frozen: Callable[[torch.Tensor], torch.Tensor],
-        device: torch.device,
-        **options: Any,
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        offer = getattr(datamodule, "cacheable_images", None)
+        if offer is None:
+            rank_zero_info("frozen-feature cache: off (the data module offers no image list)")
+            return
+        wanted = {split: offer(split) for split in ("train", "val")}
+        if wanted["train"] is None:
+            rank_zero_info("frozen-feature cache: off for training images (augmentation is on)")
+        splits = {split: files for split, files in wanted.items() if files is not None}
+        batch_size = int(getattr(datamodule, "hparams", {}).get("batch_size", 64))
+        workers = int(getattr(datamodule, "hparams", {}).get("num_workers", 0))
+        batches = sum(-(-len(paths) // batch_size) for paths, _ in splits.values())
+        frozen = cast(EmbeddingNet, pl_module.net).forward_frozen
+
+        def log_graph(text: str) -> None:
+            rank_zero_info(f"frozen graph: {text}")
+
+        graph = FrozenGraph(frozen, self.graph_mode, batches, log_graph)
+        plugin = trainer.precision_plugin
+        # Under the trainer's precision: bf16-mixed autocasts (bf16 features, half the
+        # memory); bf16-true and 16-true convert the inputs as they do for every batch.
+        with plugin.forward_context():
+            for split, (paths, transform) in splits.items():
+
+                def log(text: str, split: str = split) -> None:
+                    rank_zero_info(f"{split}: {text}")
+
+                self.caches[split] = build_feature_cache(
+                    frozen,
+                    paths,
+                    transform,
+                    pl_module.device,
+                    batch_size=batch_size,
+                    num_workers=workers,
+                    directory=self.directory,
+                    log=log,
+                    convert=plugin.convert_input,
+                    processes=trainer.num_devices,  # this node's processes
+                    graph=graph,
+                )
+        cast(SiameseDataModule, datamodule).serve_features(dict(self.caches))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        """Cache every image of ``dataset`` (``options`` go to :func:`build_feature_cache`);
-        its items then carry indices only."""
-        paths = [dataset.image_path(i) for i in range(2 * len(dataset))]
-        self.caches[split] = build_feature_cache(
-            frozen, paths, dataset.transform, device, **options
-        )
-        dataset.load_images = False
-        self._datasets.append(dataset)
+        self._close(trainer)
 
-    def add_all(
-        self,
-        datasets: dict[str, TripletDataset],
-        frozen: Callable[[torch.Tensor], torch.Tensor],
-        device: torch.device,
-        log: Callable[[str], None] = print,
-        graph_mode: str = "auto",
-        **options: Any,
-    ) -> None:
-        """:meth:`add` each split of ``datasets``, its messages prefixed by its name, through
-        one :class:`~lightning_siamese.models.frozen_graph.FrozenGraph` of ``frozen`` in
-        ``graph_mode`` (its batches: all splits' together)."""
-        batch_size = options.get("batch_size", 64)
-        batches = sum(-(-2 * len(dataset) // batch_size) for dataset in datasets.values())
-        graph = FrozenGraph(frozen, graph_mode, batches, lambda text: log(f"frozen graph: {text}"))
-        for split, dataset in datasets.items():
-
-            def prefixed(text: str, split: str = split) -> None:
-                log(f"{split}: {text}")
-
-            self.add(split, dataset, frozen, device, log=prefixed, graph=graph, **options)
-
-    def close(self) -> None:
+    def _close(self, trainer: pl.Trainer) -> None:
+        """Back to images (a later ``validate`` or ``test`` reads them), caches dropped."""
+        serve = getattr(getattr(trainer, "datamodule", None), "serve_features", None)
+        if serve is not None and self.caches:
+            serve({})
         for cache in self.caches.values():
             cache.close()
         self.caches = {}
-        for dataset in self._datasets:
-            dataset.load_images = True
-        self._datasets = []

@@ -10,12 +10,10 @@ from typing import Any, Literal, cast
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
 
 from lightning_siamese.data.image_files import readable_rows
 from lightning_siamese.data.transforms import Transform, eval_transform
-from lightning_siamese.data.triplets import TripletDataset
 from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
 from lightning_siamese.models.backbones import input_size, normalization
 from lightning_siamese.models.distances import Distance
@@ -25,7 +23,7 @@ from lightning_siamese.models.losses import LossName, Mining, make_loss
 from lightning_siamese.retrieval.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.training import random_state
 from lightning_siamese.training.checkpoints import check_checkpoint, checkpoint_problem
-from lightning_siamese.training.feature_cache import FeatureMemo, SplitCaches
+from lightning_siamese.training.feature_cache import CacheFrozenFeatures
 
 Batch = dict[str, Any]
 
@@ -136,10 +134,6 @@ class SiameseModel(pl.LightningModule):
         # LightningCLI saves the parsed config as hparams; the callables themselves live here.
         self.optimizer = optimizer
         self.scheduler = scheduler
-        #: Per split, frozen features remembered as images pass by (no prebuilt cache).
-        self.feature_memos: dict[str, FeatureMemo] = {}
-        self._caches = SplitCaches()
-        self._cache_train = cache_frozen_features
         self._random_state: dict[str, torch.Tensor] | None = None
 
     @classmethod
@@ -182,36 +176,11 @@ class SiameseModel(pl.LightningModule):
 
     # Steps -----------------------------------------------------------------------------------
 
-    def on_fit_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        hparams = getattr(datamodule, "hparams", {})
-        augment = bool(hparams.get("augment", False))
-        self._cache_train = self.hparams["cache_frozen_features"] and not augment
+    def configure_callbacks(self) -> list[pl.Callback]:
         if not self.hparams["cache_frozen_features"]:
-            return
-        if augment:
-            rank_zero_info("frozen-feature cache: off for training images (augmentation is on)")
-        datasets = getattr(datamodule, "datasets", {})
-        wanted = ("train", "val") if self._cache_train else ("val",)
-        plugin = self.trainer.precision_plugin
-        # Under the trainer's precision: bf16-mixed autocasts (bf16 features, half the
-        # memory); bf16-true and 16-true convert the inputs as they do for every batch.
-        with plugin.forward_context():
-            self._caches.add_all(
-                {s: datasets[s] for s in wanted if isinstance(datasets.get(s), TripletDataset)},
-                self.net.forward_frozen,
-                self.device,
-                log=rank_zero_info,
-                batch_size=hparams.get("batch_size", 64),
-                num_workers=hparams.get("num_workers", 0),
-                directory=self.hparams["feature_cache_dir"],
-                graph_mode=self.hparams.get("frozen_graph", "auto"),
-                convert=plugin.convert_input,
-                processes=self.trainer.num_devices,  # this node's processes
-            )
-
-    def on_fit_end(self) -> None:
-        self._caches.close()
+            return []
+        directory, mode = self.hparams["feature_cache_dir"], self.hparams["frozen_graph"]
+        return [CacheFrozenFeatures(directory, mode)]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[random_state.KEY] = random_state.capture(self.trainer, self.device)
@@ -226,34 +195,14 @@ class SiameseModel(pl.LightningModule):
             random_state.restore(self._random_state, self.trainer, self.device)
             self._random_state = None
 
-    def on_exception(self, exception: BaseException) -> None:
-        self._caches.close()
-
-    def setup(self, stage: str) -> None:
-        self.feature_memos = {}  # a new fit/validate/test may bring other data
-
-    def _frozen(self, images: torch.Tensor, keys: list[int], split: str) -> torch.Tensor:
-        use_cache = self.hparams["cache_frozen_features"] and (
-            split != "train" or self._cache_train
-        )
-        if not use_cache:
-            return self.net.forward_frozen(images)
-        memo = self.feature_memos.setdefault(split, FeatureMemo())
-        return memo(self.net.forward_frozen, images, keys)
-
-    def _embed_triplets(self, batch: Batch, split: str) -> tuple[torch.Tensor, ...]:
-        index = batch["index"].tolist()
-        # Image keys within the split: left = 2 * pair, right = 2 * pair + 1.
-        keys = (
-            [2 * i for i in index] + [2 * i + 1 for i in index] + batch["negative_index"].tolist()
-        )
-        if "anchor" not in batch:  # the loader sent indices only: features are precomputed
-            features = self._caches.caches[split].gather(keys, self.device)
-        else:
+    def _embed_triplets(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """Anchor, positive and negative embeddings; from the batch's ``features`` when the
+        data module serves the frozen part's output (:class:`CacheFrozenFeatures`)."""
+        features = batch.get("features")
+        if features is None:
             images = torch.cat([batch["anchor"], batch["positive"], batch["negative"]])
-            features = self._frozen(images, keys, split)
-        embeddings = self.net.forward_tail(features)
-        return embeddings.chunk(3)
+            features = self.net.forward_frozen(images)
+        return self.net.forward_tail(features).chunk(3)
 
     def _loss(
         self,
@@ -268,7 +217,7 @@ class SiameseModel(pl.LightningModule):
         return self.loss(anchor, positive, negative, groups, negative_groups)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        anchor, positive, negative = self._embed_triplets(batch, "train")
+        anchor, positive, negative = self._embed_triplets(batch)
         loss = self._loss(batch, anchor, positive, negative)
         self._check_finite(loss, batch)
         size = len(anchor)
@@ -298,7 +247,7 @@ class SiameseModel(pl.LightningModule):
         return cast(SplitMetrics, self.metrics[split])
 
     def _eval_step(self, batch: Batch, split: str) -> None:
-        anchor, positive, negative = self._embed_triplets(batch, split)
+        anchor, positive, negative = self._embed_triplets(batch)
         self._split_metrics(split).update(batch["index"], anchor, positive, negative)
 
     def _eval_epoch_end(self, split: str) -> None:
