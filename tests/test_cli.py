@@ -118,8 +118,9 @@ def test_ttl_config_shows_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture
     assert (model["distance"], model["mining"], model["normalize"]) == ("squared_l2", "none", False)
     # Unset: SiameseModel's default optimizer, the seed's Adam 1e-4.
     assert model["optimizer"] is None
-    # Unset: the backbone's input size, the seed's 200 for torchvision's ResNet50 (below).
-    assert (data["image_size"], data["batch_size"]) == (None, 64)
+    # Unset in the file: the backbone's input size, shown as the run will use it (200 for
+    # torchvision's ResNet50, the Keras example's).
+    assert (data["image_size"], data["batch_size"]) == (200, 64)
     assert config["trainer"]["max_epochs"] == 2
     write_pairs(tmp_path, 20)
     ttl = ["-c", str(REPO / "configs/ttl.yaml"), f"--data.root={tmp_path}"]
@@ -244,9 +245,9 @@ def test_fit_with_timm_backbones_offline(name: str, tmp_path: Path) -> None:
 
 
 def test_unset_image_size_is_the_backbones_and_a_mismatch_is_named(tmp_path: Path) -> None:
-    """With data.image_size unset the CLI gives data and model the backbone's pretrained size
-    (timm's resnet10t: 176); set, it wins; outside the CLI a data module of another size is
-    refused when the trainer sets it up."""
+    """With data.image_size unset the CLI gives the model the backbone's pretrained size
+    (timm's resnet10t: 176) and the data follow; set, it wins; outside the CLI a data module
+    of another size is refused when the trainer sets it up."""
     import pytorch_lightning as pl
 
     from lightning_siamese.data.datamodule import SiameseDataModule
@@ -257,11 +258,17 @@ def test_unset_image_size_is_the_backbones_and_a_mismatch_is_named(tmp_path: Pat
     assert built.datamodule.hparams.image_size == built.model.hparams.image_size == 176
     built = run([*args, "--data.image_size=48"], run=False)
     assert built.datamodule.hparams.image_size == built.model.hparams.image_size == 48
+    # Outside the CLI: an unset data module follows the model; another size is refused.
     model = SiameseModel(backbone="timm/resnet10t", weights="none", head="pooled")
-    data = SiameseDataModule(str(tmp_path / "pairs"), num_workers=0)  # 200 px: the seed's
+    data = SiameseDataModule(str(tmp_path / "pairs"), num_workers=0)
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False)
+    data.trainer = trainer
+    trainer.strategy.connect(model)
+    data.setup("validate")
+    assert data.image_size == 176 and data.datasets["val"][0]["anchor"].shape[-1] == 176
+    other = SiameseDataModule(str(tmp_path / "pairs"), image_size=200, num_workers=0)
     with pytest.raises(ValueError, match="the data are 200 px, the model takes 176 px"):
-        trainer.fit(model, data)
+        trainer.fit(model, other)
 
 
 def test_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

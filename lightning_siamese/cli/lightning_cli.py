@@ -17,6 +17,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import yaml
+from jsonargparse import Namespace
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
@@ -24,7 +25,7 @@ from pytorch_lightning.loggers import WandbLogger
 from lightning_siamese.data.datamodule import SiameseDataModule, check_root
 from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_siamese.errors import ConfigError
-from lightning_siamese.models.backbones import input_size, normalization
+from lightning_siamese.models.backbones import normalization, resolve_image_size
 from lightning_siamese.training.checkpoints import BestAndLastCheckpoint, check_checkpoint
 from lightning_siamese.training.media import LogMedia
 from lightning_siamese.training.model import SiameseModel
@@ -53,13 +54,25 @@ def backbone_std(backbone: str) -> tuple[float, ...]:
 
 
 def image_size_for(image_size: int | None, backbone: str) -> int | None:
-    """``data.image_size``, or when unset the backbone's pretrained input size."""
-    if image_size is not None:
-        return image_size
+    """``data.image_size``, or when unset the backbone's pretrained input size
+    (:func:`~lightning_siamese.models.backbones.resolve_image_size`); None for an unknown
+    backbone, which the model reports."""
     try:
-        return input_size(backbone)
-    except ConfigError:  # reported by the model
+        return resolve_image_size(image_size, backbone)
+    except ConfigError:
         return None
+
+
+class SiameseArgumentParser(LightningArgumentParser):
+    """The CLI's parser: a config it prints (``--print_config``) or saves (``config.yaml``)
+    shows the image size the run uses, not ``null``."""
+
+    def dump(self, cfg: Namespace, *args: Any, **kwargs: Any) -> str:
+        data, model = cfg.get("data"), cfg.get("model")
+        if data is not None and model is not None and data.get("image_size") is None:
+            cfg = cfg.clone()
+            cfg.data.image_size = image_size_for(None, model.get("backbone"))
+        return super().dump(cfg, *args, **kwargs)
 
 
 class SaveConfigToLoggers(SaveConfigCallback):
@@ -103,8 +116,9 @@ def place_wandb_run(logger: WandbLogger, run_folder: str) -> None:
 class SiameseCLI(LightningCLI):
     """LightningCLI with the project's links, checks and defaults.
 
-    ``data.image_size`` sets ``model.image_size`` (unset: the backbone's pretrained input size,
-    for both), and the backbone sets the input normalisation (``data.mean``, ``data.std``);
+    ``data.image_size`` sets ``model.image_size`` (unset: the backbone's pretrained input size;
+    the data module follows the model), and the backbone sets the input normalisation
+    (``data.mean``, ``data.std``);
     ``--validate_before_fit`` (on by default) logs the untrained model's figures at step 0; a
     missing data folder or ``--ckpt_path`` file is reported before the model is built;
     checkpoints go to ``<default_root_dir>/checkpoints``.
@@ -142,8 +156,6 @@ class SiameseCLI(LightningCLI):
         data = config.get("data")
         if data is not None:
             check_root(data.get("root"), data.get("build_if_missing"), data.get("predict_root"))
-            if data.get("image_size") is None and config.get("model") is not None:
-                data.image_size = config.model.get("image_size")  # the backbone's
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -213,6 +225,7 @@ def run(args: Sequence[str] | None = None, **kwargs: Any) -> SiameseCLI:
         args=None if args is None else list(args),
         trainer_defaults=trainer_defaults(),
         save_config_callback=SaveConfigToLoggers,
+        parser_class=SiameseArgumentParser,
         save_config_kwargs={"overwrite": True},
         **kwargs,
     )

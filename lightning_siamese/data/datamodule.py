@@ -36,7 +36,6 @@ from lightning_siamese.data.splits import (
 from lightning_siamese.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    SEED_IMAGE_SIZE,
     Transform,
     eval_transform,
     train_transform,
@@ -73,8 +72,8 @@ class SiameseDataModule(pl.LightningDataModule):
     Args:
         root: folder with ``left/`` and ``right/`` (and optionally ``pairs.csv`` with ``name`` and
             ``group`` columns: a group stays in one split).
-        image_size: side of the square the images are resized to; default the backbone's
-            pretrained input size, which the CLI sets from ``model.backbone`` (200 without it).
+        image_size: side of the square the images are resized to; default (unset): the size
+            of the model the trainer fits, which takes it from ``model.backbone`` when unset.
         batch_size: triplets per batch (per device).
         num_workers: DataLoader worker processes.
         split_fractions: expected (train, val, test) shares of the groups.
@@ -115,8 +114,7 @@ class SiameseDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_fractions(split_fractions)
-        image_size = image_size or SEED_IMAGE_SIZE  # hparams hold the size used
-        if image_size < 1 or batch_size < 1 or num_workers < 0:
+        if (image_size is not None and image_size < 1) or batch_size < 1 or num_workers < 0:
             raise ConfigError(
                 "image_size and batch_size must be >= 1 and num_workers >= 0; got "
                 f"{image_size}, {batch_size}, {num_workers}"
@@ -124,6 +122,8 @@ class SiameseDataModule(pl.LightningDataModule):
         check_root(root, build_if_missing, predict_root)
         self.save_hyperparameters()
         self.root = Path(root)
+        #: The side of the images, set at setup: ``image_size``, or the model's.
+        self.image_size = image_size
         self.report: PairReport | None = None
         self.splits: dict[str, list[Pair]] = {}
         self.datasets: dict[str, TripletDataset] = {}
@@ -147,18 +147,11 @@ class SiameseDataModule(pl.LightningDataModule):
             build_glyphs(self.root)
 
     def setup(self, stage: str | None = None) -> None:
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        wanted = getattr(model, "hparams", {}).get("image_size", self.hparams["image_size"])
-        if wanted != self.hparams["image_size"]:  # outside the CLI, which links the two
-            have = self.hparams["image_size"]
-            raise ConfigError(f"the data are {have} px, the model takes {wanted} px: give "
-                              f"SiameseDataModule image_size={wanted}")  # fmt: skip
+        self.image_size = self._image_size()
         if stage == "predict":
             if self.hparams["predict_root"] is None:
                 raise ConfigError("predict needs --data.predict_root: a folder of images to embed")
-            transform = eval_transform(
-                self.hparams["image_size"], self.hparams["mean"], self.hparams["std"]
-            )
+            transform = eval_transform(self.image_size, self.hparams["mean"], self.hparams["std"])
             root = Path(self.hparams["predict_root"])
             listing = image_inputs(root, "--data.predict_root", folder_only=True)
             prefix = display_path(root).rstrip("/") + "/"
@@ -183,6 +176,23 @@ class SiameseDataModule(pl.LightningDataModule):
                 f"batch_size ({self.hparams['batch_size']}) is larger than the train split "
                 f"({len(self.datasets['train'])} pairs): lower --data.batch_size"
             )
+
+    def _image_size(self) -> int:
+        """``image_size``, or the size of the model the trainer fits (the model decides it:
+        :func:`~lightning_siamese.models.backbones.resolve_image_size`); a different size set
+        on each is refused."""
+        given = self.hparams["image_size"]
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        wanted = getattr(model, "hparams", {}).get("image_size")
+        if given is not None and wanted is not None and given != wanted:
+            raise ConfigError(
+                f"the data are {given} px, the model takes {wanted} px: give SiameseDataModule "
+                f"image_size={wanted}, or leave it unset to follow the model"
+            )
+        size = given if given is not None else wanted
+        if size is None:
+            raise ConfigError("SiameseDataModule needs image_size when no model gives one")
+        return int(size)
 
     def _run_split_file(self) -> Path | None:
         trainer = self.trainer
@@ -212,8 +222,9 @@ class SiameseDataModule(pl.LightningDataModule):
             rank_zero_info(f"using the split of {split_file}")
         fixed_groups = fixed.groups if fixed is not None else None
         self.splits = assign_splits(pairs, hp["split_fractions"], hp["seed"], fixed, fixed_groups)
-        evaluation = eval_transform(hp["image_size"], hp["mean"], hp["std"])
-        training = train_transform(hp["image_size"], hp["mean"], hp["std"], hp["augment"])
+        size = self._image_size()
+        evaluation = eval_transform(size, hp["mean"], hp["std"])
+        training = train_transform(size, hp["mean"], hp["std"], hp["augment"])
         mates = hp["group_mates_as_negatives"]
         for split, split_pairs in self.splits.items():
             if split == "train":

@@ -11,8 +11,6 @@ from torchvision.transforms import v2
 # The seed fed ResNet50 raw 0..255 pixels (it forgot `preprocess_input`); we normalise.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: The seed's input side (torchvision backbones default to it).
-SEED_IMAGE_SIZE = 200
 
 Transform = Callable[[Image.Image], torch.Tensor]
 

@@ -22,11 +22,13 @@ import torch
 import torchvision
 from torch import nn
 
-from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SEED_IMAGE_SIZE
+from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_siamese.errors import ConfigError, MissingFileError
 from lightning_siamese.models import weights as weights_module
 
 TIMM_PREFIX = "timm/"
+#: The input side of torchvision's backbones: the Keras example's 200 x 200.
+TORCHVISION_INPUT_SIZE = 200
 #: timm children that classify or pool rather than make features: dropped.
 _HEAD_NAMES = {"global_pool", "head", "fc", "classifier", "head_drop", "fc_norm", "attn_pool"}
 
@@ -128,11 +130,17 @@ def normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def input_size(backbone: str) -> int:
     """The input side the backbone's pretrained weights expect: the pretrained config's for a
-    timm model (224 for most, 518 for DINOv2), the seed's 200 for torchvision's."""
+    timm model (224 for most, 518 for DINOv2), the Keras example's 200 for torchvision's."""
     name = timm_name(backbone)
     if name is None:
-        return SEED_IMAGE_SIZE
+        return TORCHVISION_INPUT_SIZE
     return int(_pretrained_cfg(name).get("input_size", (3, 224, 224))[-1])
+
+
+def resolve_image_size(image_size: int | None, backbone: str) -> int:
+    """The image size a model of ``backbone`` is built for: ``image_size``, or when it is unset
+    the backbone's pretrained input size (:func:`input_size`). The one place it is decided."""
+    return image_size if image_size is not None else input_size(backbone)
 
 
 def create(backbone: str, weights: str, image_size: int) -> nn.Module:

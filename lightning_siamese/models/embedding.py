@@ -67,7 +67,7 @@ class EmbeddingNet(nn.Module):
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
-        image_size = image_size or backbones.input_size(backbone)
+        image_size = backbones.resolve_image_size(image_size, backbone)
         skip = SKIP_PRETRAINED.get()
         self.backbone = backbones.create(backbone, "none" if skip else weights, image_size)
         self.units = backbones.units_of(backbone, self.backbone, image_size)

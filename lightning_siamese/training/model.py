@@ -15,7 +15,7 @@ from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLR
 from lightning_siamese.data.image_files import readable_rows
 from lightning_siamese.data.transforms import Transform, eval_transform
 from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
-from lightning_siamese.models.backbones import input_size, normalization
+from lightning_siamese.models.backbones import normalization, resolve_image_size
 from lightning_siamese.models.distances import Distance
 from lightning_siamese.models.embedding import SKIP_PRETRAINED, EmbeddingNet
 from lightning_siamese.models.frozen_graph import FrozenGraphMode
@@ -113,7 +113,7 @@ class SiameseModel(pl.LightningModule):
         retrieval_block_size: int = 1024,
     ) -> None:
         super().__init__()
-        image_size = image_size or input_size(backbone)  # hparams hold the size used
+        image_size = resolve_image_size(image_size, backbone)  # hparams hold the size used
         distance = "cosine" if loss == "infonce" else distance
         self.save_hyperparameters()
         self.loss = make_loss(loss, margin, distance, soft_margin, mining, symmetric, temperature)
