@@ -35,6 +35,24 @@ def triplet_statistics(
     }
 
 
+def split_metrics(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    distance: Distance = "squared_l2",
+    block_size: int = 1024,
+) -> dict[str, float]:
+    """The figures of a split, row ``i`` its pair ``i``: left -> right retrieval
+    (:func:`~lightning_siamese.retrieval.ranks.rank_metrics`: recall@k, MRR, median rank), the
+    triplet statistics (:func:`triplet_statistics`) and the number of ``pairs``. The one place
+    they are computed: validation and test (:class:`SplitMetrics`), ``evaluate``, the notebook."""
+    metrics = rank_metrics(retrieval_ranks(anchor, positive, block_size))
+    stats = triplet_statistics(anchor, positive, negative, distance)
+    metrics.update({key: value.item() for key, value in stats.items()})
+    metrics["pairs"] = len(anchor)
+    return metrics
+
+
 class SplitMetrics(Metric):
     """Retrieval and triplet statistics over a whole split.
 
@@ -97,12 +115,8 @@ class SplitMetrics(Metric):
         gathered = self.gathered()
         # Kept for pictures and tables (gathered across processes: compute runs synced).
         self.last_gathered = {name: value.cpu() for name, value in gathered.items()}
-        rows = gathered["index"]
         anchor, positive, negative = (gathered[name] for name in ("anchor", "positive", "negative"))
-        metrics = rank_metrics(retrieval_ranks(anchor, positive, self.block_size))
-        stats = triplet_statistics(anchor, positive, negative, self.distance)
-        metrics.update({key: value.item() for key, value in stats.items()})
-        metrics["pairs"] = float(len(rows))
+        metrics = split_metrics(anchor, positive, negative, self.distance, self.block_size)
         if self.triplet_loss is not None:
             metrics["loss"] = self.triplet_loss(anchor, positive, negative).mean().item()
         return {key: torch.tensor(value) for key, value in metrics.items()}

@@ -19,10 +19,10 @@ from PIL import Image
 from lightning_siamese.data import images
 from lightning_siamese.files import display_path
 from lightning_siamese.models.distances import Distance, paired_distance
-from lightning_siamese.retrieval.metrics import triplet_statistics
+from lightning_siamese.retrieval.metrics import split_metrics
 from lightning_siamese.retrieval.nearest import top_k
 from lightning_siamese.retrieval.plots import plot_distances, plot_projection, plot_retrieval
-from lightning_siamese.retrieval.ranks import Ranks, rank_metrics, retrieval_ranks
+from lightning_siamese.retrieval.ranks import Ranks, retrieval_ranks
 
 TABLE_COLUMNS = ["query", "true_match", "rank", "true_match_score", "top_k"]
 
@@ -58,11 +58,7 @@ class SplitEmbeddings:
     def metrics(self, distance: Distance = "squared_l2") -> dict[str, float]:
         """recall@1/5/10/20, MRR, median rank, triplet accuracy, mean distances and cosine
         similarities of positives and negatives, and the number of pairs."""
-        metrics = rank_metrics(self.ranks())
-        stats = triplet_statistics(*self.tensors(), distance)
-        metrics.update({name: value.item() for name, value in stats.items()})
-        metrics["pairs"] = len(self)
-        return metrics
+        return split_metrics(*self.tensors(), distance)
 
     def table(self, k: int = 5) -> list[dict[str, Any]]:
         """One row per query: file names, rank and score of the true match, the top-k.
