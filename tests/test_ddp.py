@@ -63,7 +63,7 @@ def test_ddp_validation_and_test_equal_one_process(
 ) -> None:
     root, logs = tmp_path / "pairs", tmp_path / "logs"
     write_pairs(root, pair_count(val_divides, test_divides))
-    probe = SiameseDataModule(str(root), split_fractions=FRACTIONS, num_workers=0)
+    probe = SiameseDataModule(str(root), 32, split_fractions=FRACTIONS, num_workers=0)
     probe.setup("test")
     sizes = {split: len(probe.splits[split]) for split in ("val", "test")}
     assert (sizes["val"] % 2 == 0, sizes["test"] % 2 == 0) == (val_divides, test_divides)

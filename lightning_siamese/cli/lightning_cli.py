@@ -22,7 +22,8 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
-from lightning_siamese.data.datamodule import SiameseDataModule, check_root
+from lightning_siamese.data.datamodule import SiameseDataModule
+from lightning_siamese.data.run_split import check_root
 from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_siamese.errors import ConfigError
 from lightning_siamese.models.backbones import normalization, resolve_image_size

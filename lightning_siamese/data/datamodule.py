@@ -12,25 +12,25 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_siamese.data.features import CollateWithFeatures, FeatureTable
-from lightning_siamese.data.folders import image_inputs
-from lightning_siamese.data.image_files import ImageFilesDataset
-from lightning_siamese.data.negatives import draw_negatives, negative_groups
+from lightning_siamese.data.image_files import folder_dataset
 from lightning_siamese.data.pairs import (
     Pair,
-    PairDataError,
     PairReport,
-    check_layout,
     discover_pairs,
     require_pairs,
 )
+from lightning_siamese.data.run_split import (
+    check_resume,
+    check_root,
+    require_split,
+    split_pairs,
+    triplet_datasets,
+)
 from lightning_siamese.data.sampling import ResumableLoader, TripletSampler
 from lightning_siamese.data.splits import (
-    MIN_PAIRS,
     SPLIT_FILE,
     SPLITS,
-    assign_splits,
     check_fractions,
-    read_split,
     write_split,
 )
 from lightning_siamese.data.transforms import (
@@ -42,28 +42,6 @@ from lightning_siamese.data.transforms import (
 )
 from lightning_siamese.data.triplets import TripletDataset
 from lightning_siamese.errors import ConfigError
-from lightning_siamese.files import display_path
-
-
-def check_root(root: str | None, build_if_missing: str | None, predict_root: str | None) -> None:
-    """Fail now, with what to do, when the data folder is missing and nothing will build it."""
-    if build_if_missing is not None or predict_root is not None:
-        return
-    if not Path(str(root)).exists():
-        raise PairDataError(
-            f"data root {root} does not exist: pass --data.root a folder with left/ and right/ "
-            "(or --data.build_if_missing emoji|glyphs to build a demo set there)"
-        )
-    check_layout(str(root))
-
-
-#: How a message names what needs a split.
-STAGE_WORDS = {
-    ("fit", "train"): "training",
-    ("fit", "val"): "validation during fit",
-    ("validate", "val"): "validate",
-    ("test", "test"): "test",
-}
 
 
 class SiameseDataModule(pl.LightningDataModule):
@@ -152,12 +130,9 @@ class SiameseDataModule(pl.LightningDataModule):
             if self.hparams["predict_root"] is None:
                 raise ConfigError("predict needs --data.predict_root: a folder of images to embed")
             transform = eval_transform(self.image_size, self.hparams["mean"], self.hparams["std"])
-            root = Path(self.hparams["predict_root"])
-            listing = image_inputs(root, "--data.predict_root", folder_only=True)
-            prefix = display_path(root).rstrip("/") + "/"
-            skipped = [(path.removeprefix(prefix), reason) for path, reason in listing.skipped]
-            self.predict_dataset = ImageFilesDataset(listing.paths(), transform, root, skipped)
-            for path, reason in skipped:
+            root = self.hparams["predict_root"]
+            self.predict_dataset = folder_dataset(root, "--data.predict_root", transform)
+            for path, reason in self.predict_dataset.skipped:
                 rank_zero_warn(f"{path}: {reason}; it is not embedded")
             return
         # A validation before `fit` may have reused an older split file of the run folder;
@@ -170,7 +145,7 @@ class SiameseDataModule(pl.LightningDataModule):
             stage or "fit", ()
         )
         for split in needed:
-            self._require_split(split, stage)
+            require_split(self.splits, split, stage, self.hparams["split_fractions"])
         if stage == "fit" and len(self.datasets["train"]) < self.hparams["batch_size"]:
             raise ConfigError(
                 f"batch_size ({self.hparams['batch_size']}) is larger than the train split "
@@ -210,46 +185,26 @@ class SiameseDataModule(pl.LightningDataModule):
                     f"problems in {self.root}; these pairs are not used:\n"
                     f"{self.report.format(limit=10)}"
                 )
-        pairs = require_pairs(self.report, strict=hp["strict"])
         split_file = Path(hp["split_file"]) if hp["split_file"] else None
         run_split = self._run_split_file()
         self._split_from_run_file = False
         if split_file is None and (stage != "fit" or resume) and run_split and run_split.is_file():
             split_file = run_split
             self._split_from_run_file = not resume  # a resumed fit's own split
-        fixed = read_split(split_file) if split_file else None
         if split_file:
             rank_zero_info(f"using the split of {split_file}")
-        fixed_groups = fixed.groups if fixed is not None else None
-        self.splits = assign_splits(pairs, hp["split_fractions"], hp["seed"], fixed, fixed_groups)
+        pairs = require_pairs(self.report, strict=hp["strict"])
+        self.splits = split_pairs(pairs, hp["split_fractions"], hp["seed"], split_file)
         size = self._image_size()
-        evaluation = eval_transform(size, hp["mean"], hp["std"])
-        training = train_transform(size, hp["mean"], hp["std"], hp["augment"])
-        mates = hp["group_mates_as_negatives"]
-        for split, split_pairs in self.splits.items():
-            if split == "train":
-                self.datasets[split] = TripletDataset(
-                    split_pairs, training, group_mates_as_negatives=mates
-                )
-                continue
-            groups = negative_groups(split_pairs, mates)
-            negatives = draw_negatives(groups, f"{split}:{hp['seed']}") if len(groups) > 1 else []
-            self.datasets[split] = TripletDataset(
-                split_pairs, evaluation, negatives, group_mates_as_negatives=mates
-            )
+        self.datasets = triplet_datasets(
+            self.splits,
+            eval_transform(size, hp["mean"], hp["std"]),
+            train_transform(size, hp["mean"], hp["std"], hp["augment"]),
+            hp["seed"],
+            hp["group_mates_as_negatives"],
+        )
         sizes = ", ".join(f"{split} {len(self.splits[split])}" for split in SPLITS)
         rank_zero_info(f"{self.report.summary()}\nsplit (seed {hp['seed']}): {sizes} pairs")
-
-    def _require_split(self, split: str, stage: str | None) -> None:
-        count = len(self.splits[split])
-        if count < MIN_PAIRS:
-            fractions = self.hparams["split_fractions"]
-            stage = str(getattr(stage, "value", stage))  # Lightning passes a str enum
-            what = STAGE_WORDS.get((stage, split), stage)
-            raise ConfigError(
-                f"the {split} split has {count} pair(s) but {what} needs at least {MIN_PAIRS}: "
-                f"add pairs or raise its share in --data.split_fractions (now {fractions})"
-            )
 
     def state_dict(self) -> dict[str, Any]:
         """What made the split, saved with every checkpoint: a resumed fit keeps it."""
@@ -271,17 +226,7 @@ class SiameseDataModule(pl.LightningDataModule):
         """Raise a :class:`~lightning_siamese.errors.ConfigError` when the run ``checkpoint``
         comes from (its :meth:`state_dict`, or data hyper-parameters) was split with another
         seed or other fractions than this data module's."""
-        for key in ("seed", "split_fractions"):
-            ours, theirs = self.hparams[key], state.get(key)
-            if key == "split_fractions" and theirs is not None:
-                ours, theirs = list(ours), list(theirs)
-            if theirs is not None and ours != theirs:
-                raise ConfigError(
-                    f"--data.{key} {ours} is not the {theirs} of the run that {checkpoint} "
-                    f"resumes: its pairs would move between train, val and test. Resume with "
-                    f"--data.{key} {theirs} (or without the option), or start a new run: another "
-                    "--trainer.default_root_dir, without --ckpt_path"
-                )
+        check_resume(self.state_dict(), state, checkpoint)
 
     def cacheable_images(self, split: str) -> tuple[list[Path], Transform] | None:
         """The image files of ``split`` (row ``2 * pair + side``) and the transform its

@@ -257,5 +257,3 @@ def require_pairs(report: PairReport, strict: bool = False) -> list[Pair]:
     if strict and report.problems:
         raise PairDataError("strict mode: the folder has problems.\n" + report.format())
     return report.pairs
-
-

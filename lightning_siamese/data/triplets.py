@@ -1,5 +1,4 @@
-"""Triplets of a split: anchor = left, positive = its right twin, negative = another pair's image.
-"""
+"""Triplets of a split: anchor = left, positive = its right twin, negative = another image."""
 
 from __future__ import annotations
 

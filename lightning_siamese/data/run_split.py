@@ -1,0 +1,102 @@
+"""A run's split, checked: the data folder before anything is built, the share each stage needs,
+a resume that would move pairs between splits, and the triplet datasets of the splits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_siamese.data.negatives import draw_negatives, negative_groups
+from lightning_siamese.data.pairs import Pair, PairDataError, check_layout
+from lightning_siamese.data.splits import MIN_PAIRS, assign_splits, read_split
+from lightning_siamese.data.transforms import Transform
+from lightning_siamese.data.triplets import TripletDataset
+from lightning_siamese.errors import ConfigError
+
+
+def check_root(root: str | None, build_if_missing: str | None, predict_root: str | None) -> None:
+    """Fail now, with what to do, when the data folder is missing and nothing will build it."""
+    if build_if_missing is not None or predict_root is not None:
+        return
+    if not Path(str(root)).exists():
+        raise PairDataError(
+            f"data root {root} does not exist: pass --data.root a folder with left/ and right/ "
+            "(or --data.build_if_missing emoji|glyphs to build a demo set there)"
+        )
+    check_layout(str(root))
+
+
+#: How a message names what needs a split.
+STAGE_WORDS = {
+    ("fit", "train"): "training",
+    ("fit", "val"): "validation during fit",
+    ("validate", "val"): "validate",
+    ("test", "test"): "test",
+}
+
+
+def require_split(
+    splits: dict[str, list[Pair]], split: str, stage: Any, fractions: Sequence[float]
+) -> None:
+    """A :class:`ConfigError` that says what to do when ``split`` holds fewer than
+    :data:`MIN_PAIRS` pairs for ``stage``."""
+    count = len(splits[split])
+    if count < MIN_PAIRS:
+        stage = str(getattr(stage, "value", stage))  # Lightning passes a str enum
+        what = STAGE_WORDS.get((stage, split), stage)
+        raise ConfigError(
+            f"the {split} split has {count} pair(s) but {what} needs at least {MIN_PAIRS}: "
+            f"add pairs or raise its share in --data.split_fractions (now {list(fractions)})"
+        )
+
+
+def check_resume(ours: dict[str, Any], theirs: dict[str, Any], checkpoint: Any) -> None:
+    """A :class:`ConfigError` when the run ``checkpoint`` comes from (``theirs``: its data
+    module's state or data hyper-parameters) was split with another ``seed`` or other
+    ``split_fractions`` than ``ours``: its pairs would move between train, val and test."""
+    for key in ("seed", "split_fractions"):
+        mine, other = ours.get(key), theirs.get(key)
+        if key == "split_fractions" and other is not None:
+            mine, other = list(mine or ()), list(other)
+        if other is not None and mine != other:
+            raise ConfigError(
+                f"--data.{key} {mine} is not the {other} of the run that {checkpoint} "
+                f"resumes: its pairs would move between train, val and test. Resume with "
+                f"--data.{key} {other} (or without the option), or start a new run: another "
+                "--trainer.default_root_dir, without --ckpt_path"
+            )
+
+
+def split_pairs(
+    pairs: Sequence[Pair], fractions: Sequence[float], seed: int, split_file: Path | None = None
+) -> dict[str, list[Pair]]:
+    """The pairs by split: by their groups' hashes (:func:`assign_splits`), those listed in
+    ``split_file`` (a ``split.csv``) in its split, new pairs of its groups with their group."""
+    fixed = read_split(split_file) if split_file else None
+    fixed_groups = fixed.groups if fixed is not None else None
+    return assign_splits(pairs, fractions, seed, fixed, fixed_groups)
+
+
+def triplet_datasets(
+    splits: dict[str, list[Pair]],
+    evaluation: Transform,
+    training: Transform,
+    seed: int,
+    group_mates_as_negatives: bool = False,
+) -> dict[str, TripletDataset]:
+    """A :class:`TripletDataset` per split: training's negatives drawn by its sampler each
+    epoch, the other splits' fixed by ``seed`` (none where a split holds one group)."""
+    datasets = {}
+    for split, pairs in splits.items():
+        if split == "train":
+            datasets[split] = TripletDataset(
+                pairs, training, group_mates_as_negatives=group_mates_as_negatives
+            )
+            continue
+        groups = negative_groups(pairs, group_mates_as_negatives)
+        negatives = draw_negatives(groups, f"{split}:{seed}") if len(groups) > 1 else []
+        datasets[split] = TripletDataset(
+            pairs, evaluation, negatives, group_mates_as_negatives=group_mates_as_negatives
+        )
+    return datasets
