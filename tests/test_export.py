@@ -1,4 +1,4 @@
-"""``lightning-siamese export``: ONNX and TorchScript files that match the PyTorch network."""
+"""``lightning-siamese export``: ONNX and torch.export files that match the PyTorch network."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from conftest import pattern_image
 from lightning_siamese.applications import export
-from lightning_siamese.applications.export_check import load_exported, max_difference
+from lightning_siamese.applications.export_check import max_difference
+from lightning_siamese.applications.export_format import default_output, sidecar_path
 from lightning_siamese.applications.inference import load_model
 from lightning_siamese.cli.main import main
 from lightning_siamese.data.images import load_image
@@ -38,7 +38,7 @@ def real_images(model: Any, folder: Path, count: int) -> torch.Tensor:
 
 
 def run_exported(path: Path, fmt: str, images: torch.Tensor) -> np.ndarray:
-    """Run the file without the package's helpers: ONNX Runtime or ``torch.jit.load``."""
+    """Run the file without the package's helpers: ONNX Runtime or ``torch.export.load``."""
     if fmt == "onnx":
         import onnxruntime
 
@@ -46,13 +46,12 @@ def run_exported(path: Path, fmt: str, images: torch.Tensor) -> np.ndarray:
         assert [i.name for i in session.get_inputs()] == ["images"]
         assert [o.name for o in session.get_outputs()] == ["embeddings"]
         return session.run(["embeddings"], {"images": images.numpy()})[0]
-    module = torch.jit.load(str(path), map_location="cpu")
+    module = torch.export.load(str(path)).module()
     with torch.no_grad():
         return module(images).numpy()
 
 
-@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.load` is deprecated:FutureWarning")
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_export_matches_pytorch(
     fmt: str,
     trained_run: tuple[Path, Path, Path],
@@ -81,8 +80,8 @@ def test_export_matches_pytorch(
         assert actual.shape == (len(batch), model.hparams.embedding_dim)
         assert np.abs(actual - expected).max() <= TOLERANCE
 
-    info = json.loads(export.sidecar_path(out).read_text(encoding="utf-8"))
-    assert export.sidecar_path(out) == tmp_path / f"net.{fmt}.json"
+    info = json.loads(sidecar_path(out).read_text(encoding="utf-8"))
+    assert sidecar_path(out) == tmp_path / f"net.{fmt}.json"
     assert info["format"] == fmt
     assert info["input"] == {
         "name": "images",
@@ -128,19 +127,19 @@ def test_default_output_next_to_checkpoint_without_check(
 ) -> None:
     ckpt = tmp_path / "best.ckpt"
     shutil.copy(trained_run[2], ckpt)
-    assert main(["export", "--ckpt", str(ckpt), "--format", "torchscript", "--no-check"]) == 0
-    assert (tmp_path / "best.torchscript.pt").is_file()
-    info = json.loads((tmp_path / "best.torchscript.pt.json").read_text(encoding="utf-8"))
+    assert main(["export", "--ckpt", str(ckpt), "--format", "pt2", "--no-check"]) == 0
+    assert (tmp_path / "best.pt2").is_file()
+    info = json.loads((tmp_path / "best.pt2.json").read_text(encoding="utf-8"))
     assert "check" not in info
     assert "check:" not in capsys.readouterr().out
-    assert export.default_output(ckpt, "onnx") == tmp_path / "best.onnx"
+    assert default_output(ckpt, "onnx") == tmp_path / "best.onnx"
 
 
 def test_check_says_what_it_ran_on(
     trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pairs, _, ckpt = trained_run
-    args = ["export", "--ckpt", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "n")]
+    args = ["export", "--ckpt", str(ckpt), "--format", "pt2", "--out", str(tmp_path / "n")]
     assert main(args) == 0
     assert "random inputs" in capsys.readouterr().out
     image = sorted((pairs / "right").glob("*.png"))[0]
@@ -161,11 +160,11 @@ def test_check_failure_returns_1(
         return lambda images: run(images) + 1e-3
 
     monkeypatch.setattr(export, "load_exported", drifting)
-    out = tmp_path / "net.pt"
-    args = ["export", "--ckpt", str(trained_run[2]), "--format", "torchscript"]
+    out = tmp_path / "net.pt2"
+    args = ["export", "--ckpt", str(trained_run[2]), "--format", "pt2"]
     assert main([*args, "--out", str(out)]) == 1
     assert "differs from PyTorch" in capsys.readouterr().err
-    info = json.loads(export.sidecar_path(out).read_text(encoding="utf-8"))
+    info = json.loads(sidecar_path(out).read_text(encoding="utf-8"))
     assert info["check"]["passed"] is False
 
 
@@ -190,15 +189,16 @@ def test_torch_file_that_is_not_a_checkpoint(
 ) -> None:
     path = tmp_path / "weights.pt"
     torch.save({"weight": torch.zeros(2)}, path)
-    assert main(["export", "--ckpt", str(path), "--format", "torchscript"]) == 2
+    assert main(["export", "--ckpt", str(path), "--format", "pt2"]) == 2
     assert "not a Lightning checkpoint of a SiameseModel" in capsys.readouterr().err
 
 
 def test_unknown_format_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as error:
-        main(["export", "--ckpt", str(tmp_path / "a.ckpt"), "--format", "tflite"])
-    assert error.value.code == 2
-    assert "invalid choice: 'tflite'" in capsys.readouterr().err
+    for fmt, message in [("tflite", "choose one of onnx, pt2"), ("torchscript", "use pt2")]:
+        with pytest.raises(SystemExit) as error:
+            main(["export", "--ckpt", str(tmp_path / "a.ckpt"), "--format", fmt])
+        assert error.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_check_path_without_images(
@@ -206,7 +206,7 @@ def test_check_path_without_images(
 ) -> None:
     (tmp_path / "empty").mkdir()
     for check in (tmp_path / "empty", tmp_path / "missing"):
-        args = ["export", "--ckpt", str(trained_run[2]), "--format", "torchscript"]
+        args = ["export", "--ckpt", str(trained_run[2]), "--format", "pt2"]
         assert main([*args, "--out", str(tmp_path / "x.pt"), "--check", str(check)]) == 2
         error = capsys.readouterr().err
         assert error.startswith("error: --check ") and str(check) in error
@@ -224,33 +224,17 @@ def test_missing_onnx_packages(
     assert "pip install 'lightning-siamese[export]'" in err
     # Without the check, ONNX Runtime is not needed.
     assert export.missing_modules("onnx", check=False) == []
-    assert export.missing_modules("torchscript", check=True) == []
+    assert export.missing_modules("pt2", check=True) == []
 
 
 @pytest.fixture
 def dynamo_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The torch.export-based ONNX exporter fails; the legacy one still works."""
-    real = torch.onnx.export
+    """torch's ONNX exporter fails."""
 
-    def no_dynamo(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("dynamo", True):
-            raise RuntimeError("simulated torch.export failure")
-        return real(*args, **kwargs)
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated torch.export failure")
 
-    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.usefixtures("dynamo_fails")
-def test_onnx_falls_back_to_the_legacy_exporter(tmp_path: Path) -> None:
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
-    path, exporter, notes = export.export_onnx(net, tmp_path / "tiny.onnx", image_size=8)
-    assert exporter == "legacy"
-    assert "simulated torch.export failure" in " ".join(notes)
-    images = torch.randn(5, 3, 8, 8)
-    with torch.no_grad():
-        expected = net(images)
-    assert max_difference(load_exported(path, "onnx")(images), expected) <= 1e-5
+    monkeypatch.setattr(torch.onnx, "export", failing)
 
 
 def test_max_difference() -> None:
@@ -259,27 +243,27 @@ def test_max_difference() -> None:
         max_difference(torch.zeros(2, 3), torch.zeros(3, 2))
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.usefixtures("dynamo_fails")
-def test_the_command_prints_the_fallback_note_and_fails_with_one_line(
+def test_a_failed_export_ends_with_one_line(
     trained_run: tuple[Path, Path, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     args = ["export", "--ckpt", str(trained_run[2]), "--format", "onnx", "--no-check"]
-    assert main([*args, "--out", str(tmp_path / "net.onnx")]) == 0
-    err = capsys.readouterr().err
-    assert "note: the torch.export-based ONNX exporter failed (RuntimeError: simulated" in err
+    assert main([*args, "--out", str(tmp_path / "net.onnx")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ONNX export failed (RuntimeError: simulated torch.export")
 
     def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("simulated tracer failure")
+        raise RuntimeError("simulated export failure")
 
-    monkeypatch.setattr(torch.jit, "trace", broken)
-    args = ["export", "--ckpt", str(trained_run[2]), "--format", "torchscript"]
-    assert main([*args, "--out", str(tmp_path / "net.pt")]) == 2
+    monkeypatch.setattr(torch.export, "export", broken)
+    args = ["export", "--ckpt", str(trained_run[2]), "--format", "pt2"]
+    assert main([*args, "--out", str(tmp_path / "net.pt2")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line == "error: TorchScript export failed: RuntimeError: simulated tracer failure"
+    assert line == "error: torch.export failed: RuntimeError: simulated export failure"
+    assert not (tmp_path / "net.pt2").exists()
 
 
 def test_check_images_skip_unreadable_files(
@@ -290,13 +274,13 @@ def test_check_images_skip_unreadable_files(
     folder.mkdir()
     (folder / "a-broken.png").write_text("not an image")
     shutil.copy(sorted((pairs / "right").glob("*.png"))[0], folder / "b-good.png")
-    out = tmp_path / "net.pt"
-    args = ["export", "--ckpt", str(checkpoint), "--format", "torchscript", "--out", str(out)]
+    out = tmp_path / "net.pt2"
+    args = ["export", "--ckpt", str(checkpoint), "--format", "pt2", "--out", str(out)]
     assert main([*args, "--check", str(folder)]) == 0
     captured = capsys.readouterr()
     assert f"warning: skipped {folder / 'a-broken.png'}: unreadable" in captured.err
     assert f"1 image(s) from {folder}" in captured.out
-    check = json.loads(export.sidecar_path(out).read_text(encoding="utf-8"))["check"]
+    check = json.loads(sidecar_path(out).read_text(encoding="utf-8"))["check"]
     assert [item["path"] for item in check["skipped"]] == [str(folder / "a-broken.png")]
     (folder / "b-good.png").unlink()
     assert main([*args, "--check", str(folder)]) == 2

@@ -49,7 +49,13 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return seen
 
 
-@pytest.mark.parametrize("on_disk", [False, True], ids=["memory", "memmap"])
+@pytest.mark.parametrize(
+    "on_disk",
+    [
+        pytest.param(False, marks=pytest.mark.slow, id="memory-compiled"),
+        pytest.param(True, id="memmap"),
+    ],
+)
 def test_cache_gives_the_same_training_without_reading_images(
     tmp_path: Path, reads: list[Path], on_disk: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -59,10 +65,10 @@ def test_cache_gives_the_same_training_without_reading_images(
     assert reads, "without the cache the loaders read the images"
     reads.clear()
 
-    # In memory through a frozen jit graph of the trunk, memory-mapped eager: both exact.
+    # In memory through a compiled graph of the trunk (slow), memory-mapped eager: both exact.
     extra = [
         "--model.cache_frozen_features=true",
-        f"--model.frozen_graph={'eager' if on_disk else 'jit'}",
+        f"--model.frozen_graph={'eager' if on_disk else 'inductor'}",
     ]
     if on_disk:
         extra.append(f"--model.feature_cache_dir={tmp_path / 'features'}")
@@ -74,7 +80,7 @@ def test_cache_gives_the_same_training_without_reading_images(
     for name in ("train", "val"):  # every distinct image of the split, sized up front
         assert f"{name}: frozen-feature cache: {2 * split.count(name)} images x" in log
     assert ("memory-mapped at" in log) == on_disk
-    assert ("frozen graph: jit graph built" in log) == (not on_disk)
+    assert ("frozen graph: inductor graph built" in log) == (not on_disk)
     if on_disk:
         assert list((tmp_path / "features").iterdir()) == [], "the mapped files are removed"
 

@@ -1,17 +1,18 @@
-"""``lightning-siamese export``: the embedding network as ONNX or TorchScript, for use elsewhere.
+"""``lightning-siamese export``: the embedding network as ONNX or a ``torch.export`` program.
 
 Only the embedding network (``model.net``, in eval mode) is exported: a float32 batch of
-preprocessed images (B, 3, S, S) in, embeddings (B, D) out, with a dynamic batch dimension. The
-preprocessing stays outside the file and is written down in a JSON sidecar (``<out>.json``), so
-the file can be used without this package. After exporting, the file is run on real (``--check
-DIR_OR_IMAGE``) or random images and compared with the PyTorch network.
+preprocessed images (B, 3, S, S) in, embeddings (B, D) out, with a dynamic batch dimension. Both
+formats go through ``torch.export`` (the ONNX file through torch's exporter built on it, the
+one torch recommends). The preprocessing stays outside the file and is written down in a JSON
+sidecar (``<out>.json``), so the file can be used without this package. After exporting, the
+file is run on real (``--check DIR_OR_IMAGE``) or random images and compared with the PyTorch
+network.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,45 +20,33 @@ import torch
 from torch import nn
 
 from lightning_siamese.applications.export_check import (
-    FORMATS,
-    INPUT_NAME,
-    OUTPUT_NAME,
     check_inputs,
     compare,
     example_inputs,
     load_exported,
-    quiet_jit,
+)
+from lightning_siamese.applications.export_format import (
+    FORMATS,
+    INPUT_NAME,
+    INSTALL_HINT,
+    OUTPUT_NAME,
+    RESIZE,
+    SCALE,
+    TOLERANCE,
+    default_output,
+    sidecar_path,
 )
 from lightning_siamese.applications.inference import load_model
 from lightning_siamese.errors import ExportError
 from lightning_siamese.models.backbones import normalization
 from lightning_siamese.training.model import SiameseModel
 
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
-#: Largest max |exported - PyTorch| a check accepts by default.
-TOLERANCE = 1e-4
 #: Modules the ONNX export (``onnx``, ``onnxscript``) and its check (``onnxruntime``) need.
 ONNX_MODULES = ("onnx", "onnxscript")
 ONNX_CHECK_MODULES = ("onnxruntime",)
-INSTALL_HINT = "pip install 'lightning-siamese[export]'"
 #: Above this many bytes of weights, ONNX weights go to an external ``<out>.data`` file (the
 #: protobuf limit of one file is 2 GiB).
 ONNX_INLINE_LIMIT = 1_800_000_000
-
-RESIZE = "bilinear, antialiased, square, aspect ratio not kept"
-SCALE = "pixels / 255"
-
-
-def default_output(checkpoint: str | Path, fmt: str) -> Path:
-    """Next to the checkpoint: ``<stem>.onnx`` or ``<stem>.torchscript.pt``."""
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + SUFFIXES[fmt])
-
-
-def sidecar_path(out: str | Path) -> Path:
-    """The JSON file that documents an exported file: ``<out>.json``."""
-    out = Path(out)
-    return out.with_name(out.name + ".json")
 
 
 def missing_modules(fmt: str, check: bool) -> list[str]:
@@ -143,82 +132,61 @@ class ExportedFile(NamedTuple):
     notes: list[str]
 
 
+def _batch_dimension() -> dict[int, Any]:
+    return {0: torch.export.Dim("batch", min=1)}
+
+
 def export_onnx(
     net: nn.Module, path: str | Path, image_size: int, batch_size: int = 2
 ) -> ExportedFile:
-    """Write ``net`` as ONNX (input ``images``, output ``embeddings``, dynamic batch).
-
-    Uses the ``torch.export``-based exporter (``dynamo``) and falls back to the legacy
-    TorchScript-based one (``legacy``) when that fails, saying why in the notes.
-    """
+    """Write ``net`` as ONNX (input ``images``, output ``embeddings``, dynamic batch) with
+    torch's ``torch.export``-based exporter."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()
-    example = (example_inputs(image_size, batch_size),)
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
     try:
-        batch = torch.export.Dim("batch", min=1)
         with torch.no_grad():
             torch.onnx.export(
                 net,
-                example,
+                (example_inputs(image_size, batch_size),),
                 str(path),
                 dynamo=True,
                 verbose=False,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch},),
+                dynamic_shapes=(_batch_dimension(),),
                 external_data=weights > ONNX_INLINE_LIMIT,
             )
-        return ExportedFile(path, "dynamo", [])
-    except Exception as error:  # any failure of torch.export / onnxscript: try the old way
-        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
-        notes = [
-            f"note: the torch.export-based ONNX exporter failed ({reason}); "
-            "falling back to the legacy TorchScript-based exporter"
-        ]
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            torch.onnx.export(
-                net,
-                example,
-                str(path),
-                dynamo=False,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            )
-    except Exception as error:
+    except Exception as error:  # torch.export and onnxscript fail in many classes
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         raise ExportError(
-            f"ONNX export failed: {type(error).__name__}: {error} (the torch.export-based "
-            f"exporter had failed first: {reason})"
+            f"ONNX export failed ({type(error).__name__}: {first}); --format pt2 may still work"
         ) from error
-    return ExportedFile(path, "legacy", notes)
+    return ExportedFile(path, "torch.onnx.export(dynamo=True)", [])
 
 
-def export_torchscript(
+def export_program(
     net: nn.Module, path: str | Path, image_size: int, batch_size: int = 2
 ) -> ExportedFile:
-    """Write ``net`` traced with ``torch.jit.trace``; the batch dimension stays free.
-
-    The input side is fixed, so shape arithmetic the tracer bakes in (e.g. TF-style "same"
-    padding) stays right; only the batch varies.
-    """
+    """Write ``net`` as a ``torch.export`` ExportedProgram (``.pt2``, dynamic batch), which
+    ``torch.export.load(path).module()`` runs without this package."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            quiet_jit()
-            traced = torch.jit.trace(net, example_inputs(image_size, batch_size))
-            torch.jit.save(traced, str(path))
+        with torch.no_grad():
+            program = torch.export.export(
+                net, (example_inputs(image_size, batch_size),), dynamic_shapes=(_batch_dimension(),)
+            )
+        torch.export.save(program, str(path))
     except Exception as error:
-        raise ExportError(f"TorchScript export failed: {type(error).__name__}: {error}") from error
-    return ExportedFile(path, "torch.jit.trace", [])
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        raise ExportError(f"torch.export failed: {type(error).__name__}: {first}") from error
+    return ExportedFile(path, "torch.export", [])
 
 
-EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
+EXPORTERS = {"onnx": export_onnx, "pt2": export_program}
 
 
 def export_model(
@@ -233,13 +201,14 @@ def export_model(
     """Export the embedding network of ``checkpoint`` and write its sidecar (``<out>.json``).
 
     Args:
-        fmt: ``onnx`` or ``torchscript``.
+        fmt: ``onnx`` or ``pt2``.
         out: the file to write; default :func:`default_output`.
         check: run the exported file and compare it with PyTorch.
         check_images: an image or a folder to check with (up to :data:`CHECK_IMAGES`); default:
             random inputs.
         tolerance: the largest max |exported - PyTorch| the check accepts.
-        batch_size_hint: batch size of the example input used to trace (the batch stays dynamic).
+        batch_size_hint: batch size of the example input to export with (the batch stays
+            dynamic).
 
     Returns:
         the sidecar's content, with ``path`` (the file), ``sidecar`` and ``notes``; with a check,

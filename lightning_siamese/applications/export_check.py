@@ -1,9 +1,8 @@
-"""Checking an exported file: run it (ONNX Runtime or TorchScript) on real or random images and
-compare its embeddings with the PyTorch network's."""
+"""Checking an exported file: run it (ONNX Runtime, or ``torch.export.load``) on real or random
+images and compare its embeddings with the PyTorch network's."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,35 +10,27 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_siamese.applications.export_format import (
+    CHECK_IMAGES,
+    FORMATS,
+    INPUT_NAME,
+    OUTPUT_NAME,
+)
 from lightning_siamese.data.folders import image_inputs
 from lightning_siamese.data.image_files import ImageFilesDataset
 from lightning_siamese.errors import ExportError
 from lightning_siamese.training.model import SiameseModel
 
-#: At most this many images from a folder of check images.
-CHECK_IMAGES = 8
-INPUT_NAME = "images"
-OUTPUT_NAME = "embeddings"
-FORMATS = ("onnx", "torchscript")
-
 
 def example_inputs(image_size: int, batch_size: int) -> torch.Tensor:
-    """A fixed random batch (seed 0) of preprocessed-image shape: traces and default checks."""
+    """A fixed random batch (seed 0) of preprocessed-image shape: exports and default checks."""
     generator = torch.Generator().manual_seed(0)
     return torch.randn(max(batch_size, 1), 3, image_size, image_size, generator=generator)
 
 
-def quiet_jit() -> None:
-    """Silence the tracer's constant-shape notes and TorchScript's deprecation notices."""
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    warnings.filterwarnings(
-        "ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning
-    )
-
-
 def load_exported(path: str | Path, fmt: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function preprocessed images (B, 3, S, S) -> embeddings (B, D) running the exported file
-    (ONNX Runtime on the CPU, or ``torch.jit.load``)."""
+    (ONNX Runtime on the CPU, or ``torch.export.load``)."""
     if fmt == "onnx":
         import onnxruntime
 
@@ -50,16 +41,14 @@ def load_exported(path: str | Path, fmt: str) -> Callable[[torch.Tensor], torch.
             return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: array})[0])
 
         return run_onnx
-    if fmt == "torchscript":
-        with warnings.catch_warnings():
-            quiet_jit()
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+    if fmt == "pt2":
+        module = torch.export.load(str(path)).module()
 
-        def run_torchscript(images: torch.Tensor) -> torch.Tensor:
+        def run_program(images: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return module(images.cpu().float())
 
-        return run_torchscript
+        return run_program
     raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
 
 

@@ -1,4 +1,4 @@
-"""``lightning-siamese export``: the embedding network as ONNX or TorchScript, for use elsewhere."""
+"""``lightning-siamese export``: the embedding network as ONNX or a ``torch.export`` program."""
 
 from __future__ import annotations
 
@@ -8,38 +8,58 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_siamese.applications import export
-from lightning_siamese.applications.export_check import CHECK_IMAGES
+from lightning_siamese.applications.export_format import (
+    CHECK_IMAGES,
+    FORMATS,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    RESIZE,
+    SCALE,
+    TOLERANCE,
+)
 from lightning_siamese.cli.registry import positive_int
+
+
+def export_format(text: str) -> str:
+    """An argparse type: one of the formats; TorchScript's old name is named as such."""
+    if text == "torchscript":
+        raise argparse.ArgumentTypeError(
+            "torchscript is no longer written (TorchScript is deprecated in torch): use pt2, a "
+            "torch.export program that torch.export.load runs"
+        )
+    if text not in FORMATS:
+        raise argparse.ArgumentTypeError(f"choose one of {', '.join(FORMATS)}, not {text!r}")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-siamese export",
         description=(
-            "Export the embedding network of a checkpoint as ONNX or TorchScript (dynamic batch), "
+            "Export the embedding network of a checkpoint as ONNX or a torch.export program "
+            "(dynamic batch), "
             "with a JSON sidecar that documents the preprocessing, and check it against PyTorch."
         ),
     )
     parser.add_argument("--ckpt", type=Path, required=True, help="checkpoint written by `fit`")
     parser.add_argument(
         "--format",
-        choices=tuple(export.EXPORTERS),
+        type=export_format,
         required=True,
-        help="onnx (needs the [export] extra) or torchscript (deprecated in recent torch releases)",
+        help="onnx (needs the [export] extra) or pt2 (a torch.export program)",
     )
     parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="file to write (default: <ckpt stem>.onnx or <ckpt stem>.torchscript.pt beside it)",
+        help="file to write (default: <ckpt stem>.onnx or <ckpt stem>.pt2 beside it)",
     )
     parser.add_argument(
         "--batch-size-hint",
         type=positive_int,
         default=2,
         metavar="N",
-        help="batch size of the example input used to trace (default 2); the batch stays dynamic",
+        help="batch size of the example input to export with (default 2); the batch stays dynamic",
     )
     check = parser.add_mutually_exclusive_group()
     check.add_argument(
@@ -53,15 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tolerance",
         type=float,
-        default=export.TOLERANCE,
-        help=f"largest max |exported - PyTorch| the check accepts (default {export.TOLERANCE:g})",
+        default=TOLERANCE,
+        help=f"largest max |exported - PyTorch| the check accepts (default {TOLERANCE:g})",
     )
     return parser
 
 
 def main(args: Sequence[str] | None = None) -> int:
     parsed = build_parser().parse_args(None if args is None else list(args))
-    info = export.export_model(
+    from lightning_siamese.applications.export import export_model  # after parsing: torch
+
+    info = export_model(
         parsed.ckpt,
         parsed.format,
         out=parsed.out,
@@ -101,10 +123,10 @@ def _summary(info: dict[str, Any]) -> str:
     normalized = "L2-normalised" if info["output"]["l2_normalized"] else "not normalised"
     lines = [
         f"wrote {out} ({size_mb:.1f} MB, {info['format']} via {info['exporter']}) and {sidecar}",
-        f"input '{export.INPUT_NAME}': float32 (batch, 3, {size}, {size}); "
-        f"output '{export.OUTPUT_NAME}': (batch, {info['output']['dim']}), {normalized}; "
+        f"input '{INPUT_NAME}': float32 (batch, 3, {size}, {size}); "
+        f"output '{OUTPUT_NAME}': (batch, {info['output']['dim']}), {normalized}; "
         "compare with cosine similarity",
-        f"preprocessing: RGB -> resize to {size}x{size} ({export.RESIZE}) -> "
-        f"{export.SCALE} -> (x - mean) / std, mean ({mean}), std ({std}), NCHW",
+        f"preprocessing: RGB -> resize to {size}x{size} ({RESIZE}) -> "
+        f"{SCALE} -> (x - mean) / std, mean ({mean}), std ({std}), NCHW",
     ]
     return "\n".join(lines)

@@ -32,7 +32,7 @@ COMMANDS = {
     ),
     "export": Command(
         "lightning_siamese.cli.export_command",
-        "the embedding network as ONNX or TorchScript, checked against PyTorch",
+        "the embedding network as ONNX or a torch.export program, checked against PyTorch",
     ),
     "wise-ft": Command(
         "lightning_siamese.cli.wise_ft_command",

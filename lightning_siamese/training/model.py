@@ -81,8 +81,9 @@ class SiameseModel(pl.LightningModule):
             at ``fit`` start and train only the tail (exact; off for augmented training images).
         feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
             memory (removed at the end of ``fit``).
-        frozen_graph: how the cache's pass runs the frozen part: ``auto`` (a frozen jit graph
-            for 16+ batches on CPU), ``jit``, ``inductor`` (torch.compile) or ``eager``.
+        frozen_graph: how the cache's pass runs the frozen part: ``auto`` (compiled with
+            ``torch.compile`` on the CPU when the pass is long enough to repay the compile),
+            ``inductor`` (always compiled; ``jit`` is its older name) or ``eager``.
         retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
     """
 

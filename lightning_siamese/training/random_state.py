@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_warn
 
 #: The checkpoint key.
@@ -23,11 +24,18 @@ def capture(trainer: pl.Trainer, device: torch.device) -> dict[str, torch.Tensor
     states = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
-    gathered = {}
-    for name, state in states.items():
-        rows = trainer.strategy.all_gather(state.to(device))  # NCCL gathers CUDA tensors only
-        gathered[name] = torch.as_tensor(rows).reshape(trainer.world_size, -1).cpu()
-    return gathered
+    return {name: _gather(state.to(device), trainer.world_size) for name, state in states.items()}
+
+
+def _gather(state: torch.Tensor, world_size: int) -> torch.Tensor:
+    """Every process's ``state``, one row per rank, on the CPU (NCCL gathers CUDA tensors
+    only: ``state`` is on the process's device). torch's collective itself: Lightning's
+    ``all_gather`` goes through a helper torch 2.14 deprecates."""
+    if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return state.reshape(1, -1).cpu()
+    rows = [torch.empty_like(state) for _ in range(world_size)]
+    dist.all_gather(rows, state)
+    return torch.stack(rows).reshape(world_size, -1).cpu()
 
 
 def restore(
