@@ -16,7 +16,7 @@ them) and uses random weights, so it needs no network, and only the packages the
   the GPU only where onnxruntime has its CUDA provider);
 - the ``ddp`` strategy on every GPU of the machine (NCCL; 2 gloo processes with ``cpu``);
 
-then, in this process, the seed model's training throughput (ResNet50 frozen to ``layer4.0``,
+then, in this process, the ttl model's training throughput (ResNet50 frozen to ``layer4.0``,
 the Flatten-Dense head, 200 px, ``bf16-mixed``, channels-last, batch 64): images/s of the
 Trainer with the loader (JPEG files, as many workers as the machine allows), of the bare step
 (random tensors on the device), and of the Trainer with the feature cache, each with the peak
@@ -334,11 +334,11 @@ class Check:
         return f"{devices} process(es) ({backend}){alone}, " + figures
 
 
-# Throughput of the seed model -------------------------------------------------------------------
+# Throughput of the ttl model -------------------------------------------------------------------
 
 
-def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
-    """The seed model at 200 px in bf16-mixed, channels-last, batch ``batch`` (triplets)."""
+def ttl_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
+    """The ttl model at 200 px in bf16-mixed, channels-last, batch ``batch`` (triplets)."""
     import pytorch_lightning as pl
 
     from lightning_siamese.data.datamodule import SiameseDataModule
@@ -370,7 +370,7 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
             torch.cuda.reset_peak_memory_stats()
 
     def datamodule() -> SiameseDataModule:
-        """The JPEG copies, 90% of them for training, at the seed's size and batch."""
+        """The JPEG copies, 90% of them for training, at the Keras example's size and batch."""
         return SiameseDataModule(
             str(jpeg),
             image_size=200,
@@ -472,12 +472,12 @@ def seed_throughput(check: Check, steps: int, warmup: int, batch: int) -> None:
         where = "" if cuda else " (a GPU goal; this ran on the CPU)"
         return f"{rate:,.0f} images/s with the cache against 6,000 on one H100/H200: {met}{where}"
 
-    check.record("seed model, loader alone (JPEG), bf16-mixed sizes", loader_alone)
-    check.record("seed model, Trainer + JPEG loader, bf16-mixed", lambda: trainer_run(False))
-    check.record("seed model, bare step (random tensors), bf16-mixed", bare_step)
-    check.record("seed model, does the loader keep up with the step", keeps_up)
-    check.record("seed model, Trainer + feature cache, bf16-mixed", lambda: trainer_run(True))
-    check.record("seed model, goal: >= 6,000 images/s with the cache", goal)
+    check.record("ttl model, loader alone (JPEG), bf16-mixed sizes", loader_alone)
+    check.record("ttl model, Trainer + JPEG loader, bf16-mixed", lambda: trainer_run(False))
+    check.record("ttl model, bare step (random tensors), bf16-mixed", bare_step)
+    check.record("ttl model, does the loader keep up with the step", keeps_up)
+    check.record("ttl model, Trainer + feature cache, bf16-mixed", lambda: trainer_run(True))
+    check.record("ttl model, goal: >= 6,000 images/s with the cache", goal)
 
 
 def machine(accelerator: str) -> str:
@@ -546,7 +546,7 @@ def main() -> int:
     check.record("export torchscript", lambda: check.export("torchscript"))
     check.record("export onnx", lambda: check.export("onnx"))
     check.record("fit, ddp strategy", check.ddp)
-    seed_throughput(check, steps=steps, warmup=3 if gpu else 1, batch=64)
+    ttl_throughput(check, steps=steps, warmup=3 if gpu else 1, batch=64)
 
     total = time.perf_counter() - started
     text = f"{machine(args.accelerator)}\n\n{table(check.rows)}\n\ntotal {total:.0f} s\n"

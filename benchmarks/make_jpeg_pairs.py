@@ -1,4 +1,4 @@
-"""Write N look-alike pairs as 200x200 JPEGs (the seed's input format) from a pair folder.
+"""Write N look-alike pairs as 200x200 JPEGs (the Keras example's input format) from a pair folder.
 
     python benchmarks/make_jpeg_pairs.py --src data/emoji --out data/bench-jpeg --pairs 1000
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create benchmarks/.venv-keras: Keras 3 on TensorFlow (CPU) for benchmarks/keras_seed.py,
+# Create benchmarks/.venv-keras: Keras 3 on TensorFlow (CPU) for benchmarks/keras_example.py,
 # the Keras example's training loop run as the peer in a speed comparison.
 # Safe to re-run: the install is skipped when `import tensorflow, keras` already works.
 set -euo pipefail

@@ -1,10 +1,11 @@
-"""Training throughput of the seed-faithful model, and what each speed lever changes.
+"""Training throughput of the Keras example's model, and what each speed lever changes.
 
     python benchmarks/train_throughput.py --root data/bench-jpeg      # all measurements
     python benchmarks/train_throughput.py --only trainer loader       # some of them
 
-The model is the seed's (ResNet50 frozen up to layer4[0], Flatten-Dense head, 200x200, squared
-L2 triplet loss, Adam 1e-4); weights are random (``weights: none``: same compute, no download).
+The model is the Keras example's (ResNet50 frozen up to layer4[0], Flatten-Dense head, 200x200,
+squared L2 triplet loss, Adam 1e-4); weights are random (``weights: none``: same compute, no
+download).
 Figures are images/s (3 per triplet) over timed steps after warm-up steps, one after the other
 in this process, so the ratios are side by side:
 
@@ -42,7 +43,7 @@ from lightning_siamese.models.frozen_graph import FrozenGraph
 from lightning_siamese.training.model import SiameseModel
 
 
-def seed_model(**overrides: Any) -> SiameseModel:
+def ttl_model(**overrides: Any) -> SiameseModel:
     options: dict[str, Any] = {"backbone": "resnet50", "weights": "none", "image_size": 200}
     options.update(overrides)
     return SiameseModel(**options)
@@ -91,7 +92,7 @@ def trainer_images_per_second(
     root: Path, batch: int, steps: int, warmup: int, workers: int, cache: bool = False
 ) -> tuple[float, float]:
     """(images/s of the timed steps, seconds of fit start incl. a cache build)."""
-    model = seed_model(cache_frozen_features=cache)
+    model = ttl_model(cache_frozen_features=cache)
     module = datamodule(root, batch, workers)
     timer = StepTimer(warmup)
     trainer = pl.Trainer(
@@ -121,7 +122,7 @@ def compute_images_per_second(
     compile_model: bool = False,
     inference_frozen: bool = False,
 ) -> float:
-    model = seed_model(channels_last=channels_last)
+    model = ttl_model(channels_last=channels_last)
     model.train()
     net = model.net
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -165,7 +166,7 @@ def frozen_images_per_second(
 ) -> tuple[float, float]:
     """(images/s of the frozen part over ``steps`` batches after the first, setup seconds:
     the first batch, which builds the graph, less one timed batch's time)."""
-    net = seed_model(channels_last=channels_last).net.train()  # as at fit start
+    net = ttl_model(channels_last=channels_last).net.train()  # as at fit start
     images = torch.randn(batch, 3, 200, 200)
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         graph = FrozenGraph(net.forward_frozen, mode, steps + 1, log=lambda _: None)

@@ -113,10 +113,10 @@ def test_ttl_config_shows_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
     model, data = config["model"], config["data"]
-    assert (model["backbone"], model["weights"], model["head"]) == ("resnet50", "imagenet", "seed")
+    assert (model["backbone"], model["weights"], model["head"]) == ("resnet50", "imagenet", "mlp")
     assert (model["freeze"], model["embedding_dim"], model["margin"]) == ("auto", 256, 0.5)
     assert (model["distance"], model["mining"], model["normalize"]) == ("squared_l2", "none", False)
-    # Unset: SiameseModel's default optimizer, the seed's Adam 1e-4.
+    # Unset: SiameseModel's default optimizer, the Keras example's Adam 1e-4.
     assert model["optimizer"] is None
     # Unset in the file: the backbone's input size, shown as the run will use it (200 for
     # torchvision's ResNet50, the Keras example's).
@@ -124,9 +124,9 @@ def test_ttl_config_shows_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture
     assert config["trainer"]["max_epochs"] == 2
     write_pairs(tmp_path, 20)
     ttl = ["-c", str(REPO / "configs/ttl.yaml"), f"--data.root={tmp_path}"]
-    seed = run([*ttl, "--model.weights=none"], run=False)
-    assert seed.datamodule.hparams.image_size == seed.model.hparams.image_size == 200
-    assert seed.model.net.feature_shape(200) == (2048, 7, 7)
+    keras = run([*ttl, "--model.weights=none"], run=False)
+    assert keras.datamodule.hparams.image_size == keras.model.hparams.image_size == 200
+    assert keras.model.net.feature_shape(200) == (2048, 7, 7)
     built = run([*ttl, "--model.weights=none", "--data.image_size=64"], run=False)
     optimizer = built.model.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Adam)

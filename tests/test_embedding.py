@@ -1,4 +1,4 @@
-"""EmbeddingNet: the seed's architecture, freeze policy, heads, weights (offline)."""
+"""EmbeddingNet: the Keras example's architecture, freeze policy, heads, weights (offline)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def trainable(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
-def test_seed_model_has_the_keras_trainable_parameter_count() -> None:
+def test_the_keras_examples_model_has_its_trainable_parameter_count() -> None:
     net = EmbeddingNet("resnet50", weights="none", image_size=200)
     # Keras reports 60,510,720; it adds 6,144 conv biases that torchvision's ResNet50 has not.
     assert trainable(net) == 60_504_576
-    assert net.feature_shape(200) == (2048, 7, 7)  # what the seed flattens: 100,352 values
+    assert net.feature_shape(200) == (2048, 7, 7)  # what the Keras example flattens: 100,352 values
     assert net(torch.zeros(2, 3, 200, 200)).shape == (2, 256)
 
 
@@ -188,7 +188,7 @@ def test_timm_vit_patch_tokens_feed_the_head_as_a_map() -> None:
 def test_input_size_and_normalisation_come_from_the_pretrained_config() -> None:
     assert backbones.input_size("timm/vit_small_patch14_dinov2.lvd142m") == 518
     assert backbones.input_size("timm/convnext_tiny") == 224
-    assert backbones.input_size("resnet50") == 200  # the seed's
+    assert backbones.input_size("resnet50") == 200  # the Keras example's
     clip_mean, _ = backbones.normalization("timm/vit_base_patch16_clip_224.openai")
     assert clip_mean == pytest.approx((0.4815, 0.4578, 0.4082), abs=1e-4)  # CLIP's own
     net = EmbeddingNet("timm/convnext_tiny", weights="none", head="pooled")

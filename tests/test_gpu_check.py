@@ -28,12 +28,12 @@ PATHS = [
     "export onnx",
     "fit, ddp strategy",
     "data: 200 px JPEG copies",
-    "seed model, loader alone (JPEG), bf16-mixed sizes",
-    "seed model, Trainer + JPEG loader, bf16-mixed",
-    "seed model, bare step (random tensors), bf16-mixed",
-    "seed model, does the loader keep up with the step",
-    "seed model, Trainer + feature cache, bf16-mixed",
-    "seed model, goal: >= 6,000 images/s with the cache",
+    "ttl model, loader alone (JPEG), bf16-mixed sizes",
+    "ttl model, Trainer + JPEG loader, bf16-mixed",
+    "ttl model, bare step (random tensors), bf16-mixed",
+    "ttl model, does the loader keep up with the step",
+    "ttl model, Trainer + feature cache, bf16-mixed",
+    "ttl model, goal: >= 6,000 images/s with the cache",
 ]
 
 

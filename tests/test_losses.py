@@ -27,7 +27,7 @@ def batch(seed: int = 0, size: int = 6, dim: int = 5) -> tuple[torch.Tensor, ...
     return tuple(torch.randn(size, dim, generator=generator, dtype=torch.float64) for _ in range(3))
 
 
-def test_the_seed_loss_by_hand() -> None:
+def test_the_keras_examples_loss_by_hand() -> None:
     anchor = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
     positive = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
     negative = torch.tensor([[0.0, 0.5], [3.0, 1.0]])
@@ -51,17 +51,17 @@ def test_given_negatives_match_brute_force(kind: str, soft: bool) -> None:
 @pytest.mark.parametrize("kind", ["squared_l2", "l2", "cosine"])
 def test_mining_matches_brute_force(mining: str, kind: str) -> None:
     anchor, positive, negative = batch(seed=1, size=7)
-    pair_ids = torch.tensor([10, 11, 12, 13, 14, 15, 16])
+    group_ids = torch.tensor([10, 11, 12, 13, 14, 15, 16])
     # The given negatives of triplets 0 and 1 are images of pairs 11 and 10, which are in the
     # batch: neither may serve as a negative of its own pair's anchor. The rest come from outside.
     negative_ids = torch.tensor([11, 10, 99, 98, 97, 96, 95])
-    images = [(anchor[j], pair_ids[j]) for j in range(7)]
-    images += [(positive[j], pair_ids[j]) for j in range(7)]
+    images = [(anchor[j], group_ids[j]) for j in range(7)]
+    images += [(positive[j], group_ids[j]) for j in range(7)]
     images += [(negative[j], negative_ids[j]) for j in range(7)]
     total = 0.0
     for i in range(7):
         d_ap = distance(anchor[i], positive[i], kind)
-        candidates = [distance(anchor[i], x, kind) for x, owner in images if owner != pair_ids[i]]
+        candidates = [distance(anchor[i], x, kind) for x, owner in images if owner != group_ids[i]]
         if mining == "batch_hard":
             d_an = min(candidates)
         else:
@@ -69,7 +69,7 @@ def test_mining_matches_brute_force(mining: str, kind: str) -> None:
             d_an = min(farther) if farther else max(candidates)
         total += term(d_ap, d_an, 0.2, soft=False)
     loss = TripletLoss(margin=0.2, distance=kind, mining=mining)
-    value = loss(anchor, positive, negative, pair_ids, negative_ids)
+    value = loss(anchor, positive, negative, group_ids, negative_ids)
     assert value.item() == pytest.approx(total / 7, rel=1e-9)
 
 

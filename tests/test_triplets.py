@@ -115,16 +115,16 @@ def test_group_mates_are_negatives_only_when_allowed(pair_folder: Path) -> None:
     ]
     strict = TripletDataset(pairs, eval_transform(16))
     assert strict.groups == [pair.group for pair in pairs]
-    assert strict.group_numbers == [i // 4 for i in range(20)]
+    assert strict.group_ids == [i // 4 for i in range(20)]
     for anchor, negative, _ in TripletSampler(strict.groups, seed=0):
         assert pairs[negative // 2].group != pairs[anchor].group
     item = strict[(0, 3)]  # pair 1 as pair 0's negative: the same group, number 0
-    assert (item["group"], item["negative_group"]) == (0, 0)
+    assert (item["group_id"], item["negative_group_id"]) == (0, 0)
 
     mates = negative_groups(pairs, group_mates_as_negatives=True)
     assert mates == [pair.name for pair in pairs]
     loose = TripletDataset(pairs, eval_transform(16), group_mates_as_negatives=True)
-    assert loose.group_numbers == list(range(20))
+    assert loose.group_ids == list(range(20))
     drawn = [
         pairs[negative // 2].group == pairs[anchor].group
         for seed in range(5)

@@ -59,7 +59,8 @@ class SiameseDataModule(pl.LightningDataModule):
             epoch (independent of the training seed, so changing that never moves the split).
         strict: fail on any problem in the folder instead of skipping the bad files.
         check_images: decode every image once at setup, so bad files are reported up front.
-        augment: random crop, flip and colour jitter on training images (the seed had none).
+        augment: random crop, flip and colour jitter on training images (the Keras example had
+            none).
         group_mates_as_negatives: let pairs of the anchor's own group (``pairs.csv``: variants
             that look alike on purpose) be its negatives, drawn and mined; by default a negative
             always comes from another group when the split has one.

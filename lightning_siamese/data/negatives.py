@@ -59,7 +59,7 @@ def example_triplets(
     pairs: Sequence[Pair], count: int = 4, seed: int = 0
 ) -> list[tuple[Path, Path, Path]]:
     """``count`` (anchor, positive, negative) files drawn by ``seed``: the pictures of
-    ``data show``, the seed's ``visualize()``."""
+    ``data show``, the Keras example's ``visualize()``."""
     negatives = draw_negatives([pair.group for pair in pairs], f"show:{seed}")
     chosen = random.Random(seed).sample(range(len(pairs)), min(count, len(pairs)))
     return [

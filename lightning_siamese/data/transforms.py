@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-# The seed fed ResNet50 raw 0..255 pixels (it forgot `preprocess_input`); we normalise.
+# The Keras example fed ResNet50 raw 0..255 pixels (it forgot `preprocess_input`); we normalise.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -20,7 +20,8 @@ def eval_transform(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> Transform:
-    """Deterministic: square resize (as the seed's ``load_img(target_size=...)``), normalise."""
+    """Deterministic: square resize (as the Keras example's ``load_img(target_size=...)``),
+    normalise."""
     return v2.Compose(
         [
             v2.PILToTensor(),

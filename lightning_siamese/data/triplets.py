@@ -30,9 +30,9 @@ class TripletDataset(Dataset):
     chosen by :class:`TripletSampler`: training).
 
     Items are dicts: ``anchor``, ``positive``, ``negative`` (image tensors), ``index`` (the pair),
-    ``negative_index`` (the image index of the negative), and ``group`` and ``negative_group``
-    (numbers of the anchor's and the negative's group, for in-batch mining to leave group-mates
-    out); from :meth:`without_images`, the numbers only (no file is read).
+    ``negative_index`` (the image index of the negative), and ``group_id`` and
+    ``negative_group_id`` (the anchor's and the negative's group, for in-batch mining to leave
+    group-mates out); from :meth:`without_images`, the numbers only (no file is read).
 
     Args:
         pairs: the split's pairs.
@@ -52,10 +52,10 @@ class TripletDataset(Dataset):
         self.pairs = list(pairs)
         self.transform = transform
         self.negatives = list(negatives) if negatives is not None else None
-        #: The groups that rule negatives, one per pair, and their numbers.
+        #: The groups that rule negatives, one per pair, and their ids (numbers from 0).
         self.groups = negative_groups(self.pairs, group_mates_as_negatives)
         numbers: dict[str, int] = {}
-        self.group_numbers = [numbers.setdefault(group, len(numbers)) for group in self.groups]
+        self.group_ids = [numbers.setdefault(group, len(numbers)) for group in self.groups]
         self.load_images = True
         self.unreadable: set[str] = set()
 
@@ -143,8 +143,8 @@ class TripletDataset(Dataset):
         return {
             "index": index,
             "negative_index": negative,
-            "group": self.group_numbers[index],
-            "negative_group": self.group_numbers[negative // 2],
+            "group_id": self.group_ids[index],
+            "negative_group_id": self.group_ids[negative // 2],
         }
 
     def _report_unreadable(self, error: BaseException) -> None:

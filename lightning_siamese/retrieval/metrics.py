@@ -23,7 +23,7 @@ def triplet_statistics(
     anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, distance: Distance
 ) -> dict[str, torch.Tensor]:
     """Means over the triplets: accuracy (share with d(a,p) < d(a,n)), d(a,p), d(a,n), and the
-    cosine similarity of positives and of negatives (the seed's printout)."""
+    cosine similarity of positives and of negatives (the Keras example's printout)."""
     d_ap = paired_distance(anchor, positive, distance)
     d_an = paired_distance(anchor, negative, distance)
     return {

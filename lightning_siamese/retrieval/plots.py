@@ -38,7 +38,8 @@ def plot_triplets(
     captions: Sequence[tuple[str, str, str]] | None = None,
     cell_inches: float = 2.0,
 ) -> Figure:
-    """A grid with one (anchor, positive, negative) triplet per row: the seed's ``visualize()``.
+    """A grid with one (anchor, positive, negative) triplet per row: the Keras example's
+    ``visualize()``.
 
     Args:
         triplets: rows of three images.

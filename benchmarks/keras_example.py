@@ -28,7 +28,7 @@ Changes from the example, each because the original is wrong or cannot run on Ke
 It runs in its own virtual environment (``benchmarks/setup_keras.sh``) and imports nothing from
 ``lightning_siamese``.  Example::
 
-    benchmarks/.venv-keras/bin/python benchmarks/keras_seed.py --root data/ttl --json k.json
+    benchmarks/.venv-keras/bin/python benchmarks/keras_example.py --root data/ttl --json k.json
 """
 
 from __future__ import annotations

@@ -1,19 +1,19 @@
-"""End to end: the seed-faithful 2-epoch training, lightning-siamese versus a Keras 3 port,
+"""End to end: the Keras example's 2-epoch training, lightning-siamese versus a Keras 3 port,
 like for like in fp32 and in bf16, from one run.
 
-    python benchmarks/seed_vs_keras.py                   # data/bench-jpeg, 1,000 pairs
-    python benchmarks/seed_vs_keras.py --runs fp32 keras # one precision only
-    python benchmarks/seed_vs_keras.py --runs eager      # also: ours without the feature cache
+    python benchmarks/keras_comparison.py                   # data/bench-jpeg, 1,000 pairs
+    python benchmarks/keras_comparison.py --runs fp32 keras # one precision only
+    python benchmarks/keras_comparison.py --runs eager      # also: ours without the feature cache
 
 One command, one run after the other on the same CPU, same images, same batch size (64, the
-seed's), same threads, 2 epochs:
+Keras example's), same threads, 2 epochs:
 
 1. ``lightning-siamese fit -c configs/ttl.yaml`` with the frozen-feature cache (the fast way to
-   run the seed config), in fp32 and in ``bf16-mixed``: wall time of the whole process,
-   including start-up, the cache build, and the per-epoch validation the seed lacks;
-2. ``benchmarks/keras_seed.py`` (the seed's training loop in Keras 3 / TensorFlow, its own venv
-   made by ``benchmarks/setup_keras.sh``) on exactly the pairs of our train split, in float32
-   and under Keras' ``mixed_bfloat16`` policy.
+   run that config), in fp32 and in ``bf16-mixed``: wall time of the whole process,
+   including start-up, the cache build, and the per-epoch validation the Keras example lacks;
+2. ``benchmarks/keras_example.py`` (the Keras example's training loop in Keras 3 /
+   TensorFlow, its own venv made by ``benchmarks/setup_keras.sh``) on exactly the pairs of our
+   train split, in float32 and under Keras' ``mixed_bfloat16`` policy.
 
 Each precision's ratio is against the Keras run of the same precision. Then, where the time
 goes: each run's floating-point work (counted with ``torch.utils.flop_counter`` on the same
@@ -127,7 +127,7 @@ def keras(
     result = out / f"{name}.json"
     command = [
         str(KERAS_PYTHON),
-        str(REPO / "benchmarks" / "keras_seed.py"),
+        str(REPO / "benchmarks" / "keras_example.py"),
         f"--root={folder}",
         "--epochs=2",
         f"--batch-size={batch_size}",
@@ -186,7 +186,7 @@ def peak_rates(dtype: str, threads: int) -> dict[str, float]:
 
 
 def step_flops(image_size: int = 200, keras_style: bool = False) -> dict[str, float]:
-    """Floating-point operations per image of the seed model: the frozen part's forward, the
+    """Floating-point operations per image of the ttl model: the frozen part's forward, the
     trainable tail's forward, and its backward (counted by ``torch.utils.flop_counter``).
 
     ``keras_style``: Keras' ResNet50 (v1) strides the first 1x1 convolution of each stage's
@@ -197,7 +197,7 @@ def step_flops(image_size: int = 200, keras_style: bool = False) -> dict[str, fl
     from lightning_siamese.models.embedding import EmbeddingNet
 
     net = EmbeddingNet(
-        backbone="resnet50", weights="none", freeze="layer4.0", head="seed", image_size=image_size
+        backbone="resnet50", weights="none", freeze="layer4.0", head="mlp", image_size=image_size
     )
     if keras_style:
         for stage in ("layer2", "layer3", "layer4"):
@@ -263,7 +263,7 @@ def where_the_time_goes(results: dict[str, dict], threads: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=REPO / "data" / "bench-jpeg")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-seed-vs-keras")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-keras-comparison")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
@@ -318,7 +318,9 @@ def main() -> None:
                     folder, args.out, args.batch_size, precision, interop, args.threads
                 )
 
-    print(f"\nseed-faithful training, 2 epochs, batch {args.batch_size}, {args.threads} threads")
+    print(
+        f"\nthe Keras example's training, 2 epochs, batch {args.batch_size}, {args.threads} threads"
+    )
     print(
         f"{'run':<40} {'pairs':>5} {'seconds':>7} {'images/s':>8} {'vs Keras':>8} "
         f"{'loss':>7} {'accuracy':>8} {'d(a,p)':>8} {'d(a,n)':>8}"
