@@ -11,7 +11,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from lightning_siamese import moved_modules
+
+__version__ = "0.2.0"
 
 #: Public name -> the module that defines it.
 _PUBLIC = {
@@ -46,6 +48,10 @@ if TYPE_CHECKING:
     from lightning_siamese.models.embedding import EmbeddingNet
     from lightning_siamese.models.losses import TripletLoss
     from lightning_siamese.training.model import SiameseModel
+
+
+# Old module paths (lightning_siamese.checkpoints, ...) of saved configs and scripts still import.
+moved_modules.install()
 
 
 def __getattr__(name: str) -> Any:

@@ -11,8 +11,10 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from conftest import tiny_args, tiny_model, write_pairs
+from lightning_siamese.files import PARTIAL_SUFFIX
 from lightning_siamese.training import checkpoints as checkpoint_io
-from lightning_siamese.training.checkpoints import AtomicCheckpointIO, partial_files
+from lightning_siamese.training.checkpoint_files import partial_files
+from lightning_siamese.training.checkpoints import AtomicCheckpointIO
 
 
 def checkpoint(epoch: int) -> dict[str, Any]:
@@ -94,7 +96,7 @@ def test_partial_files_are_removed_when_a_fit_starts(
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
-    partial = folder / f".checkpoint-{'0' * 32}{checkpoint_io.PARTIAL_SUFFIX}"
+    partial = folder / f".checkpoint-{'0' * 32}{PARTIAL_SUFFIX}"
     partial.write_bytes(b"half a checkpoint")
     callback = BestAndLastCheckpoint(dirpath=str(folder), save_last=True)
     trainer = pl.Trainer(default_root_dir=tmp_path, logger=False, callbacks=[callback])

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import tiny_args, write_pairs
-from lightning_siamese.training.checkpoints import partial_files
+from lightning_siamese.training.checkpoint_files import partial_files
 
 TESTS = Path(__file__).resolve().parent
 

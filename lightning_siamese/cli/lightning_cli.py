@@ -27,7 +27,8 @@ from lightning_siamese.data.run_split import check_root
 from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_siamese.errors import ConfigError
 from lightning_siamese.models.backbones import normalization, resolve_image_size
-from lightning_siamese.training.checkpoints import BestAndLastCheckpoint, check_checkpoint
+from lightning_siamese.training.checkpoint_files import check_checkpoint
+from lightning_siamese.training.checkpoints import BestAndLastCheckpoint
 from lightning_siamese.training.media import LogMedia
 from lightning_siamese.training.model import SiameseModel
 from lightning_siamese.training.prediction_writer import WriteEmbeddings

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lightning_siamese.models.wise_ft import check_alpha, mix_checkpoint
-from lightning_siamese.training.checkpoints import check_checkpoint
+from lightning_siamese.training.checkpoint_files import check_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:

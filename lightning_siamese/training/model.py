@@ -22,7 +22,7 @@ from lightning_siamese.models.frozen_graph import FrozenGraphMode
 from lightning_siamese.models.losses import LossName, Mining, make_loss
 from lightning_siamese.retrieval.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.training import random_state
-from lightning_siamese.training.checkpoints import check_checkpoint, checkpoint_problem
+from lightning_siamese.training.checkpoint_files import check_checkpoint, checkpoint_problem
 from lightning_siamese.training.feature_cache import CacheFrozenFeatures
 
 Batch = dict[str, Any]
