@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import write_pairs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,15 +120,38 @@ def test_importing_the_package_is_cheap_and_its_names_are_the_classes() -> None:
     )
 
 
-def test_data_check_starts_without_lightning(tmp_path: Path) -> None:
+#: Modules that take a second or more to import, or pull in a framework.
+HEAVY = ("torch", "pytorch_lightning", "lightning", "jsonargparse", "timm", "wandb", "matplotlib")
+#: The heavy modules each command that trains nothing may import (none for the help texts).
+ALLOWED = {
+    "--help": (),
+    "--version": (),
+    "data --help": (),
+    "evaluate --help": (),
+    "search --help": (),
+    "export --help": (),
+    "wise-ft --help": (),
+    "data check PAIRS": (),
+    "data show PAIRS --out OUT": ("torch", "matplotlib"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(ALLOWED))
+def test_commands_that_train_nothing_import_no_framework(command: str, tmp_path: Path) -> None:
     write_pairs(tmp_path / "pairs", 3)
+    argv = command.replace("PAIRS", str(tmp_path / "pairs")).replace("OUT", str(tmp_path / "s.png"))
     out = run_python(
-        "import sys\n"
+        "import contextlib, io, sys\n"
         "from lightning_siamese.cli.main import main\n"
-        f"code = main(['data', 'check', {str(tmp_path / 'pairs')!r}])\n"
-        "print(code, 'pytorch_lightning' in sys.modules, 'lightning' in sys.modules)\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        code = main({argv.split()!r})\n"
+        "    except SystemExit as stop:\n"
+        "        code = stop.code\n"
+        f"print(code, sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    assert out.strip().splitlines()[-1] == "0 False False"
+    code, imported = out.strip().splitlines()[-1].split(" ", 1)
+    assert (code, imported) == ("0", str(sorted(ALLOWED[command])))
 
 
 def test_the_readme_layout_table_matches_the_tree() -> None:

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_siamese.applications.evaluate import evaluate
 from lightning_siamese.cli.registry import non_negative_int, positive_int
 
 SHOWN = (
@@ -62,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from lightning_siamese.applications.evaluate import evaluate  # after parsing: torch
+
     metrics = evaluate(
         args.ckpt,
         args.root,

@@ -1,8 +1,9 @@
 """``lightning-siamese``: the LightningCLI (fit/validate/test/predict) and the extra commands.
 
 The one place where a :class:`~lightning_siamese.errors.UserError` becomes ``error: <message>``
-and exit status 2. Lightning is imported only for the LightningCLI's subcommands, so ``data
-check`` and the other extra commands start without it.
+and exit status 2. The help answers at once: Lightning is imported only for the LightningCLI's
+subcommands, and the other commands import torch only after parsing their arguments (so their
+``--help`` needs neither); ``data check`` and ``data show`` never import Lightning.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from importlib import import_module
 
+from lightning_siamese import __version__
 from lightning_siamese.cli.registry import COMMANDS
 from lightning_siamese.errors import UserError
 
@@ -27,29 +29,38 @@ TRAINING = {
 
 
 def overview() -> str:
-    """Every command of ``lightning-siamese`` with one line each."""
+    """Every command of ``lightning-siamese`` with one line each (``--help``): written here, so
+    the help answers without importing Lightning or torch."""
     width = max(len(name) for name in (*TRAINING, *COMMANDS))
     lines = [
-        "lightning-siamese: learn image embeddings from look-alike pairs (Siamese network, "
-        "triplet loss).",
+        "usage: lightning-siamese COMMAND [OPTIONS]   (lightning-siamese COMMAND --help: its "
+        "options)",
         "",
-        "training (LightningCLI; `lightning-siamese SUBCOMMAND --help` lists every option):",
+        "Learn image embeddings from look-alike pairs (Siamese network, triplet loss).",
+        "",
+        "training (LightningCLI; configs compose: -c base.yaml -c overlay.yaml, then --key value;"
+        " --print_config shows every value):",
     ]
     lines += [f"  {name:<{width}}  {text}" for name, text in TRAINING.items()]
-    lines += ["", "other commands (`lightning-siamese COMMAND --help`):"]
+    lines += ["", "other commands:"]
     lines += [f"  {name:<{width}}  {command.summary}" for name, command in COMMANDS.items()]
+    lines += ["", f"lightning-siamese {__version__}; --version prints it."]
     return "\n".join(lines)
 
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of the console script, ``python -m lightning_siamese`` and the notebooks."""
     argv = list(sys.argv[1:] if args is None else args)
-    training = not (argv and argv[0] in COMMANDS)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(overview(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"lightning-siamese {__version__}")
+        return 0
+    training = argv[0] not in COMMANDS
     try:
         if not training:
             return int(import_module(COMMANDS[argv[0]].module).main(argv[1:]))
-        if not argv or argv[0] in ("-h", "--help"):
-            print(overview() + "\n")
         from lightning_siamese.cli.lightning_cli import run
 
         # From the console script, let LightningCLI read sys.argv itself (it warns otherwise).

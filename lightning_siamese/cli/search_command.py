@@ -7,13 +7,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightning_siamese.applications.gallery import Gallery
-from lightning_siamese.applications.search import SearchResult, search, write_montage
 from lightning_siamese.cli.registry import non_negative_int, positive_int
 from lightning_siamese.files import display_path
 from lightning_siamese.retrieval.index_settings import KINDS, IndexSettings
+
+if TYPE_CHECKING:
+    from lightning_siamese.applications.gallery import Gallery
+    from lightning_siamese.applications.search import SearchResult
 
 
 def gallery_line(gallery: Gallery) -> str:
@@ -140,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: Sequence[str] | None = None) -> int:
     parsed = build_parser().parse_args(None if args is None else list(args))
+    from lightning_siamese.applications.search import search, write_montage  # after parsing
+
     result = search(
         parsed.ckpt,
         parsed.gallery,

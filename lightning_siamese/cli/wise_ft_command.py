@@ -7,9 +7,6 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_siamese.models.wise_ft import check_alpha, mix_checkpoint
-from lightning_siamese.training.checkpoint_files import check_checkpoint
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -33,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from lightning_siamese.models.wise_ft import check_alpha, mix_checkpoint  # after parsing
+    from lightning_siamese.training.checkpoint_files import check_checkpoint
+
     check_alpha(args.alpha)
     check_checkpoint(args.ckpt)  # a missing, truncated or foreign file, named
     folder = args.ckpt.resolve().parent
