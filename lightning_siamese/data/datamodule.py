@@ -20,18 +20,20 @@ from lightning_siamese.data.pairs import (
     require_pairs,
 )
 from lightning_siamese.data.run_split import (
+    agreed_image_size,
+    build_demo_data,
     check_resume,
     check_root,
+    check_settings,
     require_split,
     split_pairs,
     triplet_datasets,
+    write_run_split,
 )
 from lightning_siamese.data.sampling import ResumableLoader, TripletSampler
 from lightning_siamese.data.splits import (
     SPLIT_FILE,
     SPLITS,
-    check_fractions,
-    write_split,
 )
 from lightning_siamese.data.transforms import (
     IMAGENET_MEAN,
@@ -92,12 +94,7 @@ class SiameseDataModule(pl.LightningDataModule):
         predict_root: str | None = None,
     ) -> None:
         super().__init__()
-        check_fractions(split_fractions)
-        if (image_size is not None and image_size < 1) or batch_size < 1 or num_workers < 0:
-            raise ConfigError(
-                "image_size and batch_size must be >= 1 and num_workers >= 0; got "
-                f"{image_size}, {batch_size}, {num_workers}"
-            )
+        check_settings(split_fractions, image_size, batch_size, num_workers)
         check_root(root, build_if_missing, predict_root)
         self.save_hyperparameters()
         self.root = Path(root)
@@ -116,14 +113,7 @@ class SiameseDataModule(pl.LightningDataModule):
         if kind is None or (self.root / "left").is_dir():
             return
         rank_zero_info(f"{self.root}/left is missing: building the {kind} demo data set there")
-        if kind == "emoji":
-            from lightning_siamese.data.emoji import build_emoji
-
-            build_emoji(self.root)
-        else:
-            from lightning_siamese.data.glyphs import build_glyphs
-
-            build_glyphs(self.root)
+        build_demo_data(kind, self.root)
 
     def setup(self, stage: str | None = None) -> None:
         self.image_size = self._image_size()
@@ -157,18 +147,10 @@ class SiameseDataModule(pl.LightningDataModule):
         """``image_size``, or the size of the model the trainer fits (the model decides it:
         :func:`~lightning_siamese.models.backbones.resolve_image_size`); a different size set
         on each is refused."""
-        given = self.hparams["image_size"]
         model = self.trainer.lightning_module if self.trainer is not None else None
-        wanted = getattr(model, "hparams", {}).get("image_size")
-        if given is not None and wanted is not None and given != wanted:
-            raise ConfigError(
-                f"the data are {given} px, the model takes {wanted} px: give SiameseDataModule "
-                f"image_size={wanted}, or leave it unset to follow the model"
-            )
-        size = given if given is not None else wanted
-        if size is None:
-            raise ConfigError("SiameseDataModule needs image_size when no model gives one")
-        return int(size)
+        return agreed_image_size(
+            self.hparams["image_size"], getattr(model, "hparams", {}).get("image_size")
+        )
 
     def _run_split_file(self) -> Path | None:
         trainer = self.trainer
@@ -249,13 +231,7 @@ class SiameseDataModule(pl.LightningDataModule):
         trainer = self.trainer
         path = self._run_split_file()
         if self._split_unwritten and path and trainer is not None and trainer.is_global_zero:
-            try:
-                write_split(path, self.splits)
-            except OSError as error:
-                raise ConfigError(
-                    f"cannot write {path} ({error}): pass --trainer.default_root_dir a folder "
-                    "you can write to"
-                ) from error
+            write_run_split(path, self.splits)
             rank_zero_info(f"split written to {path}")
         self._split_unwritten = False
         sampler = TripletSampler(

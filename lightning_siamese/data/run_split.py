@@ -1,5 +1,7 @@
-"""A run's split, checked: the data folder before anything is built, the share each stage needs,
-a resume that would move pairs between splits, and the triplet datasets of the splits."""
+"""A run's data and split, checked: the settings and the data folder before anything is built (a
+demo set built where asked), the image size the data and the model agree on, the share each
+stage needs, a resume that would move pairs between splits; the split from hashes or a
+``split.csv``, written for the run, and the triplet datasets of the splits."""
 
 from __future__ import annotations
 
@@ -9,10 +11,55 @@ from typing import Any
 
 from lightning_siamese.data.negatives import draw_negatives, negative_groups
 from lightning_siamese.data.pairs import Pair, PairDataError, check_layout
-from lightning_siamese.data.splits import MIN_PAIRS, assign_splits, read_split
+from lightning_siamese.data.splits import (
+    MIN_PAIRS,
+    assign_splits,
+    check_fractions,
+    read_split,
+    write_split,
+)
 from lightning_siamese.data.transforms import Transform
 from lightning_siamese.data.triplets import TripletDataset
 from lightning_siamese.errors import ConfigError
+
+
+def check_settings(
+    split_fractions: Sequence[float], image_size: int | None, batch_size: int, num_workers: int
+) -> None:
+    """A :class:`ConfigError` for fractions that do not split, or sizes out of range."""
+    check_fractions(split_fractions)
+    if (image_size is not None and image_size < 1) or batch_size < 1 or num_workers < 0:
+        raise ConfigError(
+            "image_size and batch_size must be >= 1 and num_workers >= 0; got "
+            f"{image_size}, {batch_size}, {num_workers}"
+        )
+
+
+def build_demo_data(kind: str, root: Path) -> None:
+    """Build the ``emoji`` or ``glyphs`` demo set into ``root``."""
+    if kind == "emoji":
+        from lightning_siamese.data.emoji import build_emoji  # npm: only when asked
+
+        build_emoji(root)
+    else:
+        from lightning_siamese.data.glyphs import build_glyphs
+
+        build_glyphs(root)
+
+
+def agreed_image_size(given: int | None, model_size: int | None) -> int:
+    """The image size of the data: ``given``, or the model's (the model decides it:
+    :func:`~lightning_siamese.models.backbones.resolve_image_size`); a :class:`ConfigError`
+    when both are set and differ, or neither is."""
+    if given is not None and model_size is not None and given != model_size:
+        raise ConfigError(
+            f"the data are {given} px, the model takes {model_size} px: give SiameseDataModule "
+            f"image_size={model_size}, or leave it unset to follow the model"
+        )
+    size = given if given is not None else model_size
+    if size is None:
+        raise ConfigError("SiameseDataModule needs image_size when no model gives one")
+    return int(size)
 
 
 def check_root(root: str | None, build_if_missing: str | None, predict_root: str | None) -> None:
@@ -76,6 +123,17 @@ def split_pairs(
     fixed = read_split(split_file) if split_file else None
     fixed_groups = fixed.groups if fixed is not None else None
     return assign_splits(pairs, fractions, seed, fixed, fixed_groups)
+
+
+def write_run_split(path: Path, splits: dict[str, list[Pair]]) -> None:
+    """Write the run's ``split.csv``; a :class:`ConfigError` when the folder is not writable."""
+    try:
+        write_split(path, splits)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write {path} ({error}): pass --trainer.default_root_dir a folder you can "
+            "write to"
+        ) from error
 
 
 def triplet_datasets(
