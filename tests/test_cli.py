@@ -36,6 +36,7 @@ def test_fit_validate_test_predict_and_load(tmp_path: Path) -> None:
     root, run = tmp_path / "pairs", tmp_path / "run"
     write_pairs(root, 40)
     args = tiny_args(root, run)
+    args.append("--model.backbone=resnet18")  # the one fit of a real torchvision backbone
     assert main(["fit", *args, "--trainer.max_epochs=2"]) == 0
 
     rows = read_metrics(run)

@@ -262,7 +262,10 @@ def test_a_failed_timm_download_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # and no network, for certain
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # and no network, for certain: the hub reads
+    import huggingface_hub.constants  # its offline switch once, at import (timm's, earlier)
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     from lightning_siamese.errors import WeightsError
 

@@ -22,8 +22,8 @@ from lightning_siamese.training.model import SiameseModel
 BAD_SETTINGS = {
     "unknown backbone": (["--model.backbone=resnet9000"], "unknown backbone 'resnet9000'"),
     "image too small for the head": (
-        ["--model.pool_size=4"],  # resnet18 at 32 px ends in a 1x1 map
-        "image_size=32 gives a 1x1 feature map at layer4.1, smaller than pool_size=4",
+        ["--model.pool_size=4"],  # the tiny ResNet at 32 px ends in a 1x1 map
+        "image_size=32 gives a 1x1 feature map at layer4.0, smaller than pool_size=4",
     ),
     "negative margin": (["--model.margin=-0.5"], "margin must be >= 0"),
     "fractions": (["--data.split_fractions=[0.5,0.2,0.2]"], "sum to 1"),
@@ -75,6 +75,7 @@ def test_a_failed_weights_download_says_what_to_do(
     monkeypatch.delenv("NO_PROXY", raising=False)
     write_pairs(tmp_path / "pairs", 20)
     args = [*tiny_args(tmp_path / "pairs", tmp_path / "run"), "--model.weights=imagenet"]
+    args.append("--model.backbone=resnet18")  # torchvision's download
     assert main(["fit", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: could not get the ImageNet weights of resnet18 from "), err
@@ -114,7 +115,8 @@ def test_a_bad_ckpt_path_is_named_before_the_model_is_built(
 def tiny_run(
     tmp_path: Path, root: Path, batch_size: int, **trainer_options: Any
 ) -> tuple[SiameseModel, SiameseDataModule, pl.Trainer]:
-    """A 32 px resnet18 (no download), its data module and a quiet Trainer, for in-process fits."""
+    """The tiny 32 px model (no download), its data module and a quiet Trainer, for in-process
+    fits."""
     model = tiny_model()
     data = SiameseDataModule(str(root), image_size=32, batch_size=batch_size, num_workers=0)
     trainer = pl.Trainer(
@@ -202,7 +204,7 @@ def test_bad_checkpoints_give_clear_errors(
         assert main(["evaluate", "--ckpt", str(path), "--root", str(pairs)]) == 2, name
         err = capsys.readouterr().err
         assert err.startswith(f"error: {path}: ") and message in err, (name, err)
-    assert SiameseModel.load_from_checkpoint(good).hparams.backbone == "resnet18"
+    assert SiameseModel.load_from_checkpoint(good).hparams.backbone == "timm/test_resnet"
 
 
 def test_a_pickled_object_is_refused_where_torch_would_unpickle_it(
@@ -227,7 +229,7 @@ def test_a_pickled_object_is_refused_where_torch_would_unpickle_it(
     monkeypatch.setattr(torch, "load", old_default)
     with pytest.raises(CheckpointError, match=message):
         SiameseModel.load_from_checkpoint(pickled)
-    assert SiameseModel.load_from_checkpoint(good).hparams.backbone == "resnet18"
+    assert SiameseModel.load_from_checkpoint(good).hparams.backbone == "timm/test_resnet"
     for command in (
         ["evaluate", "--ckpt", str(pickled), "--root", str(pairs)],
         ["validate", *tiny_args(pairs, tmp_path / "run"), f"--ckpt_path={pickled}"],

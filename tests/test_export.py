@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import timm
 import torch
 from PIL import Image
 
@@ -19,7 +20,6 @@ from lightning_siamese.applications.export_format import default_output, sidecar
 from lightning_siamese.applications.inference import load_model
 from lightning_siamese.cli.main import main
 from lightning_siamese.data.images import load_image
-from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 TOLERANCE = 1e-4
 
@@ -95,14 +95,15 @@ def test_export_matches_pytorch(
     assert info["output"]["l2_normalized"] is bool(model.hparams.normalize)
     pre = info["preprocessing"]
     assert pre["image_size"] == model.hparams.image_size == 32
-    assert pre["mean"] == pytest.approx(IMAGENET_MEAN)
-    assert pre["std"] == pytest.approx(IMAGENET_STD)
+    # The backbone's own normalisation, from timm's config of the tiny test model.
+    cfg = timm.get_pretrained_cfg("test_resnet")
+    assert pre["mean"] == pytest.approx(cfg.mean) and pre["std"] == pytest.approx(cfg.std)
     assert pre["resize"] == "bilinear, antialiased, square, aspect ratio not kept"
     assert pre["scale"] == "pixels / 255"
     assert pre["channel_order"] == "RGB"
     assert pre["layout"] == "NCHW"
     assert info["similarity"] == "cosine"
-    assert info["backbone"] == "resnet18"
+    assert info["backbone"] == "timm/test_resnet"
     assert info["checkpoint"] == str(ckpt.resolve())
     assert info["torch_version"] == torch.__version__
     assert info["check"]["passed"] is True

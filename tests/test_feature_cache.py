@@ -19,7 +19,7 @@ from lightning_siamese.training.feature_cache import FeatureCache, format_bytes
 def fit(root: Path, run: Path, *extra: str) -> list[dict[str, str]]:
     args = [
         *tiny_args(root, run),
-        "--model.freeze=layer3.1",
+        "--model.freeze=layer3.0",
         "--model.mining=batch_hard",
         "--trainer.max_epochs=2",
         "--validate_before_fit=false",

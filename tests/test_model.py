@@ -30,7 +30,7 @@ def test_a_batch_of_features_gives_the_images_losses_and_gradients(pair_folder: 
     torch.manual_seed(0)
     # Contiguous layout: bit-identical whatever the batch the frozen part ran in (channels-last
     # kernels may differ by ~1e-6 between batch sizes; tests/test_feature_cache.py covers that).
-    model = tiny_model(freeze="layer3.1", mining="batch_hard", channels_last=False)
+    model = tiny_model(freeze="layer3.0", mining="batch_hard", channels_last=False)
     batch = a_batch(pair_folder)
     reference = model.training_step(batch, 0)
     reference.backward()

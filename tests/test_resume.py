@@ -15,11 +15,14 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_args, write_pairs
+from lightning_siamese.cli.main import main
 
 EPOCHS = 3
 
 
 def fit(run: Path, root: Path, processes: int, *extra: str) -> None:
+    """The fit, in a process of its own where it is killed or runs on several processes, else
+    in this one (on one thread, as the subprocesses are: the runs compare to 1e-6)."""
     devices = [f"--trainer.devices={processes}", "--trainer.accelerator=cpu"]
     if processes > 1:
         devices.append("--trainer.strategy=ddp")
@@ -37,8 +40,16 @@ def fit(run: Path, root: Path, processes: int, *extra: str) -> None:
         *devices,
         *extra,
     ]
-    result = run_cli("fit", *args, cwd=run.parent, timeout=600)
     killed = any("SaveThenKill" in arg for arg in extra)
+    if processes == 1 and not killed:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert main(["fit", *args]) == 0
+        finally:
+            torch.set_num_threads(threads)
+        return
+    result = run_cli("fit", *args, cwd=run.parent, timeout=600)
     assert result.returncode == (-9 if killed else 0), result.stdout[-3000:]
 
 
@@ -75,54 +86,58 @@ def assert_same_run(resumed: Path, reference: Path, resumed_from_step: int) -> N
 
 
 def check_resumes(
-    tmp_path: Path, processes: int, augment: bool, end_of_epoch: bool, *model: str
+    tmp_path: Path, processes: int, augment: bool, ends: tuple[str, ...], *model: str
 ) -> None:
+    """Against one uninterrupted fit, a fit resumed from each of ``ends``: ``end-of-epoch`` (a
+    fit of one epoch, continued to the end) and ``mid-epoch`` (killed right after a checkpoint
+    in the middle of epoch 1)."""
     root = tmp_path / "pairs"
     write_pairs(root, 60)
     extra = ["--data.augment=true"] if augment else []
     extra += model
     reference = tmp_path / "uninterrupted"
     fit(reference, root, processes, *extra)
-    run = tmp_path / "resumed"
-    if end_of_epoch:  # a fit of one epoch, continued to the end
-        fit(run, root, processes, *extra, "--trainer.max_epochs=1")
-        checkpoint = "last"
-    else:  # killed right after a checkpoint in the middle of epoch 1
-        checkpoint = str(run / "mid.ckpt")
-        killer = {
-            "class_path": "interrupt_callbacks.SaveThenKill",
-            "init_args": {"epoch": 1, "batch": 1, "path": checkpoint},
-        }
-        fit(run, root, processes, *extra, f"--trainer.callbacks+={json.dumps(killer)}")
-    step = torch.load(
-        run / "checkpoints" / "last.ckpt" if end_of_epoch else checkpoint, weights_only=True
-    )["global_step"]
-    fit(run, root, processes, *extra, f"--ckpt_path={checkpoint}")
-    assert_same_run(run, reference, step)
+    for end in ends:
+        run = tmp_path / end
+        if end == "end-of-epoch":
+            fit(run, root, processes, *extra, "--trainer.max_epochs=1")
+            checkpoint = "last"
+        else:
+            checkpoint = str(run / "mid.ckpt")
+            killer = {
+                "class_path": "interrupt_callbacks.SaveThenKill",
+                "init_args": {"epoch": 1, "batch": 1, "path": checkpoint},
+            }
+            fit(run, root, processes, *extra, f"--trainer.callbacks+={json.dumps(killer)}")
+        saved = run / "checkpoints" / "last.ckpt" if end == "end-of-epoch" else Path(checkpoint)
+        step = torch.load(saved, weights_only=True)["global_step"]
+        fit(run, root, processes, *extra, f"--ckpt_path={checkpoint}")
+        assert_same_run(run, reference, step)
 
 
-@pytest.mark.parametrize("end_of_epoch", [True, False], ids=["end-of-epoch", "mid-epoch"])
-def test_resume_on_one_process(tmp_path: Path, end_of_epoch: bool) -> None:
-    check_resumes(tmp_path, processes=1, augment=False, end_of_epoch=end_of_epoch)
+ENDS = ("end-of-epoch", "mid-epoch")
+
+
+def test_resume_on_one_process(tmp_path: Path) -> None:
+    check_resumes(tmp_path, 1, False, ENDS)
 
 
 def test_resume_restores_the_random_layers(tmp_path: Path) -> None:
     """EfficientNet-B0 trained whole: its stochastic depth draws from the global generator,
     which the checkpoint holds and the resumed fit puts back."""
     random_layers = ["--model.backbone=efficientnet_b0", "--model.freeze=none"]
-    check_resumes(tmp_path, 1, False, False, *random_layers)
+    check_resumes(tmp_path, 1, False, ("mid-epoch",), *random_layers)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2])
 def test_resume_with_augmentation_mid_epoch(tmp_path: Path, processes: int) -> None:
-    check_resumes(tmp_path, processes=processes, augment=True, end_of_epoch=False)
+    check_resumes(tmp_path, processes, True, ("mid-epoch",))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("end_of_epoch", [True, False], ids=["end-of-epoch", "mid-epoch"])
-def test_resume_on_two_processes(tmp_path: Path, end_of_epoch: bool) -> None:
-    check_resumes(tmp_path, processes=2, augment=False, end_of_epoch=end_of_epoch)
+def test_resume_on_two_processes(tmp_path: Path) -> None:
+    check_resumes(tmp_path, 2, False, ENDS)
 
 
 def test_a_resumed_fit_keeps_its_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

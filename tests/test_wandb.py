@@ -6,13 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import run_cli as launch
 from conftest import tiny_args, write_pairs
 from lightning_siamese.cli.main import main
 
@@ -69,7 +67,7 @@ def test_offline_wandb_run_holds_config_metrics_pictures_artifact_and_table(
     configs = [r["config"]["update"] for r in records if r["type"] == "config"]
     config = {key: value for update in configs for key, value in update.items()}
     assert config["subcommand"] == "fit"
-    assert config["model"]["backbone"] == "resnet18"
+    assert config["model"]["backbone"] == "timm/test_resnet"
     assert config["data"]["image_size"] == 32  # model.image_size is linked to it
     assert config["data"]["root"] == str(root)
     assert config["trainer"]["max_epochs"] == 2
@@ -151,9 +149,9 @@ def test_offline_wandb_run_holds_config_metrics_pictures_artifact_and_table(
     assert (run / "media" / "test" / "retrieval.csv").is_file()
 
 
-def test_wandb_files_follow_wandb_dir_and_one_run_under_ddp(tmp_path: Path) -> None:
-    """$WANDB_DIR, when set, holds the W&B run (W&B's own rule); under DDP with 2 processes
-    there is one W&B run, in the run folder."""
+def test_wandb_files_follow_wandb_dir(tmp_path: Path) -> None:
+    """$WANDB_DIR, when set, holds the W&B run (W&B's own rule); unset, the run folder does
+    (tests/test_distributed.py: one W&B run under DDP, in the run folder)."""
     root, run = tmp_path / "pairs", tmp_path / "run"
     write_pairs(root, 30)
     wandb_dir = Path(os.environ["WANDB_DIR"])  # set for every test
@@ -167,23 +165,3 @@ def test_wandb_files_follow_wandb_dir_and_one_run_under_ddp(tmp_path: Path) -> N
     )
     assert len(list((wandb_dir / "wandb").glob("offline-run-*"))) == 1
     assert not (run / "wandb").exists()
-
-    ddp_run = tmp_path / "ddp"
-    args = [
-        *wandb_args(root, ddp_run),
-        "--trainer.max_epochs=1",
-        "--data.batch_size=4",
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=2",
-        "--trainer.strategy=ddp",
-    ]
-    result = launch("fit", *args, cwd=tmp_path, drop_env=("WANDB_DIR",))
-    assert result.returncode == 0, result.stdout[-3000:]
-    runs = list((ddp_run / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, runs
-    assert not (tmp_path / "wandb").exists() and len(list(wandb_dir.rglob("offline-run-*"))) == 1
-    # W&B's service may still be writing the log when the command returns: allow it a while.
-    deadline = time.monotonic() + 60
-    while "val/recall@1" not in history_keys(read_run(runs[0])):
-        assert time.monotonic() < deadline, "the DDP run's W&B log has no validation metrics"
-        time.sleep(1)

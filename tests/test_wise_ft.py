@@ -16,14 +16,14 @@ def test_wise_ft_mixes_the_trained_units_with_the_pretrained_file(tmp_path: Path
     """A run that started from a state-dict file, mixed at alpha 0.25: every trained backbone
     tensor is 0.75 file + 0.25 trained, the frozen ones and the head are as trained, and the
     file loads in evaluate and embeds like a model holding those tensors."""
-    import torchvision
+    import timm
 
-    start = torchvision.models.resnet18(weights=None).state_dict()
+    start = timm.create_model("test_resnet", num_classes=0).state_dict()
     weights = tmp_path / "start.pth"
     torch.save(start, weights)
     root, run = tmp_path / "pairs", tmp_path / "run"
     write_pairs(root, 24)
-    args = [*tiny_args(root, run), f"--model.weights={weights}", "--model.freeze=layer3.1",
+    args = [*tiny_args(root, run), f"--model.weights={weights}", "--model.freeze=layer3.0",
             "--model.loss=infonce"]  # fmt: skip
     assert main(["fit", *args, "--trainer.max_epochs=1", "--trainer.logger=false"]) == 0
     trained = run / "checkpoints" / "last.ckpt"
@@ -44,8 +44,6 @@ def test_wise_ft_mixes_the_trained_units_with_the_pretrained_file(tmp_path: Path
         else:  # frozen units, counters, the head: untouched
             assert torch.equal(value, before[key]), key
     assert moved >= 5  # layer4 did train
-    key = "net.backbone.layer4.1.conv2.weight"
-    assert not torch.equal(after[key], before[key])
 
     model = load_model(out, "cpu")
     files = sorted((root / "left").iterdir())[:4]
