@@ -16,8 +16,9 @@ in this process, so the ratios are side by side:
   torch.compile, inference_mode for the frozen part, 1 vs 2 threads; on the loader: workers;
   on the trainer: the frozen-feature cache;
 - ``frozen``: the frozen part's pass over many images (what the feature cache's build runs),
-  eager (NCHW, channels-last) against the frozen graphs of ``lightning_siamese.models.frozen_graph``
-  (jit, inductor), in fp32 and under bf16 autocast, at ``--frozen-batch`` images a batch.
+  eager (NCHW, channels-last) against the compiled graph of
+  ``lightning_siamese.models.frozen_graph`` (inductor), in fp32 and under bf16 autocast, at
+  ``--frozen-batch`` images a batch.
 """
 
 from __future__ import annotations
@@ -262,7 +263,7 @@ def main() -> None:
             nchw, _ = frozen_images_per_second("eager", bf16, size, steps, channels_last=False)
             report(f"frozen {precision}: eager, channels-last (baseline)", base)
             report(f"frozen {precision}: eager, NCHW", nchw, base)
-            for mode in ("jit", "inductor"):
+            for mode in ("inductor",):
                 value, setup = frozen_images_per_second(mode, bf16, size, steps)
                 what = f"{mode} graph (setup {setup:.1f} s{', cold cache' * (mode == 'inductor')})"
                 report(f"frozen {precision}: {what}", value, base)

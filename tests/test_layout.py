@@ -1,5 +1,5 @@
-"""The package's shape: short modules, no import cycle, a cheap import, commands that start
-without Lightning, and a README layout table that matches the tree."""
+"""The package's shape: short modules, no import cycle, import contracts that hold, a cheap
+import, commands that start without a framework, and module tables that match the tree."""
 
 from __future__ import annotations
 
@@ -175,9 +175,11 @@ def test_commands_that_train_nothing_import_no_framework(command: str, tmp_path:
     assert (code, imported) == ("0", str(sorted(ALLOWED[command])))
 
 
-def test_the_readme_layout_table_matches_the_tree() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    table = readme[readme.index("## Layout") :]
+def table_paths(page: Path, heading: str) -> set[str]:
+    """The paths the first cells of the table under ``heading`` name (``a/b.py``, ``c.py``:
+    ``a/c.py``)."""
+    text = page.read_text(encoding="utf-8")
+    table = text[text.index(heading) :]
     named: set[str] = set()
     for cell in re.findall(r"^\| ([^|]+) \|", table, re.M):
         paths = re.findall(r"`([^`]+)`", cell)
@@ -185,7 +187,16 @@ def test_the_readme_layout_table_matches_the_tree() -> None:
         for path in paths:
             full = path if "/" in path.rstrip("/") else str(base / path)
             named.add(full.rstrip("/"))
+    return named
+
+
+def test_the_module_table_matches_the_tree() -> None:
+    """docs/architecture.md names every module of the package, and the README's layout table
+    names only what exists."""
+    named = table_paths(REPO / "docs" / "architecture.md", "## Modules")
     assert {path for path in named if not (REPO / path).exists()} == set()
     files = {str(path.relative_to(REPO)) for path in PACKAGE.rglob("*.py")}
     covered = {path for path in files if path in named or str(Path(path).parent) in named}
     assert files - covered == set()
+    readme = table_paths(REPO / "README.md", "## Layout")
+    assert readme and {path for path in readme if not (REPO / path).exists()} == set()

@@ -1,7 +1,8 @@
-"""Every command of the README runs, as written, on tiny data.
+"""Every command of the README and of ``docs/`` runs, as written, on tiny data.
 
-The commands are extracted from the README's ``bash`` and ``python`` blocks and run in a sandbox
-folder laid out like the README's world (``my_pairs/``, ``TotallyLooksLike/``, ``data/emoji/``,
+The commands are extracted from the ``bash`` and ``python`` blocks of the README and the
+``docs/`` pages (the README first, then the pages by name) and run in a sandbox folder laid out
+like the README's world (``my_pairs/``, ``TotallyLooksLike/``, ``data/emoji/``,
 ``configs/``), in README order, so later commands use what earlier ones wrote
 (``runs/demo/checkpoints/last.ckpt``). Training commands get :data:`FAST` appended (a small
 network without downloads, 32 px, one short epoch): the README's own flags are still parsed and
@@ -33,6 +34,11 @@ from lightning_siamese.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+#: The pages whose commands run: the README, then docs/ by name.
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
+#: docs/benchmarks.md's commands are the benchmarks themselves: minutes to an hour each, their
+#: output on that page (gpu_check.py runs on CPU in the slow suite, tests/test_gpu_check.py).
+BENCHMARK = "a benchmark script; docs/benchmarks.md shows its output from one run"
 
 # Appended to every training command of the README: the suite's tiny setup, and a smaller run
 # still (no frozen part, global pooling, two batches of one epoch).
@@ -61,6 +67,19 @@ DISTRIBUTED = {  # subprocesses on CPU: 2 processes with gloo instead of GPUs / 
     "TotallyLooksLike --data.batch_size 32",
 }
 COVERED = {
+    **{
+        f".venv/bin/python benchmarks/{script}": BENCHMARK
+        for script in (
+            "make_jpeg_pairs.py",
+            "train_throughput.py",
+            "keras_comparison.py",
+            "retrieval.py",
+            "ann_index.py",
+            "ann_index.py --size 200000",
+            "gpu_check.py --accelerator cpu",
+            "frozen_graph.py",
+        )
+    },
     "torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint node0:29500 -m "
     "lightning_siamese fit -c configs/ttl.yaml -c configs/trainer/ddp.yaml --trainer.num_nodes 2 "
     "--trainer.devices 4 --data.root TotallyLooksLike": "tests/test_distributed.py launches it "
@@ -80,11 +99,13 @@ COVERED = {
 
 
 def readme_blocks(kind: str) -> list[str]:
-    return re.findall(rf"```{kind}\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    """The ``kind`` blocks of every page, in order."""
+    pattern = rf"```{kind}\n(.*?)```"
+    return [b for page in PAGES for b in re.findall(pattern, page.read_text("utf-8"), re.S)]
 
 
 def readme_commands() -> list[str]:
-    """Each line of the ``bash`` blocks, without its trailing comment, once, in README order."""
+    """Each line of the ``bash`` blocks, without its trailing comment, once, in page order."""
     commands = []
     for block in readme_blocks("bash"):
         for line in block.splitlines():
@@ -104,9 +125,9 @@ def test_every_readme_command_is_run_or_covered() -> None:
         and c not in DISTRIBUTED
         and not c.startswith(("lightning-siamese ", "WANDB_MODE="))
     ]
-    assert not unknown, f"README commands no test runs: {unknown}"
+    assert not unknown, f"commands of the README or docs/ that no test runs: {unknown}"
     stale = (set(COVERED) | NETWORK | DISTRIBUTED | set(EXTRA)) - set(commands)
-    assert not stale, f"tables name commands the README no longer has: {stale}"
+    assert not stale, f"tables name commands the README and docs/ no longer have: {stale}"
 
 
 @pytest.fixture
@@ -164,13 +185,13 @@ def test_readme_commands_run(sandbox: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert (sandbox / "runs/demo/checkpoints/last.onnx").is_file()
 
     # The Python blocks (loading a checkpoint, the library behind the commands), as written.
-    blocks = readme_blocks("python")
-    assert len(blocks) == 2
-    for block in blocks:
+    ran = set()
+    for block in readme_blocks("python"):
         namespace: dict = {}
-        exec(compile(block, str(README), "exec"), namespace)
+        exec(compile(block, "README.md or docs/", "exec"), namespace)
         if "embedding" in namespace:
             assert namespace["embedding"].shape == (1, namespace["model"].hparams.embedding_dim)
+            ran.add("load")
         else:
             best = namespace["best"]
             assert len(best) == 3 and all(
@@ -181,6 +202,8 @@ def test_readme_commands_run(sandbox: Path, monkeypatch: pytest.MonkeyPatch) -> 
             )
             assert 0 <= namespace["metrics"]["recall@1"] <= 1
             assert namespace["metrics"]["pairs"] == 21
+            ran.add("library")
+    assert ran == {"load", "library"}
 
     jupyter = Path(sys.executable).parent / "jupyter"
     result = subprocess.run([str(jupyter), "lab", "--version"], capture_output=True, timeout=120)

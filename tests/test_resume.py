@@ -86,13 +86,18 @@ def assert_same_run(resumed: Path, reference: Path, resumed_from_step: int) -> N
 
 
 def check_resumes(
-    tmp_path: Path, processes: int, augment: bool, ends: tuple[str, ...], *model: str
+    tmp_path: Path,
+    processes: int,
+    augment: bool,
+    ends: tuple[str, ...],
+    *model: str,
+    pairs: int = 60,
 ) -> None:
     """Against one uninterrupted fit, a fit resumed from each of ``ends``: ``end-of-epoch`` (a
     fit of one epoch, continued to the end) and ``mid-epoch`` (killed right after a checkpoint
     in the middle of epoch 1)."""
     root = tmp_path / "pairs"
-    write_pairs(root, 60)
+    write_pairs(root, pairs)
     extra = ["--data.augment=true"] if augment else []
     extra += model
     reference = tmp_path / "uninterrupted"
@@ -126,7 +131,7 @@ def test_resume_restores_the_random_layers(tmp_path: Path) -> None:
     """EfficientNet-B0 trained whole: its stochastic depth draws from the global generator,
     which the checkpoint holds and the resumed fit puts back."""
     random_layers = ["--model.backbone=efficientnet_b0", "--model.freeze=none"]
-    check_resumes(tmp_path, 1, False, ("mid-epoch",), *random_layers)
+    check_resumes(tmp_path, 1, False, ("mid-epoch",), *random_layers, pairs=30)
 
 
 @pytest.mark.slow
