@@ -30,18 +30,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
-CASES = {
+#: The network of configs/demo.yaml.
+DEMO_NET = {
+    "backbone": "timm/tf_efficientnet_lite0",
+    "freeze": "blocks.1.1",
+    "feature_unit": "blocks.4.2",
+    "head": "pooled",
+    "pool_size": 4,
+    "normalize": True,
+    "image_size": 96,
+}
+CASES: dict[str, dict[str, Any]] = {
     "demo": {
-        "net": {
-            "backbone": "timm/tf_efficientnet_lite0",
-            "freeze": "blocks.1.1",
-            "feature_unit": "blocks.4.2",
-            "head": "pooled",
-            "pool_size": 4,
-            "normalize": True,
-            "image_size": 96,
-        },
+        "net": DEMO_NET,
         "part": "frozen",
         "images": [3440],
     },
@@ -51,15 +54,7 @@ CASES = {
         "images": [10828],
     },
     "demo-whole": {
-        "net": {
-            "backbone": "timm/tf_efficientnet_lite0",
-            "freeze": "blocks.1.1",
-            "feature_unit": "blocks.4.2",
-            "head": "pooled",
-            "pool_size": 4,
-            "normalize": True,
-            "image_size": 96,
-        },
+        "net": DEMO_NET,
         "part": "whole",
         "images": [1911, 100_000],
     },

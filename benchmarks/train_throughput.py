@@ -16,9 +16,8 @@ in this process, so the ratios are side by side:
   torch.compile, inference_mode for the frozen part, 1 vs 2 threads; on the loader: workers;
   on the trainer: the frozen-feature cache;
 - ``frozen``: the frozen part's pass over many images (what the feature cache's build runs),
-  eager (NCHW, channels-last) against the compiled graph of
-  ``lightning_siamese.models.frozen_graph`` (inductor), in fp32 and under bf16 autocast, at
-  ``--frozen-batch`` images a batch.
+  channels-last against NCHW, in fp32 and under bf16 autocast, at ``--frozen-batch`` images a
+  batch (compiled graphs of it: ``benchmarks/frozen_graph.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_siamese.data.datamodule import SiameseDataModule
-from lightning_siamese.models.frozen_graph import FrozenGraph
 from lightning_siamese.training.model import SiameseModel
 
 
@@ -162,25 +160,17 @@ def compute_images_per_second(
     return 3 * batch * steps / (time.perf_counter() - started)
 
 
-def frozen_images_per_second(
-    mode: str, bf16: bool, batch: int, steps: int, channels_last: bool = True
-) -> tuple[float, float]:
-    """(images/s of the frozen part over ``steps`` batches after the first, setup seconds:
-    the first batch, which builds the graph, less one timed batch's time)."""
+def frozen_images_per_second(bf16: bool, batch: int, steps: int, channels_last: bool) -> float:
+    """Images/s of the frozen part, eager, over ``steps`` batches after a first one."""
     net = ttl_model(channels_last=channels_last).net.train()  # as at fit start
     images = torch.randn(batch, 3, 200, 200)
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-        graph = FrozenGraph(net.forward_frozen, mode, steps + 1, log=lambda _: None)
-        started = time.perf_counter()
-        graph(images)
-        first = time.perf_counter() - started
-        if graph.used != mode:
-            raise RuntimeError(f"the {mode} graph was not used")
+        net.forward_frozen(images)
         started = time.perf_counter()
         for _ in range(steps):
-            graph(images)
+            net.forward_frozen(images)
         seconds = (time.perf_counter() - started) / steps
-    return batch / seconds, max(0.0, first - seconds)
+    return batch / seconds
 
 
 def loader_images_per_second(root: Path, batch: int, steps: int, workers: int) -> float:
@@ -259,14 +249,10 @@ def main() -> None:
         print(f"frozen part alone (the cache's pass), batch {size}, {steps} timed batches:")
         for bf16 in (False, True):
             precision = "bf16 autocast" if bf16 else "fp32"
-            base, _ = frozen_images_per_second("eager", bf16, size, steps)
-            nchw, _ = frozen_images_per_second("eager", bf16, size, steps, channels_last=False)
+            base = frozen_images_per_second(bf16, size, steps, channels_last=True)
+            nchw = frozen_images_per_second(bf16, size, steps, channels_last=False)
             report(f"frozen {precision}: eager, channels-last (baseline)", base)
             report(f"frozen {precision}: eager, NCHW", nchw, base)
-            for mode in ("inductor",):
-                value, setup = frozen_images_per_second(mode, bf16, size, steps)
-                what = f"{mode} graph (setup {setup:.1f} s{', cold cache' * (mode == 'inductor')})"
-                report(f"frozen {precision}: {what}", value, base)
 
 
 if __name__ == "__main__":
