@@ -12,8 +12,8 @@ them) and uses random weights, so it needs no network, and only the packages the
   twice, the weights must be identical);
 - ``validate`` (must give the figures ``fit`` logged for that checkpoint), ``test``,
   ``predict`` (one ``embeddings.pt`` with every image), ``evaluate``, ``search``;
-- ``export`` to TorchScript and ONNX, each also run on the accelerator against PyTorch (ONNX on
-  the GPU only where onnxruntime has its CUDA provider);
+- ``export`` to a ``torch.export`` program (pt2) and ONNX, each also run on the accelerator
+  against PyTorch (ONNX on the GPU only where onnxruntime has its CUDA provider);
 - the ``ddp`` strategy on every GPU of the machine (NCCL; 2 gloo processes with ``cpu``);
 
 then, in this process, the ttl model's training throughput (ResNet50 frozen to ``layer4.0``,
@@ -279,7 +279,7 @@ class Check:
         checkpoint = self.checkpoint("fit-deterministic-1")
         if not checkpoint.is_file():  # that row failed: export the fp32 run's model instead
             checkpoint = self.checkpoint("fit-fp32")
-        suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
+        suffix = ".onnx" if fmt == "onnx" else ".pt2"
         target = self.out / f"model{suffix}"
         self.cli(
             f"export-{fmt}",
@@ -298,10 +298,10 @@ class Check:
         with torch.no_grad():
             expected = model(images.to(self.device)).float().cpu()
         where = "CPU check by the command"
-        if fmt == "torchscript":
-            scripted = torch.jit.load(str(target), map_location=self.device)
+        if fmt == "pt2":
+            program = torch.export.load(str(target)).module().to(self.device)
             with torch.no_grad():
-                got = scripted(images.to(self.device)).float().cpu()
+                got = program(images.to(self.device)).float().cpu()
             where = f"run on {self.device}"
         else:
             import onnxruntime
@@ -543,7 +543,7 @@ def main() -> int:
     check.record("predict", check.predict)
     check.record("evaluate", check.evaluate)
     check.record("search", check.search)
-    check.record("export torchscript", lambda: check.export("torchscript"))
+    check.record("export pt2", lambda: check.export("pt2"))
     check.record("export onnx", lambda: check.export("onnx"))
     check.record("fit, ddp strategy", check.ddp)
     ttl_throughput(check, steps=steps, warmup=3 if gpu else 1, batch=64)

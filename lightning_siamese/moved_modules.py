@@ -78,8 +78,24 @@ def find_moved(old: str, name: str, targets: Sequence[str]) -> tuple[str, Any]:
             home = getattr(value, "__module__", None)  # where a class or function is defined
             return (home if isinstance(home, str) and home.startswith(f"{_P}.") else target), value
     raise AttributeError(
-        f"{old} has no {name!r}: {old} moved to {', '.join(targets)}, none of which has it"
+        f"{old} has no {name!r}: {old} moved to {', '.join(targets)}, none of which has it (it "
+        "was removed or renamed in 0.2: docs/architecture.md lists every module)"
     )
+
+
+def moved_name(old: str, name: str, targets: Sequence[str]) -> Any:
+    """``old.name``, found in ``targets``, with a :class:`MovedModuleWarning` that names its
+    new path (an ``AttributeError`` naming ``targets`` when none has it)."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    target, value = find_moved(old, name, targets)
+    warnings.warn(
+        f"{old}.{name} is now {target}.{name}: {old} was the module's path before "
+        "lightning-siamese 0.2; update the config or import that names it",
+        MovedModuleWarning,
+        stacklevel=3,
+    )
+    return value
 
 
 class MovedModule(types.ModuleType):
@@ -90,16 +106,7 @@ class MovedModule(types.ModuleType):
         self.__moved_to__ = tuple(targets)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        target, value = find_moved(self.__name__, name, self.__moved_to__)
-        warnings.warn(
-            f"{self.__name__}.{name} is now {target}.{name}: {self.__name__} was the module's "
-            "path before lightning-siamese 0.2; update the config or import that names it",
-            MovedModuleWarning,
-            stacklevel=2,
-        )
-        return value
+        return moved_name(self.__name__, name, self.__moved_to__)
 
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

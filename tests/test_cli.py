@@ -100,7 +100,9 @@ def test_resume_from_last(tmp_path: Path) -> None:
     assert resumed["global_step"] == 2 * first["global_step"]  # went on, did not start over
 
 
-def test_ttl_config_shows_the_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ttl_config_shows_the_keras_example(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(
             [

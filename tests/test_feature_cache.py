@@ -8,11 +8,13 @@ import logging
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 import lightning_siamese.data.triplets as triplets
-from conftest import tiny_args, write_pairs
+from conftest import tiny_args, tiny_model, write_pairs
 from lightning_siamese.cli.main import main
+from lightning_siamese.data.datamodule import SiameseDataModule
 from lightning_siamese.training.feature_cache import FeatureCache, format_bytes
 
 
@@ -182,3 +184,34 @@ def test_cache_files_and_memory_check_count_every_process(
             frozen, paths, eval_transform(16), torch.device("cpu"), processes=1, log=print
         ).close()
     one.close()
+
+
+class FailAt(pl.Callback):
+    """Fail at the second training batch (after the caches were built)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
+        if batch_idx == 1:
+            raise RuntimeError("stopped on purpose")
+
+
+def test_the_cache_is_dropped_on_every_exit_and_later_stages_read_images(
+    tmp_path: Path, reads: list[Path]
+) -> None:
+    """A fit that fails leaves no memory-mapped file and a data module serving images again;
+    after a fit that ends, validate reads the images (the caches belong to fit alone)."""
+    write_pairs(tmp_path / "pairs", 40)
+    folder = tmp_path / "features"
+    model = tiny_model(cache_frozen_features=True, feature_cache_dir=str(folder))
+    data = SiameseDataModule(str(tmp_path / "pairs"), 32, batch_size=8, num_workers=0,
+                             split_fractions=(0.6, 0.2, 0.2))  # fmt: skip
+    options = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+    failing = pl.Trainer(default_root_dir=tmp_path / "a", callbacks=[FailAt()], **options)
+    with pytest.raises(RuntimeError, match="stopped on purpose"):
+        failing.fit(model, data)
+    assert list(folder.iterdir()) == [] and data._features == {}
+    trainer = pl.Trainer(default_root_dir=tmp_path / "b", max_epochs=1, **options)
+    trainer.fit(model, data)
+    assert list(folder.iterdir()) == [] and data._features == {}
+    reads.clear()
+    (metrics,) = trainer.validate(model, data)
+    assert reads and 0 <= metrics["val/recall@1"] <= 1

@@ -107,6 +107,40 @@ def test_eager_when_the_graph_fails_or_disagrees(monkeypatch: pytest.MonkeyPatch
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
+def test_larger_batches_and_later_failures_run_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graph runs the batch size it was checked at and smaller ones (padded); a larger
+    batch, and every batch after the graph fails, run eager."""
+    trunk = TinyTrunk().eval()
+    sizes: list[int] = []
+
+    def counting(wrapper: nn.Module):  # type: ignore[no-untyped-def]
+        def graph(batch: torch.Tensor) -> torch.Tensor:
+            sizes.append(len(batch))
+            if len(sizes) > 4:
+                raise RuntimeError("a kernel failed")
+            return wrapper(batch)
+
+        return graph
+
+    monkeypatch.setattr(FrozenGraph, "_make", staticmethod(counting))
+    logged: list[str] = []
+    images = batches(1, size=6)[0]
+    with torch.inference_mode():
+        graph = FrozenGraph(trunk.forward_frozen, "inductor", 10, logged.append)
+        graph(images)  # eager, then the graph built and checked (two calls, 6 and 1 padded)
+        assert graph.used == "inductor" and sizes == [6, 6]
+        want = trunk.forward_frozen(torch.cat([images, images]))
+        assert torch.equal(graph(torch.cat([images, images])), want) and sizes == [6, 6]
+        graph(images[:3])  # padded to 6
+        assert sizes == [6, 6, 6]
+        graph(images)
+        got = graph(images)  # the graph fails: eager from here on
+    assert torch.equal(got, trunk.forward_frozen(images))
+    assert (
+        graph.used == "eager" and "failed (RuntimeError: a kernel failed); eager on" in logged[-1]
+    )
+
+
 def test_plain_functions_old_and_bad_modes() -> None:
     logged: list[str] = []
     graph = FrozenGraph(lambda x: x * 2, "inductor", 10, logged.append)

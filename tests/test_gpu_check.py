@@ -24,7 +24,7 @@ PATHS = [
     "predict",
     "evaluate",
     "search",
-    "export torchscript",
+    "export pt2",
     "export onnx",
     "fit, ddp strategy",
     "data: 200 px JPEG copies",

@@ -47,6 +47,13 @@ def test_every_old_module_path_finds_its_names() -> None:
     module = importlib.import_module("lightning_siamese.checkpoints")
     with pytest.raises(AttributeError, match=r"moved to lightning_siamese\.training\.checkpoints"):
         module.NoSuchThing  # noqa: B018
+    # The old paths that are packages now find their other names too, with the warning.
+    import lightning_siamese.cli as cli
+    import lightning_siamese.data as data
+
+    with pytest.warns(MovedModuleWarning, match=r"data\.check_root is now .*run_split\.check_root"):
+        assert callable(data.check_root)
+    assert callable(cli.overview) and cli.TRACEBACK_VARIABLE == "LIGHTNING_SIAMESE_TRACEBACK"
     # The old paths that stayed packages keep their main names, without a warning.
     from lightning_siamese.data import SiameseDataModule
     from lightning_siamese.retrieval import rank_metrics, top_k

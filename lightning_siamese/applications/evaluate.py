@@ -55,6 +55,9 @@ def evaluate(
     model = load_model(checkpoint, device)
     files = [path for pair in pairs for path in (pair.left, pair.right)]
     result = embed_files(model, files, batch_size, num_workers)
+    if result.unreadable and strict:
+        listed = "; ".join(f"{files[i]}: {reason}" for i, reason in result.unreadable[:5])
+        raise PairDataError(f"strict mode: files went bad after the check: {listed}")
     if result.unreadable:  # a file that went bad since the check: its pair is left out
         bad = {index // 2 for index, _ in result.unreadable}
         report.problems += [

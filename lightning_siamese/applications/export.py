@@ -125,11 +125,10 @@ def describe(
 
 
 class ExportedFile(NamedTuple):
-    """A file an exporter wrote, the exporter used, and what is worth telling about it."""
+    """A file an exporter wrote, and the exporter used."""
 
     path: Path
     exporter: str
-    notes: list[str]
 
 
 def _batch_dimension() -> dict[int, Any]:
@@ -163,7 +162,7 @@ def export_onnx(
         raise ExportError(
             f"ONNX export failed ({type(error).__name__}: {first}); --format pt2 may still work"
         ) from error
-    return ExportedFile(path, "torch.onnx.export(dynamo=True)", [])
+    return ExportedFile(path, "torch.onnx.export(dynamo=True)")
 
 
 def export_program(
@@ -183,7 +182,7 @@ def export_program(
     except Exception as error:
         first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         raise ExportError(f"torch.export failed: {type(error).__name__}: {first}") from error
-    return ExportedFile(path, "torch.export", [])
+    return ExportedFile(path, "torch.export")
 
 
 EXPORTERS = {"onnx": export_onnx, "pt2": export_program}
@@ -211,7 +210,7 @@ def export_model(
             dynamic).
 
     Returns:
-        the sidecar's content, with ``path`` (the file), ``sidecar`` and ``notes``; with a check,
+        the sidecar's content, with ``path`` (the file) and ``sidecar``; with a check,
         ``check.passed`` says whether the file is within ``tolerance``.
 
     Raises:
@@ -241,7 +240,14 @@ def export_model(
     if fmt == "onnx":
         info["onnx_opset"] = _onnx_opset(exported.path)
     if inputs is not None:
-        difference = compare(net, load_exported(exported.path, fmt), inputs)
+        try:
+            difference = compare(net, load_exported(exported.path, fmt), inputs)
+        except Exception as error:  # the runtime refuses the file: the export is not usable
+            first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            raise ExportError(
+                f"{exported.path} was written but could not be run to check it "
+                f"({type(error).__name__}: {first}); do not use it, or pass --no-check"
+            ) from error
         info["check"] = {
             "inputs": source,
             "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
@@ -251,7 +257,7 @@ def export_model(
         }
     sidecar = sidecar_path(exported.path)
     sidecar.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return {**info, "path": str(exported.path), "sidecar": str(sidecar), "notes": exported.notes}
+    return {**info, "path": str(exported.path), "sidecar": str(sidecar)}
 
 
 def _onnx_opset(path: Path) -> int | None:

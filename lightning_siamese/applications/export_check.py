@@ -17,7 +17,7 @@ from lightning_siamese.applications.export_format import (
     OUTPUT_NAME,
 )
 from lightning_siamese.data.folders import image_inputs
-from lightning_siamese.data.image_files import ImageFilesDataset
+from lightning_siamese.data.image_files import ImageFilesDataset, image_batches
 from lightning_siamese.errors import ExportError
 from lightning_siamese.training.model import SiameseModel
 
@@ -73,18 +73,16 @@ def check_inputs(
     if source is None:
         size = int(model.hparams["image_size"])
         return example_inputs(size, count), f"{count} random inputs (no --check images given)"
-    listing = image_inputs(source, "--check")
-    dataset = ImageFilesDataset(listing.paths(), model.transform())
+    dataset = ImageFilesDataset(image_inputs(source, "--check").paths(), model.transform())
+    unreadable: list[tuple[int, str]] = []
     tensors: list[torch.Tensor] = []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        if item["unreadable"]:
-            if skipped is not None:
-                skipped.append((str(dataset.paths[index]), item["unreadable"]))
-        elif len(tensors) < CHECK_IMAGES:
-            tensors.append(item["image"])
+    # The one loop over image files, running nothing: the first readable images, preprocessed.
+    for _, images in image_batches(lambda batch: batch, dataset, unreadable, CHECK_IMAGES):
+        tensors += list(images)[: CHECK_IMAGES - len(tensors)]
         if len(tensors) == CHECK_IMAGES:
             break
+    if skipped is not None:
+        skipped += [(str(dataset.paths[index]), reason) for index, reason in unreadable]
     if not tensors:
         raise ExportError(f"{source}: no readable image to check with")
     return torch.stack(tensors), f"{len(tensors)} image(s) from {source}"

@@ -128,7 +128,7 @@ def search(
     Args:
         checkpoint: a checkpoint written by ``fit``.
         gallery: folder searched, recursively (the rule of
-            :func:`~lightning_siamese.data.images.list_images`).
+            :func:`~lightning_siamese.data.folders.list_images`).
         query: an image file, or a folder of them.
         include_self: keep a query that is a gallery image in its own results.
         use_cache: reuse and update the gallery's embedding cache (see

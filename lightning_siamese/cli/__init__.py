@@ -1,5 +1,5 @@
 """The command line: ``main`` routes to the LightningCLI or to the other commands."""
 
-from lightning_siamese.cli.main import main
+from lightning_siamese.cli.main import TRACEBACK_VARIABLE, TRAINING, main, overview
 
-__all__ = ["main"]
+__all__ = ["TRACEBACK_VARIABLE", "TRAINING", "main", "overview"]

@@ -92,8 +92,6 @@ def main(args: Sequence[str] | None = None) -> int:
         tolerance=parsed.tolerance,
         batch_size_hint=parsed.batch_size_hint,
     )
-    for note in info["notes"]:
-        print(note, file=sys.stderr)
     status = 0
     check = info.get("check")
     if check is not None:

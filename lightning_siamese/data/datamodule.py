@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +29,7 @@ from lightning_siamese.data.run_split import (
     triplet_datasets,
     write_run_split,
 )
-from lightning_siamese.data.sampling import ResumableLoader, TripletSampler
+from lightning_siamese.data.sampling import ResumableLoader, TripletSampler, epoch_place
 from lightning_siamese.data.splits import (
     SPLIT_FILE,
     SPLITS,
@@ -105,8 +104,10 @@ class SiameseDataModule(pl.LightningDataModule):
         self.datasets: dict[str, TripletDataset] = {}
         self._split_from_run_file = False
         self._split_unwritten = False
-        #: Per split, features served in place of its images (:meth:`serve_features`).
-        self._features: dict[str, FeatureTable] = {}
+        #: Per split, features served in place of its images (:meth:`serve_features`), with
+        #: the dataset they were computed for.
+        self._features: dict[str, tuple[TripletDataset, FeatureTable]] = {}
+        self._dataset_size: int | None = None
 
     def prepare_data(self) -> None:
         kind = self.hparams["build_if_missing"]
@@ -131,6 +132,8 @@ class SiameseDataModule(pl.LightningDataModule):
         # and writes the run's split when it starts training.
         if not self.splits or (stage == "fit" and self._split_from_run_file):
             self._discover_and_split(stage)
+        elif self.image_size != self._dataset_size:  # reused with a model of another size
+            self._make_datasets()
         self._split_unwritten = stage == "fit"
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
             stage or "fit", ()
@@ -178,7 +181,12 @@ class SiameseDataModule(pl.LightningDataModule):
             rank_zero_info(f"using the split of {split_file}")
         pairs = require_pairs(self.report, strict=hp["strict"])
         self.splits = split_pairs(pairs, hp["split_fractions"], hp["seed"], split_file)
-        size = self._image_size()
+        self._make_datasets()
+        sizes = ", ".join(f"{split} {len(self.splits[split])}" for split in SPLITS)
+        rank_zero_info(f"{self.report.summary()}\nsplit (seed {hp['seed']}): {sizes} pairs")
+
+    def _make_datasets(self) -> None:
+        hp, size = self.hparams, self._image_size()
         self.datasets = triplet_datasets(
             self.splits,
             eval_transform(size, hp["mean"], hp["std"]),
@@ -186,8 +194,7 @@ class SiameseDataModule(pl.LightningDataModule):
             hp["seed"],
             hp["group_mates_as_negatives"],
         )
-        sizes = ", ".join(f"{split} {len(self.splits[split])}" for split in SPLITS)
-        rank_zero_info(f"{self.report.summary()}\nsplit (seed {hp['seed']}): {sizes} pairs")
+        self._dataset_size = size
 
     def state_dict(self) -> dict[str, Any]:
         """What made the split, saved with every checkpoint: a resumed fit keeps it."""
@@ -223,8 +230,10 @@ class SiameseDataModule(pl.LightningDataModule):
     def serve_features(self, features: dict[str, FeatureTable]) -> None:
         """From now on the loaders of these splits read no image: their batches carry the rows
         of ``features[split]`` as ``features`` (see :mod:`~lightning_siamese.data.features`);
-        ``serve_features({})`` goes back to images."""
-        self._features = dict(features)
+        ``serve_features({})`` goes back to images. Features serve only the datasets they were
+        computed from: a split set up anew (a resume that restores after fit start) reads its
+        images again."""
+        self._features = {split: (self.datasets[split], table) for split, table in features.items()}
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         dataset = self.datasets["train"]
@@ -247,22 +256,8 @@ class SiameseDataModule(pl.LightningDataModule):
             ResumableLoader,
             sampler=sampler,
             drop_last=True,
-            progress=partial(self._progress, batches),
+            progress=lambda: epoch_place(self.trainer, batches),
         )
-
-    def _progress(self, loader_batches: int) -> tuple[int, int, int] | None:
-        """(the epoch in progress, its batches done on this process, the batches it has);
-        None without a trainer."""
-        trainer = self.trainer
-        if trainer is None:
-            return None
-        limit = trainer.limit_train_batches  # an int counts batches, a float is a share
-        batches = (
-            min(limit, loader_batches) if isinstance(limit, int) else int(limit * loader_batches)
-        )
-        # The batch counter tracks 'processed' (typed as its base class, which does not).
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
-        return trainer.current_epoch, done, batches
 
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         return self._loader("val")
@@ -292,9 +287,10 @@ class SiameseDataModule(pl.LightningDataModule):
         workers = self.hparams["num_workers"]
         if split == "predict":
             dataset = self.predict_dataset
-        elif split in self._features:  # numbers only, and the rows gathered in this process
+        elif self._features.get(split, (None,))[0] is self.datasets[split]:
+            # Numbers only, and the rows gathered in this process.
             dataset, workers = self.datasets[split].without_images(), 0
-            kwargs["collate_fn"] = CollateWithFeatures(self._features[split])
+            kwargs["collate_fn"] = CollateWithFeatures(self._features[split][1])
         else:
             dataset = self.datasets[split]
         return kind(

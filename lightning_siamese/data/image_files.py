@@ -79,13 +79,13 @@ def folder_dataset(root: str | Path, what: str, transform: Transform) -> ImageFi
     return ImageFilesDataset(listing.paths(), transform, root, skipped)
 
 
-def readable_rows(batch: Batch) -> tuple[list[int], list[tuple[str, str]]]:
+def readable_rows(batch: Batch) -> tuple[list[int], list[tuple[int, str]]]:
     """The rows of a batch of :class:`ImageFilesDataset` items whose file was read, and
-    ``(path, reason)`` of the others."""
+    ``(row, reason)`` of the others."""
     reasons = batch["unreadable"]
-    rows = [row for row, reason in enumerate(reasons) if not reason]
-    skipped = [(batch["path"][row], reason) for row, reason in enumerate(reasons) if reason]
-    return rows, skipped
+    return [row for row, reason in enumerate(reasons) if not reason], [
+        (row, reason) for row, reason in enumerate(reasons) if reason
+    ]
 
 
 @dataclass
@@ -116,18 +116,15 @@ def image_batches(
         dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
     )
     for batch in loader:
-        rows, _ = readable_rows(batch)
-        unreadable += [
-            (int(batch["index"][row]), reason)
-            for row, reason in enumerate(batch["unreadable"])
-            if reason
-        ]
+        rows, bad = readable_rows(batch)
+        unreadable += [(int(batch["index"][row]), reason) for row, reason in bad]
         if not rows:
             continue
-        images = batch["image"] if len(rows) == len(batch["index"]) else batch["image"][rows]
+        images = batch["image"] if not bad else batch["image"][rows]
         images = images.to(device, non_blocking=True)
         with torch.inference_mode():  # measured ~9% faster than no_grad alone on CPU
-            yield batch["index"][rows], function(convert(images) if convert else images)
+            outputs = function(convert(images) if convert else images)
+        yield batch["index"][rows], outputs
 
 
 def run_over_images(

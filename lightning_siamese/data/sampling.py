@@ -149,3 +149,15 @@ class ResumableLoader(DataLoader):
                 "(last.ckpt is one unless a mid-epoch save replaced it)"
             )
         self._loaded = {key: int(state_dict[key]) for key in ("epoch", "samples")}
+
+
+def epoch_place(trainer: Any, loader_batches: int) -> tuple[int, int, int] | None:
+    """Where a Lightning trainer stands, for :class:`ResumableLoader`'s ``progress``: (the
+    epoch in progress, its batches done on this process, the batches it has, of the
+    ``loader_batches`` the loader gives); None without a trainer."""
+    if trainer is None:
+        return None
+    limit = trainer.limit_train_batches  # an int counts batches, a float is a share
+    batches = min(limit, loader_batches) if isinstance(limit, int) else int(limit * loader_batches)
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    return trainer.current_epoch, done, batches

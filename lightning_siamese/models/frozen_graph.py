@@ -117,8 +117,15 @@ class FrozenGraph:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        if self.graph is not None:
-            return self._run_graph(self.graph, self.batch_size, images)
+        # A batch larger than the one compiled for (the first) runs eager: compiling again
+        # would cost another compile, and that graph would go unchecked.
+        if self.graph is not None and len(images) <= self.batch_size:
+            try:
+                return self._run_graph(self.graph, self.batch_size, images)
+            except Exception as error:  # eager is always the fallback
+                first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+                self.log(f"inductor graph failed ({type(error).__name__}: {first}); eager on")
+                self.graph, self.used = None, "eager"
         started = time.perf_counter()
         output = self.method(images)
         if self.calls == 1 and self.wanted(output, time.perf_counter() - started):

@@ -205,7 +205,7 @@ class ApproximateIndex:
         exclude: Sequence[int | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Approximately the ``k`` gallery rows most cosine-similar to each query, as
-        :func:`~lightning_siamese.retrieval.ranks.top_k` gives them (rows of ``paths``, the
+        :func:`~lightning_siamese.retrieval.nearest.top_k` gives them (rows of ``paths``, the
         gallery this index was last updated for). A result the index could not fill (too
         few vectors in the scanned cells) scores ``-inf``."""
         faiss = require_faiss()

@@ -119,4 +119,4 @@ class SplitMetrics(Metric):
         metrics = split_metrics(anchor, positive, negative, self.distance, self.block_size)
         if self.triplet_loss is not None:
             metrics["loss"] = self.triplet_loss(anchor, positive, negative).mean().item()
-        return {key: torch.tensor(value) for key, value in metrics.items()}
+        return {key: torch.tensor(float(value)) for key, value in metrics.items()}

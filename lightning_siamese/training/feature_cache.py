@@ -181,10 +181,14 @@ def build_feature_cache(
     total = f"{each}, {format_bytes(needed)} in all" if processes > 1 else ""
     log(f"frozen-feature cache: {cache.describe()}{total}; computing")
     unreadable: list[tuple[int, str]] = []
-    for rows, features in image_batches(
-        graph or frozen, dataset, unreadable, batch_size, num_workers, device, convert
-    ):
-        cache.features[rows] = features.cpu()
+    try:
+        for rows, features in image_batches(
+            graph or frozen, dataset, unreadable, batch_size, num_workers, device, convert
+        ):
+            cache.features[rows] = features.cpu()
+    except BaseException:  # interrupted or failed: no half-built file left behind
+        cache.close()
+        raise
     if unreadable:  # read fine when the pairs were checked, moments ago
         cache.close()
         listed = "; ".join(f"{paths[index]}: {reason}" for index, reason in unreadable[:3])

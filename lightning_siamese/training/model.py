@@ -81,7 +81,8 @@ class SiameseModel(pl.LightningModule):
             :func:`default_optimizer`: Adam, lr 1e-4, fused kernels where supported.
         scheduler: learning-rate scheduler, stepped every epoch; default none.
         cache_frozen_features: run every distinct train/val image through the frozen part once
-            at ``fit`` start and train only the tail (exact; off for augmented training images).
+            at ``fit`` start and train only the tail (the same losses as without it, to the
+            rounding of a compiled frozen part; off for augmented training images).
         feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
             memory (removed at the end of ``fit``).
         frozen_graph: how the cache's pass runs the frozen part: ``auto`` (compiled with
@@ -278,13 +279,13 @@ class SiameseModel(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
-        rows, skipped = readable_rows(batch)  # unreadable files: skipped and named
+        rows, bad = readable_rows(batch)  # unreadable files: skipped and named
         empty = batch["image"].new_zeros(0, self.hparams["embedding_dim"])
         return {
             "embeddings": self.net(batch["image"][rows]) if rows else empty,
             "paths": [batch["path"][row] for row in rows],
             "indices": batch["index"][rows].tolist(),
-            "skipped": skipped,
+            "skipped": [(batch["path"][row], reason) for row, reason in bad],
         }
 
     # Optimisation ----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The data's randomness needs none of this: each epoch's order, negatives and augmentation are
 drawn from ``(data.seed, epoch)`` (see
-:class:`~lightning_siamese.data.triplets.TripletSampler`). What is left is the model's own:
+:class:`~lightning_siamese.data.sampling.TripletSampler`). What is left is the model's own:
 dropout and stochastic depth draw from the global torch generators of each process, which a
 resumed fit would otherwise start afresh.
 """
