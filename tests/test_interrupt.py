@@ -15,19 +15,25 @@ import pytest
 import torch
 
 from conftest import tiny_args, write_pairs
+from lightning_siamese.cli.main import main
 from lightning_siamese.training.checkpoint_files import partial_files
 
 TESTS = Path(__file__).resolve().parent
 
 
-def fit(run: Path, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    args = [
+def fit_args(run: Path, root: Path, *extra: str) -> list[str]:
+    return [
         *tiny_args(root, run),
         "--trainer.max_epochs=3",
         "--trainer.deterministic=true",
         "--validate_before_fit=false",
         *extra,
     ]
+
+
+def fit(run: Path, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The fit in a process of its own (where a kill ends only it), on one thread."""
+    args = fit_args(run, root, *extra)
     env = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "lightning_siamese", "fit", *args],
@@ -56,14 +62,23 @@ KILLERS = {
 }
 
 
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One uninterrupted fit for every kill: (the pair folder, its run folder)."""
+    base = tmp_path_factory.mktemp("interrupt")
+    root = base / "pairs"
+    write_pairs(root, 40)
+    result = fit(base / "plain", root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, base / "plain"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill", sorted(KILLERS))
-def test_killed_fit_resumes_to_the_same_result(tmp_path: Path, kill: str) -> None:
-    root = tmp_path / "pairs"
-    write_pairs(root, 40)
-    plain = fit(tmp_path / "plain", root)
-    assert plain.returncode == 0, plain.stderr[-3000:]
-
+def test_killed_fit_resumes_to_the_same_result(
+    tmp_path: Path, kill: str, plain: tuple[Path, Path]
+) -> None:
+    root, reference_run = plain
     name, options = KILLERS[kill]
     killer = {"class_path": f"interrupt_callbacks.{name}", "init_args": options}
     run = tmp_path / "interrupted"
@@ -80,16 +95,21 @@ def test_killed_fit_resumes_to_the_same_result(tmp_path: Path, kill: str) -> Non
     for path in checkpoints.glob("*.ckpt"):  # every checkpoint file is whole
         torch.load(path, weights_only=True)
 
-    resumed = fit(run, root, "--ckpt_path=last")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The resume in this process, on one thread as the fits in their own processes.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["fit", *fit_args(run, root), "--ckpt_path=last"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     assert not partial_files(checkpoints)
     final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    reference = torch.load(tmp_path / "plain" / "checkpoints" / "last.ckpt", weights_only=True)
+    reference = torch.load(reference_run / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["epoch"] == reference["epoch"] == 2
     assert final["global_step"] == reference["global_step"]
     for name, value in reference["state_dict"].items():  # tolerance: exact on one CPU thread
         torch.testing.assert_close(final["state_dict"][name], value, rtol=0, atol=1e-6, msg=name)
-    ours, theirs = final_metrics(run), final_metrics(tmp_path / "plain")
+    ours, theirs = final_metrics(run), final_metrics(reference_run)
     assert ours.keys() == theirs.keys() and "val/recall@1" in ours
     for key, value in theirs.items():
         assert ours[key] == pytest.approx(value, abs=1e-6), key
@@ -97,8 +117,6 @@ def test_killed_fit_resumes_to_the_same_result(tmp_path: Path, kill: str) -> Non
 
 def test_last_checkpoint_follows_every_epoch(tmp_path: Path) -> None:
     """Also when the monitored metric stops improving (Lightning alone keeps the best's copy)."""
-    from lightning_siamese.cli.main import main
-
     root, run = tmp_path / "pairs", tmp_path / "run"
     write_pairs(root, 40)
     # Nothing trains (all frozen, learning rate 0): val/recall@1 is the same every epoch, so the
