@@ -29,14 +29,14 @@ from torch import nn
 #: ``jit``: the earlier name of the compiled graph (TorchScript is deprecated), now inductor.
 FrozenGraphMode = Literal["auto", "inductor", "eager", "jit"]
 MODES: tuple[str, ...] = ("auto", "inductor", "eager", "jit")
-#: Seconds a first compile costs, to repay: measured 15-34 s with a cold cache on 2 CPU cores
-#: for the networks of ``configs/demo.yaml`` and ``configs/ttl.yaml`` (``benchmarks/
-#: frozen_graph.py``; a warm cache takes about 9 s): the higher figure, rounded up.
+#: Seconds a first compile costs, to repay: 15-36 s with a cold cache on 2 CPU cores for the
+#: networks of ``configs/demo.yaml`` and ``configs/ttl.yaml`` over three runs of
+#: ``benchmarks/frozen_graph.py`` (about 9 s warm): above the highest, so as not to count on luck.
 COMPILE_SECONDS = 40.0
-#: How much faster a compiled batch runs than an eager one, by output precision: measured
-#: 1.10x (the demo's trunk), 1.32x (the Keras example's trunk) and 1.96x (the demo's whole
-#: network) in float32; 1.79x, 1.25x and 1.48x in bfloat16 (``benchmarks/frozen_graph.py``).
-#: Figures near the lower ones, so that ``auto`` compiles only where it clearly pays.
+#: How much faster a compiled batch runs than an eager one, by output precision, over those
+#: runs: 1.10-1.43x (the demo's trunk), 1.23-1.38x (the Keras example's trunk) and 1.84-2.02x
+#: (the demo's whole network) in float32; 1.33-2.10x, 1.25-1.81x and 1.37-1.58x in bfloat16.
+#: Near the low ends, so that ``auto`` compiles only where it clearly pays.
 SPEEDUP = {torch.float32: 1.3}
 LOW_PRECISION_SPEEDUP = 1.2
 #: Largest relative difference (L2 norm of the difference over that of the eager output)

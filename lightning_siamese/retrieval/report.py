@@ -63,8 +63,8 @@ class SplitEmbeddings:
     def table(self, k: int = 5) -> list[dict[str, Any]]:
         """One row per query: file names, rank and score of the true match, the top-k.
 
-        ``rank`` is the expected rank under a random order of tied items (2.5: tied with two
-        others for second place), a whole number when there is no tie."""
+        ``rank`` is the expected rank under a random order of tied items (2.5: tied with one
+        other for second place), a whole number when there is no tie."""
         ranks = self.ranks().expected().tolist()
         scores, indices = top_k(self.anchor, self.positive, k)
         true_scores = torch.nn.functional.cosine_similarity(self.anchor, self.positive)
