@@ -182,8 +182,11 @@ class SiameseModel(pl.LightningModule):
     # Steps -----------------------------------------------------------------------------------
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        if not self.hparams["cache_frozen_features"]:
-            return []
+        callbacks = getattr(self._trainer, "callbacks", [])
+        if not self.hparams["cache_frozen_features"] or any(
+            isinstance(callback, CacheFrozenFeatures) for callback in callbacks
+        ):
+            return []  # (one there already: a validation before fit attached it)
         directory, mode = self.hparams["feature_cache_dir"], self.hparams["frozen_graph"]
         return [CacheFrozenFeatures(directory, mode)]
 
