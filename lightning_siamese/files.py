@@ -9,7 +9,9 @@ one, never half of one (checkpoints, the gallery's embedding cache, ``split.csv`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import sys
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -75,3 +77,23 @@ def name_key(name: str) -> str:
     """The form in which names are compared: Unicode NFC, so ``café`` typed on one system and
     the decomposed ``café`` that macOS writes are one name."""
     return unicodedata.normalize("NFC", name)
+
+
+def content_digest(path: str | Path) -> str:
+    """A fingerprint of the file's bytes: BLAKE2b, 16 bytes, as 32 hex digits. Equal digests
+    mean equal content whatever the file's name, size or mtime says.
+
+    Raises:
+        OSError: the file cannot be opened or read.
+    """
+    with open(path, "rb") as handle:
+        if sys.version_info >= (3, 11):
+            return hashlib.file_digest(handle, _blake2b_16).hexdigest()
+        digest = _blake2b_16()  # Python 3.10: the loop file_digest runs
+        while chunk := handle.read(1 << 18):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+def _blake2b_16() -> hashlib.blake2b:
+    return hashlib.blake2b(digest_size=16)

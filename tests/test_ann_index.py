@@ -3,7 +3,9 @@ files come and go, the stored file, and ``search --index`` end to end."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import pattern_image
 from lightning_siamese.cli.main import main
 from lightning_siamese.errors import ConfigError
 from lightning_siamese.retrieval import ann_index
@@ -34,9 +37,10 @@ def exact_top(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> torch.Ten
     return similarity.argsort(dim=1, descending=True)[:, :k]
 
 
-def names(count: int) -> tuple[list[str], dict[str, tuple[int, int]]]:
+def names(count: int) -> tuple[list[str], dict[str, str]]:
+    """``count`` image paths and a content digest for each (made up: 32 hex digits)."""
     paths = [f"img{i:05d}.png" for i in range(count)]
-    return paths, {path: (100 + i, 7) for i, path in enumerate(paths)}
+    return paths, {path: f"{i:032x}" for i, path in enumerate(paths)}
 
 
 @pytest.mark.parametrize(
@@ -44,8 +48,8 @@ def names(count: int) -> tuple[list[str], dict[str, tuple[int, int]]]:
 )
 def test_recall_against_exact_search(settings: IndexSettings) -> None:
     gallery, queries = clustered(3000), clustered(200, seed=1)
-    paths, stats = names(len(gallery))
-    index = ApproximateIndex.build(settings, paths, stats, gallery)
+    paths, digests = names(len(gallery))
+    index = ApproximateIndex.build(settings, paths, digests, gallery)
     scores, rows = index.search(queries, 10, paths)
     truth = exact_top(queries, gallery, 10)
     recall = (
@@ -69,8 +73,8 @@ def test_recall_against_exact_search(settings: IndexSettings) -> None:
 
 def test_ivf_scanning_every_cell_is_exact_and_excludes_the_query() -> None:
     gallery = clustered(500)
-    paths, stats = names(len(gallery))
-    index = ApproximateIndex.build(IndexSettings("ivf", lists=8, probes=8), paths, stats, gallery)
+    paths, digests = names(len(gallery))
+    index = ApproximateIndex.build(IndexSettings("ivf", lists=8, probes=8), paths, digests, gallery)
     queries = gallery[:20]
     _, rows = index.search(queries, 5, paths, exclude=list(range(20)))
     cosine = F.normalize(queries.double(), dim=1) @ F.normalize(gallery.double(), dim=1).T
@@ -80,19 +84,19 @@ def test_ivf_scanning_every_cell_is_exact_and_excludes_the_query() -> None:
 
 def test_updates_add_remove_and_re_add_changed_files(tmp_path: Path) -> None:
     gallery = clustered(1200)
-    paths, stats = names(1000)
+    paths, digests = names(1000)
     settings = IndexSettings("ivf", probes=1000)  # every cell: exact, so results are checkable
-    index = ApproximateIndex.build(settings, paths, stats, gallery[:1000])
+    index = ApproximateIndex.build(settings, paths, digests, gallery[:1000])
     # 200 new files, the first 50 removed, and img00050.png changed (a new embedding).
-    new_paths, new_stats = names(1200)
+    new_paths, new_digests = names(1200)
     new_paths, embeddings = new_paths[50:], gallery[50:].clone()
     embeddings[0] = -gallery[50]
-    new_stats = {path: new_stats[path] for path in new_paths}
-    new_stats["img00050.png"] = (1, 2)
+    new_digests = {path: new_digests[path] for path in new_paths}
+    new_digests["img00050.png"] = "f" * 32  # another content
     index.save(tmp_path / "index.pt")
     loaded = ApproximateIndex.load(tmp_path / "index.pt", settings, notes := [])
     assert loaded is not None and not notes and len(loaded) == 1000
-    updated = loaded.update(new_paths, new_stats, embeddings)
+    updated = loaded.update(new_paths, new_digests, embeddings)
     assert updated is loaded, updated.note  # updated in place, not rebuilt
     assert updated.note.startswith("updated") and "201 added" in updated.note, updated.note
     assert "50 removed" in updated.note
@@ -100,28 +104,28 @@ def test_updates_add_remove_and_re_add_changed_files(tmp_path: Path) -> None:
     _, rows = updated.search(embeddings[:30], 3, new_paths)
     assert rows.tolist() == exact_top(embeddings[:30], embeddings, 3).tolist()
     # Nothing changed: the same index, used as it is.
-    again = updated.update(new_paths, new_stats, embeddings)
+    again = updated.update(new_paths, new_digests, embeddings)
     assert again is updated and again.note.startswith("using")
 
 
 def test_rebuilds_when_needed() -> None:
     gallery = clustered(800)
-    paths, stats = names(800)
-    hnsw = ApproximateIndex.build(IndexSettings("hnsw", neighbors=8), paths, stats, gallery)
-    grown = hnsw.update(paths[:700], stats, gallery[:700])  # HNSW cannot delete
+    paths, digests = names(800)
+    hnsw = ApproximateIndex.build(IndexSettings("hnsw", neighbors=8), paths, digests, gallery)
+    grown = hnsw.update(paths[:700], digests, gallery[:700])  # HNSW cannot delete
     assert grown is not hnsw and grown.note.startswith("rebuilt") and len(grown) == 700
-    added = grown.update(paths, stats, gallery)  # additions only: in place
+    added = grown.update(paths, digests, gallery)  # additions only: in place
     assert added is grown and len(added) == 800
-    ivf = ApproximateIndex.build(IndexSettings("ivf"), paths[:100], stats, gallery[:100])
-    bigger = ivf.update(paths, stats, gallery)  # 8x the vectors its cells were trained on
+    ivf = ApproximateIndex.build(IndexSettings("ivf"), paths[:100], digests, gallery[:100])
+    bigger = ivf.update(paths, digests, gallery)  # 8x the vectors its cells were trained on
     assert bigger is not ivf and "trained on 100" in bigger.note
 
 
 def test_stored_index_of_other_settings_or_damaged_is_rebuilt(tmp_path: Path) -> None:
     gallery = clustered(400)
-    paths, stats = names(400)
+    paths, digests = names(400)
     settings = IndexSettings("ivf", lists=4)
-    ApproximateIndex.build(settings, paths, stats, gallery).save(tmp_path / "i.pt")
+    ApproximateIndex.build(settings, paths, digests, gallery).save(tmp_path / "i.pt")
     assert ApproximateIndex.load(tmp_path / "i.pt", replace(settings, lists=8), []) is None
     # Search-time settings do not invalidate the file.
     assert ApproximateIndex.load(tmp_path / "i.pt", replace(settings, probes=2), []) is not None
@@ -172,3 +176,39 @@ def test_search_command_builds_stores_and_updates_the_index(
     found, log = run("--index=ivf", "--lists=2", "--probes=2")
     assert "1 added (new or changed), 0 removed" in log, log
     assert any(m["path"] == "extra.jpg" for m in found["queries"][0]["matches"])
+
+
+def test_search_command_re_adds_a_file_whose_content_changed_under_the_same_stat(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another picture with the same size and mtime (``cp -p``, ``rsync -a``): the index is
+    keyed on content, so the file is re-added and found as the new picture."""
+    gallery = tmp_path / "gallery"
+    shutil.copytree(trained_run[0], gallery)
+    target = gallery / "right" / "pair0005.png"
+    pattern_image(5, variant=1).save(target, compress_level=0)  # uncompressed: size = pixels
+    query = tmp_path / "query.png"
+    picture = io.BytesIO()
+    pattern_image(200, variant=1).save(picture, format="PNG", compress_level=0)
+    query.write_bytes(picture.getvalue())
+
+    def run() -> tuple[dict, str]:
+        args = [f"--ckpt={trained_run[2]}", f"--gallery={gallery}", f"--query={query}"]
+        args += ["--json", "--device=cpu", "--num-workers=0", f"--out={tmp_path / 's.png'}"]
+        args += ["--index=ivf", "--lists=2", "--probes=2"]
+        assert main(["search", *args]) == 0
+        captured = capsys.readouterr()
+        return json.loads(captured.out), captured.err
+
+    _, log = run()
+    assert "index: built an IVF index (80 images, 2 cells)" in log
+    before = target.stat()
+    target.write_bytes(picture.getvalue())
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    found, log = run()
+    assert "1 added (new or changed), 0 removed" in log, log
+    best = found["queries"][0]["matches"][0]
+    assert best["path"] == "right/pair0005.png"
+    assert best["score"] == pytest.approx(1.0, abs=1e-5)

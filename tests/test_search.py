@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import pattern_image
+from conftest import pattern_image, tiny_model
 from lightning_siamese.applications import gallery as gallery_module
 from lightning_siamese.applications.inference import embed_paths, load_model
 from lightning_siamese.applications.search import search
@@ -198,10 +199,158 @@ def test_unreadable_images_are_skipped(
     assert "gallery: 80 images (0 from cache, 80 embedded, 1 unreadable skipped)" in stdout
     assert "broken.png" not in stdout
 
-    # Remembered in the cache: not retried while unchanged, still reported.
+    # Not cached: tried again (and reported again) at every search.
     document = search_json(capsys, checkpoint, gallery, query, out)
     assert (document["cached"], document["embedded"]) == (80, 0)
     assert [entry["path"] for entry in document["unreadable"]] == ["left/broken.png"]
+
+
+def test_an_image_once_unreadable_is_embedded_once_readable(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, tmp_path: Path
+) -> None:
+    """Truncated PNG bytes, then the whole file: same size, same mtime, embedded at once."""
+    whole = io.BytesIO()
+    pattern_image(200).save(whole, format="PNG")
+    data = whole.getvalue()
+    broken = gallery / "left" / "late.png"
+    broken.write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))
+    query = tmp_path / "query.png"
+    query.write_bytes(data)
+    out = f"--out={tmp_path / 'search.png'}"
+    first = search_json(capsys, checkpoint, gallery, query, out)
+    assert (first["cached"], first["embedded"]) == (0, 80)
+    assert [entry["path"] for entry in first["unreadable"]] == ["left/late.png"]
+
+    before = broken.stat()
+    broken.write_bytes(data)
+    os.utime(broken, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = broken.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    second = search_json(capsys, checkpoint, gallery, query, out)
+    assert (second["cached"], second["embedded"]) == (80, 1)
+    assert second["unreadable"] == []
+    best = second["queries"][0]["matches"][0]
+    assert best["path"] == "left/late.png"
+    assert best["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_image_replaced_with_the_same_size_and_mtime_is_embedded_again(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, tmp_path: Path
+) -> None:
+    """``cp -p`` of another picture over a gallery image: only its content says it changed."""
+    target = gallery / "right" / "pair0005.png"
+    pattern_image(5, variant=1).save(target, compress_level=0)  # uncompressed: size = pixels
+    query = tmp_path / "query.png"
+    pattern_image(200, variant=1).save(query)
+    out = f"--out={tmp_path / 'search.png'}"
+    first = search_json(capsys, checkpoint, gallery, query, out, "--top-k=100")
+    assert (first["cached"], first["embedded"]) == (0, 80)
+    assert first["queries"][0]["matches"][0]["score"] < 0.999  # the new picture is not there yet
+
+    before = target.stat()
+    pattern_image(200, variant=1).save(target, compress_level=0)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    updated = search_json(capsys, checkpoint, gallery, query, out, "--top-k=100")
+    assert (updated["cached"], updated["embedded"]) == (79, 1)
+    best = updated["queries"][0]["matches"][0]
+    assert best["path"] == "right/pair0005.png"
+    assert best["score"] == pytest.approx(1.0, abs=1e-5)
+    fresh = search_json(capsys, checkpoint, gallery, query, out, "--top-k=100", "--no-cache")
+    got, want = matches(updated)[0], matches(fresh)[0]
+    assert [path for path, _ in got] == [path for path, _ in want]
+    assert [score for _, score in got] == pytest.approx([score for _, score in want], abs=1e-5)
+
+
+def test_a_checkpoint_retrained_in_place_gets_its_own_cache(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, gallery: Path, tmp_path: Path
+) -> None:
+    """New weights written over the same path with the same size and mtime: the cache is
+    keyed on the model's content, so the old embeddings are not used; a copy of a checkpoint
+    elsewhere shares its cache."""
+    # The same weights in another file (written the way they are rewritten below).
+    content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model_file = tmp_path / "model.ckpt"
+    torch.save(content, model_file)
+    query = gallery / "left" / "pair0003.jpg"
+    out = f"--out={tmp_path / 'search.png'}"
+    first = search_json(capsys, checkpoint, gallery, query, out, "--top-k=100")
+    again = search_json(capsys, model_file, gallery, query, out, "--top-k=100")
+    assert (again["cached"], again["embedded"]) == (80, 0), "the same weights share the cache"
+
+    before = model_file.stat()
+    generator = torch.Generator().manual_seed(0)
+    head = [name for name in content["state_dict"] if name.startswith("net.head.")]
+    assert head
+    for name in head:
+        tensor = content["state_dict"][name]
+        tensor.copy_(torch.randn(tensor.shape, generator=generator))
+    torch.save(content, model_file)
+    os.utime(model_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    stat = model_file.stat()
+    assert (stat.st_size, stat.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    retrained = search_json(capsys, model_file, gallery, query, out, "--top-k=100")
+    assert (retrained["cached"], retrained["embedded"]) == (0, 80)
+    assert len(list((gallery / ".lightning-siamese").glob("gallery-*.pt"))) == 2
+    fresh = search_json(capsys, model_file, gallery, query, out, "--top-k=100", "--no-cache")
+    assert matches(retrained) != matches(first), "the new weights should rank differently"
+    got, want = matches(retrained)[0], matches(fresh)[0]
+    assert [path for path, _ in got] == [path for path, _ in want]
+    assert [score for _, score in got] == pytest.approx([score for _, score in want], abs=1e-5)
+
+
+def test_model_fingerprint_is_its_weights_and_settings() -> None:
+    """Equal for equal weights and settings (whatever the optimizer factory's address), and
+    different when one weight or one setting differs."""
+    first = tiny_model(optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    twin = tiny_model(optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    twin.load_state_dict(first.state_dict())
+    key = gallery_module.model_fingerprint(first)
+    assert len(key) == 32
+    assert gallery_module.model_fingerprint(twin) == key
+    with torch.no_grad():
+        twin.net.head[2].bias[0] += 1e-3
+    assert gallery_module.model_fingerprint(twin) != key
+    other = tiny_model(normalize=True)
+    other.load_state_dict(first.state_dict())
+    assert gallery_module.model_fingerprint(other) != key
+
+
+def test_an_image_that_cannot_be_read_for_its_digest_is_reported(
+    capsys: pytest.CaptureFixture[str],
+    checkpoint: Path,
+    gallery: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A permission error while hashing (simulated: the tests may run as root) names the file
+    and its reason, like any unreadable image; the others are searched."""
+    locked = gallery / "left" / "pair0009.jpg"
+    real_digest = gallery_module.content_digest
+
+    def digest(path: str | Path) -> str:
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_digest(path)
+
+    monkeypatch.setattr(gallery_module, "content_digest", digest)
+    query = gallery / "left" / "pair0001.jpg"
+    document = search_json(capsys, checkpoint, gallery, query, f"--out={tmp_path / 's.png'}")
+    assert (document["images"], document["embedded"]) == (79, 79)
+    (entry,) = document["unreadable"]
+    assert entry["path"] == "left/pair0009.jpg"
+    assert "Permission denied" in entry["reason"]
+
+
+def test_cache_of_another_format_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "gallery-old.pt"
+    old = {"format": 1, "checkpoint": "key", "image_size": 32, "paths": [], "stats": None}
+    torch.save(old, path)
+    notes: list[str] = []
+    assert gallery_module.load_cache(path, "key", 32, notes) is None
+    assert notes == []  # not damaged: only of another layout
 
 
 def test_links_and_odd_names(

@@ -1,7 +1,12 @@
 """The gallery behind ``search``: the images of a folder, their embeddings, and the cache.
 
 The gallery's embeddings are cached next to it, in ``GALLERY/.lightning-siamese/``, one file per
-checkpoint: a later search embeds only new or changed files.
+model, named by :func:`model_fingerprint` (a digest of its weights and settings, not of the
+checkpoint file's path or date: a model retrained in place gets a cache of its own, a copied
+checkpoint shares one). The cache holds each embedding with the content digest of the file it
+came from (:func:`~lightning_siamese.files.content_digest`): a later search reads every file's
+bytes and embeds only content it has not seen, whatever the file's size or mtime say. Files that
+could not be read are not cached: they are tried again at every search.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ import torch
 
 from lightning_siamese.applications.inference import embed_files, gather_rows
 from lightning_siamese.data.folders import ImageFile, ImageListing, image_inputs
-from lightning_siamese.files import atomic_write, user_cache_dir
+from lightning_siamese.data.images import unreadable_reason
+from lightning_siamese.files import atomic_write, content_digest, user_cache_dir
 from lightning_siamese.training.model import SiameseModel
 
 #: Hidden folder inside the gallery that holds the embedding caches.
 CACHE_FOLDER = ".lightning-siamese"
 #: Version of the cache file's layout; a file of another version is rebuilt.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -46,19 +52,46 @@ class Gallery:
     seconds: float = 0.0
     #: The embedding cache file (None without the cache); an approximate index lives beside it.
     cache_file: Path | None = None
-    #: (size, mtime_ns) of each image in ``paths``, as listed.
-    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Content digest of each image in ``paths`` (:func:`~lightning_siamese.files.content_digest`).
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 # Cache -----------------------------------------------------------------------------------------
 
 
-def checkpoint_fingerprint(checkpoint: Path) -> str:
-    """A short hash of the checkpoint's resolved path, size and mtime (not of its content)."""
-    resolved = checkpoint.resolve()
-    stat = resolved.stat()
-    text = f"{resolved}\n{stat.st_size}\n{stat.st_mtime_ns}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A digest of what decides the model's embeddings: every tensor of its state dict (name,
+    dtype, shape and bytes, in order) and its hyper-parameters.
+
+    Hyper-parameters that are plain data (numbers, strings, lists and dicts of them) count by
+    value; any other (the optimizer and scheduler factories) by its type alone, since its repr
+    holds a memory address that differs at every load.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for name, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"{name}\n{tensor.dtype}\n{tuple(tensor.shape)}\n".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:  # an extra state a module chose to save
+            digest.update(f"{name}\n{_plain(value)!r}\n".encode())
+    hparams = dict(getattr(model, "hparams", {}))
+    settings = sorted((str(key), _plain(value)) for key, value in hparams.items())
+    digest.update(repr(settings).encode())
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` if it is plain data, recursively (dicts as sorted item lists), else the
+    qualified name of its type."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return sorted((repr(key), _plain(item)) for key, item in value.items())
+    kind = type(value)
+    return f"<{kind.__module__}.{kind.__qualname__}>"
 
 
 def gallery_writable(gallery: Path) -> bool:
@@ -107,25 +140,38 @@ def choose_cache_path(
 def load_cache(
     path: Path, fingerprint: str, image_size: int, notes: list[str]
 ) -> dict[str, Any] | None:
-    """The cache file's content, or None when it is missing, unreadable (said in ``notes``) or
-    for another model."""
+    """The cache file's content, or None when it is missing, unreadable (said in ``notes``), of
+    another format (it is then rebuilt) or for another model."""
     if not path.is_file():
         return None
     try:
         cache = torch.load(path, map_location="cpu", weights_only=True)
-        paths, stats, embeddings = cache["paths"], cache["stats"], cache["embeddings"]
-        bad = cache["unreadable"]
+        if cache["format"] != CACHE_FORMAT:
+            return None
+        paths, digests, embeddings = cache["paths"], cache["digests"], cache["embeddings"]
         valid = (
-            cache["format"] == CACHE_FORMAT
-            and cache["checkpoint"] == fingerprint
+            cache["model"] == fingerprint
             and cache["image_size"] == image_size
-            and len(paths) == len(stats) == len(embeddings)
-            and len(bad["paths"]) == len(bad["stats"]) == len(bad["reasons"])
+            and len(paths) == len(digests) == len(embeddings)
         )
     except Exception as error:
         notes.append(f"note: ignoring unreadable cache {path} ({type(error).__name__})")
         return None
     return cache if valid else None
+
+
+def file_digests(root: Path, images: Sequence[ImageFile]) -> tuple[dict[int, str], dict[int, str]]:
+    """The content digest of each image (by position), and the reason for each one whose bytes
+    cannot be read (a permission, a file gone since it was listed)."""
+    digests: dict[int, str] = {}
+    unreadable: dict[int, str] = {}
+    for position, image in enumerate(images):
+        path = root / image.relative
+        try:
+            digests[position] = content_digest(path)
+        except OSError as error:
+            unreadable[position] = unreadable_reason(error, path)
+    return digests, unreadable
 
 
 def update_gallery(
@@ -136,37 +182,25 @@ def update_gallery(
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> tuple[Gallery, bool]:
-    """The gallery's embeddings: unchanged files from ``cache``, the others embedded now.
-
-    A file is unchanged when its size and mtime match the cache's. Files recorded as unreadable
-    stay skipped until they change.
+    """The gallery's embeddings: files whose content digest the cache holds (under any path)
+    reuse its embedding, the others are embedded now. Unreadable files are left out and not
+    remembered, so the next search tries them again.
 
     Returns:
         the gallery and whether it differs from ``cache`` (so the cache needs rewriting).
     """
-    old: dict[str, tuple[int, tuple[int, int]]] = {}
-    old_bad: dict[str, tuple[tuple[int, int], str]] = {}
+    digests, unreadable = file_digests(root, images)
+    known: dict[str, int] = {}  # content digest -> cache row
     if cache is not None:
-        stats = cache["stats"].tolist()
-        old = {path: (row, tuple(stats[row])) for row, path in enumerate(cache["paths"])}
-        bad = cache["unreadable"]
-        bad_stats = bad["stats"].tolist()
-        old_bad = {
-            path: (tuple(bad_stats[i]), bad["reasons"][i]) for i, path in enumerate(bad["paths"])
-        }
+        known = {digest: row for row, digest in enumerate(cache["digests"])}
 
     reused: dict[int, int] = {}  # position in images -> cache row
-    unreadable: dict[int, str] = {}
     todo: list[int] = []
-    for position, image in enumerate(images):
-        stat = (image.size, image.mtime_ns)
-        if image.relative in old and old[image.relative][1] == stat:
-            reused[position] = old[image.relative][0]
-        elif image.relative in old_bad and old_bad[image.relative][0] == stat:
-            unreadable[position] = old_bad[image.relative][1]
+    for position, digest in digests.items():
+        if digest in known:
+            reused[position] = known[digest]
         else:
             todo.append(position)
-    cached_bad = len(unreadable)
 
     result = embed_files(model, [root / images[i].relative for i in todo], batch_size, num_workers)
     fresh, kept, failed = result.outputs, result.indices, result.unreadable
@@ -180,36 +214,32 @@ def update_gallery(
     if cache is not None:
         cached_rows = [reused[positions[row]] for row in from_cache]
         sources.append((cache["embeddings"], from_cache, cached_rows))
+    paths = [images[p].relative for p in positions]
     gallery = Gallery(
         root=root,
-        paths=[images[p].relative for p in positions],
+        paths=paths,
         embeddings=gather_rows(len(positions), fresh.shape[1], sources),
         cached=len(reused),
         embedded=len(fresh_rows),
         unreadable=[(images[p].relative, unreadable[p]) for p in sorted(unreadable)],
+        digests={images[p].relative: digests[p] for p in positions},
     )
-    changed = cache is None or bool(todo) or len(reused) != len(old) or cached_bad != len(old_bad)
+    changed = cache is None or (
+        (cache["paths"], cache["digests"]) != (paths, [digests[p] for p in positions])
+    )
     return gallery, changed
 
 
-def cache_content(
-    gallery: Gallery, images: Sequence[ImageFile], fingerprint: str, image_size: int
-) -> dict[str, Any]:
-    """What the cache file holds: plain tensors, lists and strings (``weights_only`` loads it)."""
-    stat = {image.relative: [image.size, image.mtime_ns] for image in images}
-    bad_paths = [path for path, _ in gallery.unreadable]
+def cache_content(gallery: Gallery, fingerprint: str, image_size: int) -> dict[str, Any]:
+    """What the cache file holds: plain tensors, lists and strings (``weights_only`` loads it):
+    each row's path, the content digest it was embedded from, and its embedding."""
     return {
         "format": CACHE_FORMAT,
-        "checkpoint": fingerprint,
+        "model": fingerprint,
         "image_size": image_size,
         "paths": list(gallery.paths),
-        "stats": torch.tensor([stat[p] for p in gallery.paths], dtype=torch.int64).reshape(-1, 2),
+        "digests": [gallery.digests[path] for path in gallery.paths],
         "embeddings": gallery.embeddings.contiguous(),
-        "unreadable": {
-            "paths": bad_paths,
-            "stats": torch.tensor([stat[p] for p in bad_paths], dtype=torch.int64).reshape(-1, 2),
-            "reasons": [reason for _, reason in gallery.unreadable],
-        },
     }
 
 
@@ -225,7 +255,6 @@ def save_cache(path: Path, content: dict[str, Any]) -> None:
 def build_gallery(
     model: SiameseModel,
     root: str | Path,
-    checkpoint: str | Path,
     use_cache: bool = True,
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
@@ -233,7 +262,7 @@ def build_gallery(
     listing: ImageListing | None = None,
 ) -> Gallery:
     """Every readable image under ``root`` with its embedding by ``model``, through the cache
-    (unless ``use_cache`` is off) of the checkpoint file it was loaded from.
+    (unless ``use_cache`` is off) of that model (:func:`model_fingerprint`).
 
     ``listing`` is the listing of ``root`` when the caller has it already.
 
@@ -241,24 +270,22 @@ def build_gallery(
         InputError: ``root`` is missing, or holds no image file.
     """
     started = time.perf_counter()
-    root, checkpoint = Path(root), Path(checkpoint)
+    root = Path(root)
     listing = listing or image_inputs(root, "gallery", folder_only=True)
-    fingerprint = checkpoint_fingerprint(checkpoint)
     image_size = int(model.hparams["image_size"])
     notes: list[str] = []
-    path, cache = None, None
+    path, cache, fingerprint = None, None, ""
     if use_cache:
+        fingerprint = model_fingerprint(model)
         path, note = choose_cache_path(root, fingerprint, Path(cache_dir) if cache_dir else None)
         notes += [note] if note else []
         cache = load_cache(path, fingerprint, image_size, notes)
     gallery, changed = update_gallery(model, root, listing.files, cache, batch_size, num_workers)
     if path is not None and changed:
         try:
-            save_cache(path, cache_content(gallery, listing.files, fingerprint, image_size))
+            save_cache(path, cache_content(gallery, fingerprint, image_size))
         except OSError as error:
             notes.append(f"note: could not write the cache {path}: {error}")
     gallery.skipped, gallery.notes, gallery.cache_file = listing.skipped, notes, path
-    listed = {image.relative: (image.size, image.mtime_ns) for image in listing.files}
-    gallery.stats = {relative: listed[relative] for relative in gallery.paths}
     gallery.seconds = time.perf_counter() - started
     return gallery

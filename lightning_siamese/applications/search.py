@@ -151,7 +151,7 @@ def search(
     query_listing = image_inputs(query, "query")
     model = load_model(checkpoint, device)
     found = build_gallery(
-        model, gallery, checkpoint, use_cache, cache_dir, batch_size, num_workers, gallery_listing
+        model, gallery, use_cache, cache_dir, batch_size, num_workers, gallery_listing
     )
     if not found.paths:
         raise InputError(f"gallery {gallery}: {_none_readable(found.unreadable)}")
@@ -187,9 +187,9 @@ def gallery_index(gallery: Gallery, settings: IndexSettings) -> ApproximateIndex
     path = index_path(gallery.cache_file, settings.kind) if gallery.cache_file else None
     stored = ApproximateIndex.load(path, settings, gallery.notes) if path else None
     if stored is None:
-        index = ApproximateIndex.build(settings, gallery.paths, gallery.stats, gallery.embeddings)
+        index = ApproximateIndex.build(settings, gallery.paths, gallery.digests, gallery.embeddings)
     else:
-        index = stored.update(gallery.paths, gallery.stats, gallery.embeddings)
+        index = stored.update(gallery.paths, gallery.digests, gallery.embeddings)
     if path is not None and not index.note.startswith("using"):
         try:
             index.save(path)

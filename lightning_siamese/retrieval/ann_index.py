@@ -2,9 +2,11 @@
 over the unit-length embeddings (inner product = cosine), kept up to date as files change.
 
 Needs faiss (``pip install lightning-siamese[faiss]``). The index lives in one file beside the
-gallery's embedding cache (``gallery-<checkpoint>.ivf.pt`` next to ``gallery-<checkpoint>.pt``)
-with the path and (size, mtime) of every image it holds, so a later search adds the new
-files, drops the removed ones, and re-adds the changed ones instead of rebuilding:
+gallery's embedding cache (``gallery-<model>.ivf.pt`` next to ``gallery-<model>.pt``) with the
+path of every image it holds and the content digest of the file it was embedded from
+(:func:`~lightning_siamese.files.content_digest`), so a later search adds the new files, drops
+the removed ones, and re-adds the ones whose content changed (whatever their size and mtime say)
+instead of rebuilding:
 
 * ``ivf`` (``IndexIVFFlat``): k-means cells; a query scans the ``probes`` cells nearest to it.
   Removal is native. It is rebuilt (re-trained) when the gallery has grown or shrunk 4x since
@@ -42,7 +44,7 @@ from lightning_siamese.retrieval.index_settings import (
 from lightning_siamese.retrieval.nearest import drop_excluded, faiss_module
 
 #: Version of the index file's layout; a file of another version is rebuilt.
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 #: IVF cells are trained on at most this many vectors per cell (a random sample).
 TRAIN_POINTS_PER_LIST = 64
 
@@ -55,11 +57,6 @@ def require_faiss() -> ModuleType:
             "(or search exactly with --index exact)"
         )
     return faiss
-
-
-def _stat(value: Sequence[int]) -> tuple[int, int]:
-    """A file's (size, mtime_ns)."""
-    return int(value[0]), int(value[1])
 
 
 def unit_rows(embeddings: torch.Tensor) -> np.ndarray:
@@ -78,14 +75,14 @@ class ApproximateIndex:
         settings: IndexSettings,
         index: Any,
         ids: dict[str, int],
-        stats: dict[str, tuple[int, int]],
+        digests: dict[str, str],
         next_id: int,
         trained_size: int,
     ) -> None:
         self.settings = settings
         self.index = index
-        #: path -> the vector's id in the index, and the (size, mtime_ns) it was embedded at.
-        self.ids, self.stats = ids, stats
+        #: path -> the vector's id in the index, and the content digest it was embedded from.
+        self.ids, self.digests = ids, digests
         self.next_id = next_id
         self.trained_size = trained_size
         #: Gallery row of each id for the list ``rows_for`` (-1: none), made when needed.
@@ -103,11 +100,12 @@ class ApproximateIndex:
         cls,
         settings: IndexSettings,
         paths: Sequence[str],
-        stats: Mapping[str, tuple[int, int]],
+        digests: Mapping[str, str],
         embeddings: torch.Tensor,
         seed: int = 0,
     ) -> ApproximateIndex:
-        """A new index of ``embeddings`` (row ``i`` is the image ``paths[i]``)."""
+        """A new index of ``embeddings`` (row ``i`` is the image ``paths[i]``, whose content
+        digest is ``digests[paths[i]]``)."""
         faiss = require_faiss()
         faiss.omp_set_num_threads(torch.get_num_threads())
         started = time.perf_counter()
@@ -135,7 +133,7 @@ class ApproximateIndex:
             settings,
             index,
             dict(zip(paths, ids.tolist(), strict=True)),
-            {p: _stat(stats[p]) for p in paths},
+            {p: digests[p] for p in paths},
             count,
             count,
         )
@@ -152,15 +150,16 @@ class ApproximateIndex:
     def update(
         self,
         paths: Sequence[str],
-        stats: Mapping[str, tuple[int, int]],
+        digests: Mapping[str, str],
         embeddings: torch.Tensor,
     ) -> ApproximateIndex:
-        """The index for the gallery now (``paths``, their stats and embeddings): this one with
-        new files added and removed or changed ones dropped, or a rebuilt one when that is
-        needed (see the module's docstring). ``note`` says which."""
+        """The index for the gallery now (``paths``, their content digests and embeddings):
+        this one with new files added, removed ones dropped and changed ones (another digest)
+        re-added, or a rebuilt one when that is needed (see the module's docstring). ``note``
+        says which."""
         started = time.perf_counter()
         current = {path: row for row, path in enumerate(paths)}
-        gone = [p for p in self.ids if p not in current or _stat(stats[p]) != self.stats[p]]
+        gone = [p for p in self.ids if p not in current or digests[p] != self.digests[p]]
         gone_set = set(gone)
         new = [p for p in paths if p not in self.ids or p in gone_set]
         size, trained = len(self) - len(gone) + len(new), self.trained_size
@@ -171,20 +170,20 @@ class ApproximateIndex:
         else:
             why = ""
         if why:
-            rebuilt = ApproximateIndex.build(self.settings, paths, stats, embeddings)
+            rebuilt = ApproximateIndex.build(self.settings, paths, digests, embeddings)
             rebuilt.note = f"rebuilt {rebuilt.describe()} in {rebuilt.seconds:.1f} s ({why})"
             return rebuilt
         require_faiss().omp_set_num_threads(torch.get_num_threads())
         if gone:
             self.index.remove_ids(np.array([self.ids.pop(p) for p in gone], dtype=np.int64))
             for path in gone:
-                del self.stats[path]
+                del self.digests[path]
         if new:
             ids = np.arange(self.next_id, self.next_id + len(new), dtype=np.int64)
             rows = torch.tensor([current[p] for p in new], dtype=torch.long)
             self.index.add_with_ids(unit_rows(embeddings[rows]), ids)
             self.ids.update(zip(new, ids.tolist(), strict=True))
-            self.stats.update({p: _stat(stats[p]) for p in new})
+            self.digests.update({p: digests[p] for p in new})
             self.next_id += len(new)
         self.row_of_id, self.rows_for = self._rows(paths), paths
         self.seconds = time.perf_counter() - started
@@ -241,15 +240,14 @@ class ApproximateIndex:
     # Files -----------------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        """Write the index with its paths and stats, atomically (``weights_only`` loads it)."""
+        """Write the index with its paths and digests, atomically (``weights_only`` loads it)."""
         faiss = require_faiss()
-        stats = [self.stats[p] for p in self.ids]
         content = {
             "format": INDEX_FORMAT,
             "settings": asdict(self.settings),
             "paths": list(self.ids),
             "ids": torch.tensor(list(self.ids.values()), dtype=torch.int64),
-            "stats": torch.tensor(stats, dtype=torch.int64).reshape(-1, 2),
+            "digests": [self.digests[p] for p in self.ids],
             "next_id": self.next_id,
             "trained_size": self.trained_size,
             "index": torch.from_numpy(faiss.serialize_index(self.index)),
@@ -270,15 +268,15 @@ class ApproximateIndex:
             if content["format"] != INDEX_FORMAT or stored.build_key() != settings.build_key():
                 return None
             index = faiss.deserialize_index(content["index"].numpy())
-            paths, ids, stats = content["paths"], content["ids"].tolist(), content["stats"].tolist()
-            if not (len(paths) == len(ids) == len(stats) == index.ntotal):
+            paths, ids, digests = content["paths"], content["ids"].tolist(), content["digests"]
+            if not (len(paths) == len(ids) == len(digests) == index.ntotal):
                 raise ValueError("the index and its paths disagree")
         except Exception as error:
             notes.append(f"note: ignoring unreadable index {path} ({type(error).__name__})")
             return None
         known = dict(zip(paths, ids, strict=True))
-        stat = {p: _stat(s) for p, s in zip(paths, stats, strict=True)}
-        return cls(settings, index, known, stat, content["next_id"], content["trained_size"])
+        digest = dict(zip(paths, digests, strict=True))
+        return cls(settings, index, known, digest, content["next_id"], content["trained_size"])
 
 
 def index_path(cache_file: Path, kind: str) -> Path:
