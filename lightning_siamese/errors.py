@@ -34,6 +34,12 @@ class WeightsError(UserError, OSError):
     """Pretrained weights could not be downloaded or loaded."""
 
 
+class WeightsFileError(WeightsError, ValueError):
+    """A weights file that cannot be used: unreadable, not a state dict of tensors, holding NaN
+    or Inf, or not a state dict of the backbone. Also a ``ValueError``, as its
+    not-the-backbone's case was a ``ConfigError`` before."""
+
+
 class ExportError(UserError, RuntimeError):
     """The export or its check could not be done."""
 

