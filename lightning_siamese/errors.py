@@ -78,3 +78,15 @@ class NpmError(UserError, RuntimeError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder named in a setting does not exist."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """An output path holds a file or folder that this package did not write (``--force``)."""
+
+
+class OutputError(UserError, OSError):
+    """An output folder cannot be created or written."""
+
+
+class DeviceError(UserError, RuntimeError):
+    """A device asked for is not on this machine (``--device cuda`` without a GPU)."""

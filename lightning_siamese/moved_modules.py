@@ -39,7 +39,7 @@ MOVED: dict[str, tuple[str, ...]] = {
         "frozen_graph": ("models.frozen_graph",),
         "ann_index": ("retrieval.ann_index", "retrieval.index_settings"),
         "metrics": ("retrieval.metrics",),
-        "report": ("retrieval.report",),
+        "report": ("retrieval.report", "retrieval.plots"),
         "viz": ("retrieval.plots",),
         "model": ("training.model",),
         "feature_cache": ("training.feature_cache",),

@@ -12,8 +12,14 @@ from matplotlib.figure import Figure
 
 from conftest import write_pairs
 from lightning_siamese.retrieval.nearest import top_k
-from lightning_siamese.retrieval.plots import pca_2d, plot_distances, plot_retrieval, plot_triplets
-from lightning_siamese.retrieval.report import SplitEmbeddings, save_figure, write_table_csv
+from lightning_siamese.retrieval.plots import (
+    pca_2d,
+    plot_distances,
+    plot_retrieval,
+    plot_triplets,
+    save_figure,
+)
+from lightning_siamese.retrieval.report import SplitEmbeddings, write_table_csv
 
 
 def split_of(root: Path, count: int, seed: int = 0) -> SplitEmbeddings:

@@ -3,6 +3,9 @@
 Every pair of the folder is a query: its left image is searched among all right images by cosine
 similarity. Writes ``metrics.json``, ``retrieval.csv`` (one row per query) and the pictures of a
 validation (retrieval examples, distance histograms, PCA), and returns the metrics.
+
+The output folder is claimed before anything is computed: a new or empty folder, or one an
+earlier evaluation wrote (its ``metrics.json`` says so); another folder only with ``force``.
 """
 
 from __future__ import annotations
@@ -12,13 +15,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightning_siamese.applications.inference import embed_files, load_model
+from lightning_siamese.applications.inference import embed_files, load_model, pick_device
 from lightning_siamese.data.negatives import draw_negatives
 from lightning_siamese.data.pairs import PairDataError, Problem, discover_pairs, require_pairs
-from lightning_siamese.files import display_path
-from lightning_siamese.retrieval.report import SplitEmbeddings, save_figure, write_table_csv
+from lightning_siamese.files import atomic_write, display_path
+from lightning_siamese.outputs import claim_folder
+from lightning_siamese.retrieval.plots import save_figure
+from lightning_siamese.retrieval.report import SplitEmbeddings, write_table_csv
 
 METRICS_FILE = "metrics.json"
+#: ``metrics.json``'s mark that this command wrote the folder.
+WRITTEN_BY = "lightning-siamese evaluate"
+
+
+def written_here(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier evaluation's output (its ``metrics.json``)."""
+    path = folder / METRICS_FILE
+    if not path.is_file():
+        return False
+    content = json.loads(path.read_text(encoding="utf-8"))
+    return isinstance(content, dict) and content.get("written_by") == WRITTEN_BY
 
 
 def default_output(checkpoint: Path, root: Path) -> Path:
@@ -39,15 +55,26 @@ def evaluate(
     top_k: int = 5,
     strict: bool = False,
     examples: int = 6,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on every pair of ``root``; write the files; return the metrics.
+    """Evaluate ``checkpoint`` on every pair of ``root``; write the files into ``out``
+    (default :func:`default_output`); return the metrics.
+
+    ``force`` writes into an ``out`` that holds files of somebody else's (files of the same
+    names are replaced).
 
     Raises:
         CheckpointError: the checkpoint cannot be loaded.
         PairDataError: ``root`` has no usable pair (or problems, with ``strict``).
+        OutputExistsError: ``out`` holds files this command did not write, without ``force``.
+        OutputError: ``out`` cannot be created or written.
+        DeviceError: ``device`` is not on this machine.
     """
     started = time.perf_counter()
     checkpoint, root = Path(checkpoint), Path(root)
+    folder = Path(out) if out is not None else default_output(checkpoint, root)
+    claim_folder(folder, "the evaluation folder", force, written_here)
+    pick_device(device)  # a device that is not there, named before any work
     report = discover_pairs(root)
     pairs = require_pairs(report, strict=strict)
     if len(pairs) < 2:
@@ -98,13 +125,13 @@ def evaluate(
             "seconds": round(time.perf_counter() - started, 2),
         }
     )
-    folder = Path(out) if out is not None else default_output(checkpoint, root)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     write_table_csv(split.table(top_k), folder / "retrieval.csv")
     for name, figure in split.figures(
         hparams["margin"], hparams["distance"], examples=min(examples, len(split)), k=top_k
     ).items():
         save_figure(figure, folder / f"{name}.png")
+    # Last: the mark that the folder is this command's output.
+    with atomic_write(folder / METRICS_FILE, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"written_by": WRITTEN_BY, **metrics}, indent=2) + "\n")
     metrics["output"] = str(folder)
     return metrics

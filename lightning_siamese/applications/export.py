@@ -6,13 +6,15 @@ formats go through ``torch.export`` (the ONNX file through torch's exporter buil
 one torch recommends). The preprocessing stays outside the file and is written down in a JSON
 sidecar (``<out>.json``), so the file can be used without this package. After exporting, the
 file is run on real (``--check DIR_OR_IMAGE``) or random images and compared with the PyTorch
-network.
+network. The sidecar holds the file's digest: a re-export replaces a file only while it is
+the one exported, and a sidecar never describes another file (:mod:`.export_files`).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,6 +27,7 @@ from lightning_siamese.applications.export_check import (
     example_inputs,
     load_exported,
 )
+from lightning_siamese.applications.export_files import claim_outputs, move_into_place
 from lightning_siamese.applications.export_format import (
     FORMATS,
     INPUT_NAME,
@@ -34,10 +37,10 @@ from lightning_siamese.applications.export_format import (
     SCALE,
     TOLERANCE,
     default_output,
-    sidecar_path,
 )
 from lightning_siamese.applications.inference import load_model
 from lightning_siamese.errors import ExportError
+from lightning_siamese.files import PARTIAL_SUFFIX, content_digest
 from lightning_siamese.models.backbones import normalization
 from lightning_siamese.training.model import SiameseModel
 
@@ -196,8 +199,13 @@ def export_model(
     check_images: str | Path | None = None,
     tolerance: float = TOLERANCE,
     batch_size_hint: int = 2,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Export the embedding network of ``checkpoint`` and write its sidecar (``<out>.json``).
+
+    The file is exported and checked beside ``out`` and moved into place only then; ``out`` is
+    claimed before anything is loaded (``force`` replaces a file that is not an earlier,
+    unchanged export). See :mod:`.export_files`.
 
     Args:
         fmt: ``onnx`` or ``pt2``.
@@ -216,6 +224,7 @@ def export_model(
     Raises:
         ExportError: a needed module is missing, the check images cannot be read, or the export
             failed.
+        OutputExistsError: ``out`` or its sidecar is a file of somebody else's.
         CheckpointError: the checkpoint cannot be used.
     """
     if fmt not in EXPORTERS:
@@ -225,39 +234,57 @@ def export_model(
         raise ExportError(
             f"--format {fmt} needs {', '.join(missing)}, not installed; run: {INSTALL_HINT}"
         )
+    out = Path(out or default_output(checkpoint, fmt))
+    claim_outputs(out, force)  # before the model is loaded
     model = load_model(checkpoint, device="cpu")
     # Read the check images first: a wrong path should not cost an export.
     skipped: list[tuple[str, str]] = []
     inputs, source = check_inputs(model, check_images, skipped=skipped) if check else (None, "")
     net = model.net.eval()
-    exported = EXPORTERS[fmt](
-        net,
-        out or default_output(checkpoint, fmt),
-        int(model.hparams["image_size"]),
-        batch_size_hint,
-    )
-    info = describe(model, fmt, exported.path, checkpoint, exported.exporter)
-    if fmt == "onnx":
-        info["onnx_opset"] = _onnx_opset(exported.path)
-    if inputs is not None:
-        try:
-            difference = compare(net, load_exported(exported.path, fmt), inputs)
-        except Exception as error:  # the runtime refuses the file: the export is not usable
-            first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-            raise ExportError(
-                f"{exported.path} was written but could not be run to check it "
-                f"({type(error).__name__}: {first}); do not use it, or pass --no-check"
-            ) from error
-        info["check"] = {
-            "inputs": source,
-            "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
-            "max_abs_difference": difference,
-            "tolerance": tolerance,
-            "passed": difference <= tolerance,
-        }
-    sidecar = sidecar_path(exported.path)
-    sidecar.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return {**info, "path": str(exported.path), "sidecar": str(sidecar)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=PARTIAL_SUFFIX, dir=out.parent))
+    try:
+        exported = EXPORTERS[fmt](
+            net, staging / out.name, int(model.hparams["image_size"]), batch_size_hint
+        )
+        info = describe(model, fmt, out, checkpoint, exported.exporter)
+        if fmt == "onnx":
+            info["onnx_opset"] = _onnx_opset(exported.path)
+        if inputs is not None:
+            info["check"] = _check(net, exported.path, fmt, inputs, source, skipped, tolerance, out)
+        info["digest"] = content_digest(exported.path)
+        sidecar = move_into_place(staging, out, info)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**info, "path": str(out), "sidecar": str(sidecar)}
+
+
+def _check(
+    net: nn.Module,
+    path: Path,
+    fmt: str,
+    inputs: torch.Tensor,
+    source: str,
+    skipped: list[tuple[str, str]],
+    tolerance: float,
+    out: Path,
+) -> dict[str, Any]:
+    """The check of the exported file at ``path`` (still beside ``out``) against PyTorch."""
+    try:
+        difference = compare(net, load_exported(path, fmt), inputs)
+    except Exception as error:  # the runtime refuses the file: the export is not usable
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        raise ExportError(
+            f"the export to {out} could not be run to check it ({type(error).__name__}: "
+            f"{first}); nothing was written. Pass --no-check to write it unchecked"
+        ) from error
+    return {
+        "inputs": source,
+        "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+        "max_abs_difference": difference,
+        "tolerance": tolerance,
+        "passed": difference <= tolerance,
+    }
 
 
 def _onnx_opset(path: Path) -> int | None:

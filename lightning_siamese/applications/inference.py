@@ -11,16 +11,45 @@ from pathlib import Path
 import torch
 
 from lightning_siamese.data.image_files import ImageOutputs, run_over_images
-from lightning_siamese.errors import InputError
+from lightning_siamese.errors import DeviceError, InputError
 from lightning_siamese.models.frozen_graph import FrozenGraph
+from lightning_siamese.training.checkpoint_files import check_finite
 from lightning_siamese.training.model import SiameseModel
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else the first CUDA device when there is one, else the CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` if given, else the first CUDA device when there is one, else the CPU.
+
+    Raises:
+        DeviceError: ``device`` is not a device name, or not on this machine.
+    """
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as error:
+        raise DeviceError(
+            f"--device {device!r} is not a device: use cpu, cuda, cuda:1, mps, ... or leave it "
+            "out (the first GPU when there is one, else the CPU)"
+        ) from error
+    present = {
+        "cuda": (torch.cuda.is_available(), torch.cuda.device_count()),
+        "mps": (torch.backends.mps.is_available(), 1),
+    }
+    if chosen.type in present:
+        available, count = present[chosen.type]
+        if not available:
+            raise DeviceError(
+                f"--device {device}: this machine has no {chosen.type.upper()} device that "
+                "torch can use (a CPU-only torch, or no driver); use --device cpu, or leave "
+                "--device out"
+            )
+        if chosen.index is not None and chosen.index >= count:
+            raise DeviceError(
+                f"--device {device}: this machine has {count} {chosen.type} device(s), "
+                f"numbered from 0"
+            )
+    return chosen
 
 
 def load_model(checkpoint: str | Path, device: str | torch.device | None = None) -> SiameseModel:
@@ -28,9 +57,10 @@ def load_model(checkpoint: str | Path, device: str | torch.device | None = None)
     eval mode.
 
     Raises :class:`CheckpointError` with the reason when the file is missing, is not a Lightning
-    checkpoint, or was written by another model.
+    checkpoint, was written by another model, or holds weights that are not finite.
     """
     model = SiameseModel.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    check_finite(checkpoint, model.state_dict())
     return model.to(pick_device(str(device) if device is not None else None)).eval()
 
 

@@ -23,7 +23,7 @@ from lightning_siamese.files import display_path
 from lightning_siamese.retrieval.ann_index import ApproximateIndex, index_path, resolve_kind
 from lightning_siamese.retrieval.index_settings import IndexSettings
 from lightning_siamese.retrieval.nearest import top_k
-from lightning_siamese.retrieval.plots import plot_retrieval
+from lightning_siamese.retrieval.plots import plot_retrieval, save_figure
 from lightning_siamese.training.model import SiameseModel
 
 #: Most queries (rows) and matches (columns) drawn in the montage.
@@ -144,8 +144,10 @@ def search(
     Raises:
         InputError: a missing gallery or query, or no readable image in one.
         CheckpointError: the checkpoint cannot be used.
+        DeviceError: ``device`` is not on this machine.
     """
     gallery, query = Path(gallery), Path(query)
+    pick_device(device)  # a device that is not there, named before any work
     # Wrong or empty folders are reported before the model is loaded.
     gallery_listing = image_inputs(gallery, "gallery", folder_only=True)
     query_listing = image_inputs(query, "query")
@@ -210,7 +212,8 @@ def _short(name: str, limit: int = 22) -> str:
 
 
 def write_montage(out: str | Path, result: SearchResult) -> str:
-    """Draw the first queries and their matches into ``out`` (PNG); the line to print about it."""
+    """Draw the first queries and their matches into ``out`` (PNG, written whole: claim it
+    first with :func:`~lightning_siamese.outputs.claim_file`); the line to print about it."""
     out = Path(out)
     queries, matches = result.queries.paths, result.matches
     shown = min(len(queries), MONTAGE_ROWS)
@@ -225,9 +228,7 @@ def write_montage(out: str | Path, result: SearchResult) -> str:
             for match, score in found[:MONTAGE_MATCHES]
         ]
         rows.append((thumbnail(path, 128), _short(path.name), cells))
-    figure = plot_retrieval(rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=100)
+    save_figure(plot_retrieval(rows), out)
     notes = []
     if shown < len(queries):
         notes.append(f"first {shown} of {len(queries):,} queries shown")

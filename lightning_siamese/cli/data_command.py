@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning_siamese.cli.registry import int_in, positive_int
+from lightning_siamese.data.glyphs import FONT_PAIRS, SIZES
 from lightning_siamese.data.negatives import example_triplets
 from lightning_siamese.data.pairs import NO_PAIR, discover_pairs
 from lightning_siamese.data.splits import SPLITS, assign_splits
@@ -41,8 +43,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from lightning_siamese.data.images import load_image
-    from lightning_siamese.retrieval.plots import plot_triplets
+    from lightning_siamese.outputs import claim_file
+    from lightning_siamese.retrieval.plots import plot_triplets, save_figure, written_here
 
+    claim_file(args.out, "the picture", args.force, written_here)
     report = discover_pairs(args.root, check_images=False)
     pairs = report.pairs
     if args.split != "all":
@@ -56,8 +60,7 @@ def _show(args: argparse.Namespace) -> int:
     chosen = example_triplets(pairs, args.rows, args.seed)
     images = [(load_image(a), load_image(p), load_image(n)) for a, p, n in chosen]
     figure = plot_triplets(images, [(_caption(a), _caption(p), _caption(n)) for a, p, n in chosen])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=100)
+    save_figure(figure, args.out)
     print(f"wrote {len(chosen)} triplets to {args.out}")
     return 0
 
@@ -70,7 +73,12 @@ def _emoji(args: argparse.Namespace) -> int:
     from lightning_siamese.data.emoji import build_emoji
 
     result = build_emoji(
-        args.out, args.skin_tones, args.cache_dir, left=args.left, right=args.right
+        args.out,
+        args.skin_tones,
+        args.cache_dir,
+        left=args.left,
+        right=args.right,
+        force=args.force,
     )
     print(f"wrote {result['pairs']} emoji pairs to {args.out} in {result['seconds']:.1f} s")
     return 0
@@ -79,9 +87,15 @@ def _emoji(args: argparse.Namespace) -> int:
 def _glyphs(args: argparse.Namespace) -> int:
     from lightning_siamese.data.glyphs import build_glyphs
 
-    result = build_glyphs(args.out, font_pairs=args.font_pairs, size=args.size)
+    result = build_glyphs(args.out, font_pairs=args.font_pairs, size=args.size, force=args.force)
     print(f"wrote {result['pairs']} glyph pairs to {args.out} in {result['seconds']:.1f} s")
     return 0
+
+
+FORCE_HELP = (
+    "replace an --out folder that holds other files (everything in it is deleted); without "
+    "it, only a missing or empty folder or a set built here is replaced"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,13 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="draw a grid of anchor/positive/negative triplets")
     show.add_argument("root", type=Path)
     show.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    show.add_argument("--rows", type=int, default=4)
+    show.add_argument("--rows", type=positive_int, default=4, help="triplets drawn")
+    show.add_argument("--force", action="store_true", help="replace an --out file of yours")
     show.add_argument("--split", choices=("all", *SPLITS), default="all")
     show.add_argument("--seed", type=int, default=0)
     show.set_defaults(run=_show)
 
     emoji = commands.add_parser("emoji", help="build the emoji look-alike set (needs npm)")
     emoji.add_argument("--out", type=Path, required=True)
+    emoji.add_argument("--force", action="store_true", help=FORCE_HELP)
     emoji.add_argument("--skin-tones", action="store_true", help="add skin-tone variants")
     emoji.add_argument("--cache-dir", type=Path, default=None, help="where npm tarballs are kept")
     designers = ("google", "twitter", "fluent")
@@ -121,8 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     glyphs = commands.add_parser("glyphs", help="build font-glyph pairs from matplotlib's fonts")
     glyphs.add_argument("--out", type=Path, required=True)
-    glyphs.add_argument("--font-pairs", type=int, default=8)
-    glyphs.add_argument("--size", type=int, default=64)
+    glyphs.add_argument("--force", action="store_true", help=FORCE_HELP)
+    glyphs.add_argument(
+        "--font-pairs", type=int_in(1, len(FONT_PAIRS)), default=len(FONT_PAIRS), help="1 to 8"
+    )
+    glyphs.add_argument(
+        "--size",
+        type=int_in(SIZES.start, SIZES.stop - 1),
+        default=64,
+        help="image side in pixels (8 to 4096)",
+    )
     glyphs.set_defaults(run=_glyphs)
     return parser
 

@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=positive_int, default=5, help="results per query in the table"
     )
     parser.add_argument("--strict", action="store_true", help="fail on any bad file")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out folder that holds other files (same names are replaced)",
+    )
     parser.add_argument("--json", action="store_true", help="print metrics.json instead")
     return parser
 
@@ -73,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seed,
         args.top_k,
         args.strict,
+        force=args.force,
     )
     if metrics["problems"]:
         shown = "\n".join(f"  {p['path']}: {p['reason']}" for p in metrics["problems"][:10])

@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="file to write (default: <ckpt stem>.onnx or <ckpt stem>.pt2 beside it)",
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an --out file (or its sidecar) that is not an earlier, unchanged export",
+    )
+    parser.add_argument(
         "--batch-size-hint",
         type=positive_int,
         default=2,
@@ -91,6 +96,7 @@ def main(args: Sequence[str] | None = None) -> int:
         check_images=parsed.check,
         tolerance=parsed.tolerance,
         batch_size_hint=parsed.batch_size_hint,
+        force=parsed.force,
     )
     status = 0
     check = info.get("check")

@@ -22,20 +22,26 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
+from lightning_siamese.cli.ckpt_path import (
+    checkpoint_folder,
+    print_warning,
+    reconcile,
+    require_training_state,
+    resolve,
+    saved_content,
+)
 from lightning_siamese.data.datamodule import SiameseDataModule
 from lightning_siamese.data.run_split import check_root
 from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lightning_siamese.errors import ConfigError
+from lightning_siamese.errors import ConfigError, DeviceError
+from lightning_siamese.files import atomic_write
 from lightning_siamese.models.backbones import normalization, resolve_image_size
-from lightning_siamese.training.checkpoint_files import check_checkpoint
+from lightning_siamese.outputs import writable_folder
+from lightning_siamese.training.checkpoint_files import check_finite
 from lightning_siamese.training.checkpoints import BestAndLastCheckpoint
 from lightning_siamese.training.media import LogMedia
 from lightning_siamese.training.model import SiameseModel
 from lightning_siamese.training.prediction_writer import WriteEmbeddings
-
-#: ``--ckpt_path`` values that Lightning resolves itself (not file names): ``registry`` may
-#: be followed by ``:name:version``.
-CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry")
 
 
 def backbone_mean(backbone: str) -> tuple[float, ...]:
@@ -65,9 +71,24 @@ def image_size_for(image_size: int | None, backbone: str) -> int | None:
         return None
 
 
+def check_accelerator(accelerator: str) -> None:
+    """A :class:`DeviceError` when ``--trainer.accelerator`` asks for a device this machine
+    lacks (Lightning's own message names a backend, not the machine)."""
+    name = accelerator.lower()
+    missing = (name in ("gpu", "cuda") and not torch.cuda.is_available()) or (
+        name == "mps" and not torch.backends.mps.is_available()
+    )
+    if missing:
+        raise DeviceError(
+            f"--trainer.accelerator {accelerator}: this machine has no such device that torch "
+            "can use (no GPU, no driver, or a CPU-only torch); use --trainer.accelerator cpu, "
+            "or auto (a GPU when there is one)"
+        )
+
+
 class SiameseArgumentParser(LightningArgumentParser):
     """The CLI's parser: a config it prints (``--print_config``) or saves (``config.yaml``)
-    shows the image size the run uses, not ``null``."""
+    shows the image size the run uses, not ``null``; ``config.yaml`` is written whole."""
 
     def dump(self, cfg: Namespace, *args: Any, **kwargs: Any) -> str:
         data, model = cfg.get("data"), cfg.get("model")
@@ -75,6 +96,25 @@ class SiameseArgumentParser(LightningArgumentParser):
             cfg = cfg.clone()
             cfg.data.image_size = image_size_for(None, model.get("backbone"))
         return super().dump(cfg, *args, **kwargs)
+
+    def save(
+        self, cfg: Namespace, path: str, *args: Any, multifile: bool = True, **kwargs: Any
+    ) -> None:
+        """A single local file (``config.yaml``) is written whole (a kill leaves the old file or
+        the new one); anything else as jsonargparse saves it."""
+        if (
+            args
+            or multifile
+            or "://" in str(path)
+            or (Path(path).exists() and not kwargs.get("overwrite"))
+        ):
+            super().save(cfg, path, *args, multifile=multifile, **kwargs)
+            return
+        options = {
+            key: kwargs[key] for key in ("format", "skip_none", "skip_validation") if key in kwargs
+        }
+        with atomic_write(path, "w", encoding="utf-8") as handle:
+            handle.write(self.dump(cfg, **options))
 
 
 class SaveConfigToLoggers(SaveConfigCallback):
@@ -126,6 +166,9 @@ class SiameseCLI(LightningCLI):
     checkpoints go to ``<default_root_dir>/checkpoints``.
     """
 
+    #: The checkpoint file ``--ckpt_path`` names (``last`` resolved), once parsed.
+    checkpoint_file: Path | None = None
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # A value lives in one place: the image size and the input normalisation of the
         # backbone's pretrained weights flow from one setting to the other.
@@ -141,15 +184,35 @@ class SiameseCLI(LightningCLI):
             help="(fit) validate the untrained model first, so the gain shows in one run",
         )
 
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        super().parse_arguments(parser, args)
-        # Lightning reads the hyper-parameters of --ckpt_path next, with a bare torch.load: a
-        # missing, truncated or foreign file is named here instead.
-        config = self.config[self.config.subcommand] if self.config.get("subcommand") else {}
-        ckpt_path = config.get("ckpt_path") if config else None
-        keyword = str(ckpt_path).split(":")[0].lower()
-        if ckpt_path and keyword not in CKPT_PATH_KEYWORDS and "://" not in str(ckpt_path):
-            check_checkpoint(ckpt_path)
+    def _parse_ckpt_path(self) -> None:
+        # Lightning's own step (the checkpoint's hyper-parameters over the parsed config) with
+        # the checks of `ckpt_path`: the file named and checked before anything is built, a
+        # resume refused from a file without training state, and model options that would be
+        # ignored refused or named (see its module).
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path:
+            return
+        path = resolve(subcommand, str(ckpt_path), checkpoint_folder(config))
+        if path is None:
+            return
+        self.checkpoint_file = path
+        content = saved_content(path)
+        if subcommand == "fit":
+            require_training_state(path, content)
+        check_finite(path, content.get("state_dict") or {})
+        saved = content.get("hyper_parameters") or {}
+        data = config.get("data") or {}
+        hparams = reconcile(
+            dict(config.get("model") or {}),
+            saved,
+            data.get("image_size"),
+            print_warning,
+        )
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         # Cheap checks first: a missing data folder is reported before the model is built
@@ -158,6 +221,9 @@ class SiameseCLI(LightningCLI):
         data = config.get("data")
         if data is not None:
             check_root(data.get("root"), data.get("build_if_missing"), data.get("predict_root"))
+        trainer = config.get("trainer") or {}
+        check_accelerator(str(trainer.get("accelerator") or "auto"))
+        writable_folder(trainer.get("default_root_dir") or os.getcwd(), "the run", create=True)
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -189,9 +255,7 @@ class SiameseCLI(LightningCLI):
     def _check_resumed_split(self, ckpt_path: str) -> None:
         """Refuse a resume with another split before the fit writes anything (its config,
         logs, ``split.csv``); the data module checks again as Lightning restores it."""
-        path = Path(ckpt_path)
-        if ckpt_path == "last":
-            path = Path(self.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        path = self.checkpoint_file or Path(ckpt_path)
         if not path.is_file() or not isinstance(self.datamodule, SiameseDataModule):
             return  # another keyword, or nothing there: Lightning reports it
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -8,6 +8,7 @@ subcommands, and the other commands import torch only after parsing their argume
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -65,13 +66,33 @@ def main(args: Sequence[str] | None = None) -> int:
 
         # From the console script, let LightningCLI read sys.argv itself (it warns otherwise).
         run(None if args is None else argv)
-    except UserError as error:
-        if os.environ.get(TRACEBACK_VARIABLE):
+    except (UserError, OSError) as error:
+        message = error_line(error)
+        if message is None or os.environ.get(TRACEBACK_VARIABLE):
             raise
-        # Settings, data and numerics problems: the message says what and what to do; a
-        # traceback into Lightning's internals would only bury it.
-        print(f"error: {error}", file=sys.stderr)
+        # Settings, data, numerics and the environment: the message says what and what to
+        # do; a traceback into Lightning's internals would only bury it.
+        print(f"error: {message}", file=sys.stderr)
         if training:
             print(f"(set {TRACEBACK_VARIABLE}=1 to see the traceback)", file=sys.stderr)
         return 2
     return 0
+
+
+#: The environment's refusals to write (permission, read-only file system, full disk, quota):
+#: not bugs of the package, whichever line of it met them.
+WRITE_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def error_line(error: BaseException) -> str | None:
+    """The one line for a user's error (a :class:`UserError`, or the environment's refusal to
+    write a file); None for anything else, which keeps its traceback."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in WRITE_ERRORS:
+        where = f" {error.filename}" if error.filename else ""
+        return (
+            f"cannot write{where}: {error.strerror}; free some space, fix the permissions or "
+            "choose another path"
+        )
+    return None

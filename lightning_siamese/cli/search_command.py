@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, default=Path("search.png"), help="montage PNG (default: search.png)"
     )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an --out file that search did not write"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--num-workers", type=non_negative_int, default=2)
@@ -143,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: Sequence[str] | None = None) -> int:
     parsed = build_parser().parse_args(None if args is None else list(args))
     from lightning_siamese.applications.search import search, write_montage  # after parsing
+    from lightning_siamese.outputs import claim_file
+    from lightning_siamese.retrieval.plots import written_here
+
+    claim_file(parsed.out, "the montage", parsed.force, written_here)  # before any work
 
     result = search(
         parsed.ckpt,

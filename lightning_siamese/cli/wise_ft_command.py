@@ -25,12 +25,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: <run>/wise-ft/<ckpt stem>-alpha<alpha>.ckpt (outside checkpoints/, so "
         "--ckpt_path last and best never pick it)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an --out file that is not an earlier mix (even the checkpoint itself)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from lightning_siamese.models.wise_ft import check_alpha, mix_checkpoint  # after parsing
+    from lightning_siamese.models.wise_ft import (  # after parsing: torch
+        check_alpha,
+        claim_output,
+        mix_checkpoint,
+    )
     from lightning_siamese.training.checkpoint_files import check_checkpoint
 
     check_alpha(args.alpha)
@@ -38,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = args.ckpt.resolve().parent
     run = folder.parent if folder.name == "checkpoints" else folder
     out = args.out or run / "wise-ft" / f"{args.ckpt.stem}-alpha{args.alpha:g}.ckpt"
-    record = mix_checkpoint(args.ckpt, args.alpha, out)
+    claim_output(args.ckpt, out, args.force)  # before the pretrained weights are loaded
+    record = mix_checkpoint(args.ckpt, args.alpha, out, args.force)
     print(f"wrote {out}: {record['tensors']} backbone tensors mixed at alpha {args.alpha:g}")
     return 0

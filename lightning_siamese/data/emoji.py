@@ -10,13 +10,16 @@ Google or Twitter against Fluent test a model on a designer it never trained on.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
 
+from lightning_siamese.data.built_sets import building
 from lightning_siamese.data.pairs_csv import write_pairs_csv
 from lightning_siamese.errors import ConfigError, NpmError
 from lightning_siamese.files import user_cache_dir
@@ -76,7 +79,10 @@ def emoji_group(unified: str) -> str:
 
 
 def npm_pack(specs: list[str], destination: Path, timeout: float = 600) -> list[Path]:
-    """Download package tarballs with ``npm pack`` (reused when already in ``destination``)."""
+    """Download package tarballs with ``npm pack`` (reused when already in ``destination``).
+
+    npm writes into a temporary folder inside ``destination``; each whole tarball is then
+    renamed into place, so a download cut short is never taken for a package later."""
     destination.mkdir(parents=True, exist_ok=True)
     # npm's own file names: @scope/name@1.0 -> scope-name-1.0.tgz
     names = [spec.removeprefix("@").replace("/", "-").replace("@", "-") for spec in specs]
@@ -90,13 +96,18 @@ def npm_pack(specs: list[str], destination: Path, timeout: float = 600) -> list[
             "the emoji data set is fetched with npm, which is not installed: install Node.js and "
             "npm (e.g. `apt-get install npm`), or use `lightning-siamese data glyphs` instead"
         )
-    command = [npm, "pack", *missing, "--pack-destination", str(destination), "--silent"]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as error:
-        raise NpmError(
-            f"`npm pack` gave no answer in {timeout:.0f} s: is the registry reachable?"
-        ) from error
+    with tempfile.TemporaryDirectory(dir=destination, prefix=".npm-pack-") as folder:
+        command = [npm, "pack", *missing, "--pack-destination", folder, "--silent"]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            raise NpmError(
+                f"`npm pack` gave no answer in {timeout:.0f} s: is the registry reachable?"
+            ) from error
+        if result.returncode == 0:
+            for path in tarballs:
+                if (Path(folder) / path.name).is_file():
+                    os.replace(Path(folder) / path.name, path)
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:])
         raise NpmError(
@@ -104,6 +115,9 @@ def npm_pack(specs: list[str], destination: Path, timeout: float = 600) -> list[
             f"is not reachable or refused the request. Check `npm config get registry` and your "
             f"proxy settings.\n{tail}"
         )
+    absent = [path.name for path in tarballs if not path.is_file()]
+    if absent:
+        raise NpmError(f"`npm pack` did not write {', '.join(absent)} into {destination}")
     return tarballs
 
 
@@ -181,8 +195,10 @@ def build_emoji(
     cache_dir: str | Path | None = None,
     left: Designer = "google",
     right: Designer = "twitter",
+    force: bool = False,
 ) -> dict[str, float]:
-    """Build ``out/left``, ``out/right``, ``out/pairs.csv`` and ``out/NOTICE.md``.
+    """Build ``out/left``, ``out/right``, ``out/pairs.csv`` and ``out/NOTICE.md``, beside
+    ``out`` and swapped in whole (:mod:`~lightning_siamese.data.built_sets`).
 
     Args:
         skin_tones: also add the skin-tone variants (3,786 pairs instead of 1,911 for Google
@@ -192,6 +208,8 @@ def build_emoji(
             ``fluent`` (Microsoft's Fluent, flat, rendered from SVG; needs cairosvg).
         right: the designer of ``right/``, another of the three. The names and groups come
             from emoji-datasource's catalogue either way.
+        force: replace an ``out`` that holds other files (everything in it is deleted);
+            without it only a missing or empty folder, or a set built here, is replaced.
 
     Returns:
         ``pairs`` and ``seconds``.
@@ -199,7 +217,16 @@ def build_emoji(
     start = time.perf_counter()
     if left == right:
         raise ConfigError(f"left and right must be two designers, got {left!r} twice")
-    out = Path(out)
+    with building(out, "emoji", force) as record:
+        pairs, specs = _build(record["folder"], skin_tones, cache_dir, left, right)
+        record.update(pairs=pairs, left=left, right=right, skin_tones=skin_tones, packages=specs)
+    return {"pairs": pairs, "seconds": time.perf_counter() - start}
+
+
+def _build(
+    out: Path, skin_tones: bool, cache_dir: str | Path | None, left: Designer, right: Designer
+) -> tuple[int, list[str]]:
+    """Build the set into ``out``: how many pairs, and the npm packages used."""
     cache = Path(cache_dir) if cache_dir else user_cache_dir() / "npm"
     designers = {"left": left, "right": right}
     # emoji-datasource's catalogue (in either of its packages) names every emoji.
@@ -246,4 +273,4 @@ def build_emoji(
         size=IMAGE_SIZE,
     )
     (out / "NOTICE.md").write_text(notice, encoding="utf-8")
-    return {"pairs": len(complete), "seconds": time.perf_counter() - start}
+    return len(complete), specs

@@ -10,11 +10,14 @@ import string
 import time
 from pathlib import Path
 
-import matplotlib
 from PIL import Image, ImageDraw, ImageFont
 
+from lightning_siamese.data.built_sets import building
 from lightning_siamese.data.pairs_csv import write_pairs_csv
 from lightning_siamese.errors import ConfigError
+
+#: The image sides ``build_glyphs`` draws, in pixels.
+SIZES = range(8, 4097)
 
 CHARACTERS = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
@@ -33,6 +36,10 @@ FONT_PAIRS = (
 
 
 def font_dir() -> Path:
+    """matplotlib's bundled fonts (imported here: the command's parser needs only the
+    constants above)."""
+    import matplotlib
+
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
@@ -53,20 +60,34 @@ def build_glyphs(
     characters: str = CHARACTERS,
     font_pairs: int = len(FONT_PAIRS),
     size: int = 64,
+    force: bool = False,
 ) -> dict[str, float]:
-    """Write ``out/left``, ``out/right`` and ``out/pairs.csv`` (group = the character).
+    """Write ``out/left``, ``out/right`` and ``out/pairs.csv`` (group = the character), built
+    beside ``out`` and swapped in whole (:mod:`~lightning_siamese.data.built_sets`).
 
     Args:
         characters: the characters to draw; each gives ``font_pairs`` pairs.
         font_pairs: how many of :data:`FONT_PAIRS` to use (1 to 8).
+        size: the images' side in pixels (:data:`SIZES`).
+        force: replace an ``out`` that holds other files (everything in it is deleted);
+            without it only a missing or empty folder, or a set built here, is replaced.
 
     Returns:
         ``pairs`` and ``seconds``.
     """
     if not 1 <= font_pairs <= len(FONT_PAIRS):
         raise ConfigError(f"font_pairs must be 1..{len(FONT_PAIRS)}, got {font_pairs}")
+    if size not in SIZES:
+        raise ConfigError(f"size must be {SIZES.start}..{SIZES.stop - 1} pixels, got {size}")
     start = time.perf_counter()
-    out = Path(out)
+    with building(out, "glyphs", force) as record:
+        pairs = _draw(record["folder"], characters, font_pairs, size)
+        record.update(pairs=pairs, font_pairs=font_pairs, size=size)
+    return {"pairs": pairs, "seconds": time.perf_counter() - start}
+
+
+def _draw(out: Path, characters: str, font_pairs: int, size: int) -> int:
+    """Draw the pairs into ``out``; how many."""
     for side in ("left", "right"):
         (out / side).mkdir(parents=True, exist_ok=True)
     fonts = font_dir()
@@ -94,4 +115,4 @@ def build_glyphs(
         "Computer Modern (BaKoMa, see matplotlib's LICENSE_BAKOMA).\n",
         encoding="utf-8",
     )
-    return {"pairs": len(rows), "seconds": time.perf_counter() - start}
+    return len(rows)

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_siamese.errors import CheckpointError, ConfigError
+from lightning_siamese.errors import CheckpointError, ConfigError, OutputExistsError
 from lightning_siamese.files import atomic_write
 from lightning_siamese.models import backbones
 from lightning_siamese.models.weights_file import BACKBONE_PREFIX
-
+from lightning_siamese.outputs import claim_file
 
 
 def pretrained_state(hparams: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -68,14 +68,42 @@ def interpolate_backbone(net: nn.Module, hparams: dict[str, Any], alpha: float) 
     return interpolate(tuned, pretrained_state(hparams), alpha)
 
 
-def mix_checkpoint(checkpoint: str | Path, alpha: float, out: str | Path) -> dict[str, Any]:
+def written_here(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint that :func:`mix_checkpoint` wrote (its ``wise_ft``
+    record), which a later mix may replace."""
+    content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return isinstance(content, dict) and "wise_ft" in content
+
+
+def claim_output(checkpoint: str | Path, out: str | Path, force: bool = False) -> Path:
+    """``out``, free to be written: not the checkpoint it is mixed from, and missing or an
+    earlier mix (:func:`written_here`), unless ``force``.
+
+    Raises:
+        OutputExistsError: ``out`` is ``checkpoint``, or a file that is not an earlier mix.
+    """
+    out = Path(out)
+    if out.exists() and Path(checkpoint).exists() and out.samefile(checkpoint) and not force:
+        raise OutputExistsError(
+            f"--out {out} is the checkpoint being mixed: the trained checkpoint would be "
+            "replaced by the mixed one. Leave --out out (the default is "
+            "<run>/wise-ft/<name>-alpha<alpha>.ckpt), choose another path, or pass --force"
+        )
+    return claim_file(out, "the mixed checkpoint", force, written_here)
+
+
+def mix_checkpoint(
+    checkpoint: str | Path, alpha: float, out: str | Path, force: bool = False
+) -> dict[str, Any]:
     """Write ``out``: ``checkpoint`` with its backbone mixed with the pretrained weights.
 
     The optimizer and loop states are left out (the file is a model to evaluate, search or
     export, not a run to resume); ``wise_ft`` records the alpha and the source. Returns that
-    record with the number of tensors mixed.
+    record with the number of tensors mixed. ``out`` is claimed first
+    (:func:`claim_output`; ``force`` replaces any file, the checkpoint itself included).
     """
     check_alpha(alpha)  # before anything is loaded or downloaded
+    claim_output(checkpoint, out, force)
     source = Path(checkpoint)
     try:
         content = torch.load(source, map_location="cpu", weights_only=True)

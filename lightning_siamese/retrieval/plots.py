@@ -1,8 +1,10 @@
-"""Plots as pure functions: images or tensors in, a matplotlib ``Figure`` out (no pyplot state)."""
+"""Plots as pure functions: images or tensors in, a matplotlib ``Figure`` out (no pyplot state);
+and their PNG files, written whole and marked as this package's."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,9 +12,26 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
-from lightning_siamese.files import display_path
+from lightning_siamese.files import atomic_write, display_path
+from lightning_siamese.outputs import SOFTWARE
 
 ImageLike = Image.Image | torch.Tensor | np.ndarray
+
+
+def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``figure`` to ``path`` as a PNG, whole (a kill leaves the old file or the new one),
+    its ``Software`` field naming this package so that a later run may replace it
+    (:func:`written_here`)."""
+    path = Path(path)
+    with atomic_write(path) as handle:
+        figure.savefig(handle, dpi=dpi, format="png", metadata={"Software": SOFTWARE})
+    return path
+
+
+def written_here(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG that :func:`save_figure` wrote."""
+    with Image.open(path) as image:
+        return image.format == "PNG" and str(image.info.get("Software", "")) == SOFTWARE
 
 
 def to_display(image: ImageLike) -> np.ndarray:

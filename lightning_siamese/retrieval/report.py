@@ -17,11 +17,15 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from lightning_siamese.data import images
-from lightning_siamese.files import display_path
+from lightning_siamese.files import atomic_write, display_path
 from lightning_siamese.models.distances import Distance, paired_distance
 from lightning_siamese.retrieval.metrics import split_metrics
 from lightning_siamese.retrieval.nearest import top_k
-from lightning_siamese.retrieval.plots import plot_distances, plot_projection, plot_retrieval
+from lightning_siamese.retrieval.plots import (
+    plot_distances,
+    plot_projection,
+    plot_retrieval,
+)
 from lightning_siamese.retrieval.ranks import Ranks, retrieval_ranks
 
 TABLE_COLUMNS = ["query", "true_match", "rank", "true_match_score", "top_k"]
@@ -131,18 +135,11 @@ def _number(value: float) -> int | float:
 
 
 def write_table_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """The retrieval table as CSV; ``top_k`` becomes ``name (score); ...``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    """The retrieval table as CSV, written whole; ``top_k`` becomes ``name (score); ...``."""
+    with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
         writer.writeheader()
         for row in rows:
             top = "; ".join(f"{name} ({score:.4f})" for name, score in row["top_k"])
             writer.writerow({**row, "top_k": top})
-    return path
-
-
-def save_figure(figure: Figure, path: Path, dpi: int = 100) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi)
     return path

@@ -85,3 +85,24 @@ def checkpoint_problem(path: Path, error: BaseException) -> str:
         f"{path}: not a readable checkpoint: not a PyTorch file, or truncated ({size:,} bytes; "
         f"{text}); pass a complete .ckpt written by `lightning-siamese fit`"
     )
+
+
+def check_finite(path: str | Path, state: dict[str, torch.Tensor], shown: int = 3) -> None:
+    """A :class:`CheckpointError` naming the tensors of ``state`` (a checkpoint's state dict)
+    that hold NaN or infinite values: such a model embeds everything as NaN."""
+    bad = [
+        key
+        for key, tensor in state.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        listed = ", ".join(bad[:shown]) + (
+            f" and {len(bad) - shown} more" if len(bad) > shown else ""
+        )
+        raise CheckpointError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({listed}): the "
+            "training diverged before this file was written. Use an earlier checkpoint of the "
+            "run, or fit again with a lower learning rate"
+        )

@@ -28,8 +28,8 @@ from lightning_siamese.data.sampling import TripletSampler
 from lightning_siamese.data.transforms import denormalize
 from lightning_siamese.data.triplets import TripletDataset
 from lightning_siamese.files import display_path
-from lightning_siamese.retrieval.plots import plot_triplets
-from lightning_siamese.retrieval.report import SplitEmbeddings, save_figure, write_table_csv
+from lightning_siamese.retrieval.plots import plot_triplets, save_figure
+from lightning_siamese.retrieval.report import SplitEmbeddings, write_table_csv
 
 
 class LogMedia(pl.Callback):

@@ -12,14 +12,19 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_siamese.files import atomic_write
+from lightning_siamese.outputs import claim_file
+
 EMBEDDINGS_FILE = "embeddings.pt"
+WRITTEN_BY = "lightning-siamese predict"
 
 
 class WriteEmbeddings(BasePredictionWriter):
     """Write ``predict``'s output as one file: ``{"embeddings": (N, D) float tensor,
     "paths": N file paths relative to the predicted folder, in the folder's sorted order,
     "skipped": [{"path", "reason"}, ...] for every file left out}``, loadable with
-    ``torch.load(path, weights_only=True)``.
+    ``torch.load(path, weights_only=True)``. The file is written whole, and it replaces only
+    an earlier ``predict``'s file: another file of that name stops ``predict`` before it starts.
 
     Under several processes (DDP, any number of nodes) each embeds its share; the first
     gathers them and writes the one file, every image once (a process may have none).
@@ -31,6 +36,15 @@ class WriteEmbeddings(BasePredictionWriter):
     def __init__(self, output_dir: str | None = None) -> None:
         super().__init__(write_interval="epoch")
         self.output_dir = output_dir
+
+    def path(self, trainer: pl.Trainer) -> Path:
+        """The file written."""
+        folder = Path(self.output_dir or Path(trainer.default_root_dir) / "predictions")
+        return folder / EMBEDDINGS_FILE
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:  # before any image is embedded
+            claim_file(self.path(trainer), "the predictions file", ours=written_here)
 
     def write_on_epoch_end(
         self,
@@ -65,18 +79,24 @@ class WriteEmbeddings(BasePredictionWriter):
         rows = [found[index] for index in sorted(found)]  # the folder's sorted order
         embeddings = torch.stack([row[2] for row in rows]) if rows else torch.zeros(0, dim)
         document = {
+            "written_by": WRITTEN_BY,
             "embeddings": embeddings,
             "paths": [row[1] for row in rows],
             "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
         }
-        folder = Path(self.output_dir or Path(trainer.default_root_dir) / "predictions")
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(document, folder / EMBEDDINGS_FILE)
+        path = self.path(trainer)
+        with atomic_write(path) as handle:
+            torch.save(document, handle)
         note = f"; {len(skipped)} files skipped, listed under 'skipped'" if skipped else ""
         rank_zero_info(
-            f"wrote {len(rows)} embeddings of size {embeddings.shape[1]} to "
-            f"{folder / EMBEDDINGS_FILE}{note}"
+            f"wrote {len(rows)} embeddings of size {embeddings.shape[1]} to {path}{note}"
         )
+
+
+def written_here(path: Path) -> bool:
+    """Whether ``path`` is a file :class:`WriteEmbeddings` wrote (this release's or 0.1's)."""
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    return isinstance(content, dict) and {"embeddings", "paths", "skipped"} <= set(content)
 
 
 def _gather_to_first(share: dict[str, Any], world_size: int) -> list[dict[str, Any]]:
