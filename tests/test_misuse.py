@@ -126,7 +126,8 @@ def test_search_and_predict_outputs_of_the_user_stop_before_any_work(
 
     run = tmp_path / "run"
     digest = user_file(run / "predictions" / EMBEDDINGS_FILE)
-    trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(run))
+    one_process = SimpleNamespace(broadcast=lambda value: value)
+    trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(run), strategy=one_process)
     with pytest.raises(OutputExistsError, match="the predictions file"):
         WriteEmbeddings().on_predict_start(trainer, None)  # type: ignore[arg-type]
     assert content_digest(run / "predictions" / EMBEDDINGS_FILE) == digest

@@ -12,6 +12,7 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_siamese.errors import UserError
 from lightning_siamese.files import atomic_write
 from lightning_siamese.outputs import claim_file
 
@@ -43,8 +44,16 @@ class WriteEmbeddings(BasePredictionWriter):
         return folder / EMBEDDINGS_FILE
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:  # before any image is embedded
-            claim_file(self.path(trainer), "the predictions file", ours=written_here)
+        # Before any image is embedded; the first process checks, every process stops.
+        problem = None
+        if trainer.is_global_zero:
+            try:
+                claim_file(self.path(trainer), "the predictions file", ours=written_here)
+            except UserError as error:
+                problem = error
+        problem = trainer.strategy.broadcast(problem)
+        if problem is not None:
+            raise problem
 
     def write_on_epoch_end(
         self,
