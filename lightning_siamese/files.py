@@ -3,14 +3,18 @@ Python.
 
 A file is written to a temporary name in its own folder, flushed to disk, and renamed over the
 target with one ``os.replace``: a kill at any moment leaves either the previous file or the new
-one, never half of one (checkpoints, the gallery's embedding cache, ``split.csv``).
+one, never half of one (checkpoints, the gallery's embedding cache, ``split.csv``, every file
+the package writes). The temporary file is locked while it is written, so that the next write
+removes what a killed one left and nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
+import shutil
 import sys
 import unicodedata
 import uuid
@@ -18,8 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 #: Suffix of a file being written; a file with it is what an interrupted write left.
 PARTIAL_SUFFIX = ".partial"
+#: The file held inside a folder being written (:func:`remove_stale_partials`).
+LOCK_FILE = ".lock"
 
 
 def _sync_folder(folder: Path) -> None:
@@ -41,13 +52,17 @@ def atomic_write(
 
     The default ``prefix`` is ``.<name>.`` (a hidden file). Permissions follow the umask, as
     for any new file. On an error inside the block the temporary file is removed and ``path``
-    is left as it was.
+    is left as it was; what a killed write left is removed by the next write of ``path``
+    (:func:`remove_stale_partials`).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f"{prefix or f'.{target.name}.'}{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
+    prefix = prefix or f".{target.name}."
+    remove_stale_partials(target.parent, prefix)
+    temporary = target.parent / f"{prefix}{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
     try:
         with open(temporary, mode.replace("w", "x"), **options) as handle:
+            hold(handle)
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -56,6 +71,38 @@ def atomic_write(
         temporary.unlink(missing_ok=True)
         raise
     _sync_folder(target.parent)
+
+
+def hold(handle: IO[Any]) -> None:
+    """Lock the open file (an exclusive advisory lock, released when the process ends, killed
+    or not), so that :func:`remove_stale_partials` leaves a write in progress alone. A no-op
+    where locks are not available."""
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def remove_stale_partials(folder: Path, prefix: str) -> list[Path]:
+    """Remove the files ``<prefix>*.partial`` of ``folder`` that no process holds
+    (:func:`hold`): what writes cut short by a kill left. A folder of that name is removed when
+    the ``.lock`` file inside it is not held. Returns what was removed (nothing where locks are
+    not available)."""
+    removed: list[Path] = []
+    if fcntl is None or not folder.is_dir():
+        return removed
+    for candidate in folder.glob(f"{glob.escape(prefix)}*{PARTIAL_SUFFIX}"):
+        lock = candidate / LOCK_FILE if candidate.is_dir() else candidate
+        try:
+            with open(lock, "rb") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if candidate.is_dir():
+                    shutil.rmtree(candidate, ignore_errors=True)
+                else:
+                    candidate.unlink(missing_ok=True)
+        except OSError:  # held by a write in progress, or gone meanwhile
+            continue
+        removed.append(candidate)
+    return removed
 
 
 def user_cache_dir() -> Path:

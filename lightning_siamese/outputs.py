@@ -18,6 +18,7 @@ files is built beside its target and swapped in (:func:`replace_folder`).
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import uuid
@@ -74,9 +75,11 @@ def claim_file(
     force: bool = False,
     ours: Callable[[Path], bool] | None = None,
     option: str = "--out",
+    how: str | None = None,
 ) -> Path:
     """``path``, free to be written as ``what``: missing, written by this package before
-    (``ours``), or ``force``; its folder writable (or creatable).
+    (``ours``), or ``force``; its folder writable (or creatable). ``how`` says what to do
+    when it is not (default: pass ``--force``, or choose another ``option``).
 
     Raises:
         OutputExistsError: ``path`` is a folder, or a file this package did not write.
@@ -88,9 +91,10 @@ def claim_file(
             f"{what} {display_path(path)} is a folder; give {option} a file name"
         )
     if (path.exists() or path.is_symlink()) and not force and not _is_ours(path, ours):
+        how = how or f"pass --force to replace it, or choose another {option}"
         raise OutputExistsError(
             f"{what} {display_path(path)} already exists and was not written by "
-            f"lightning-siamese; pass --force to replace it, or choose another {option}"
+            f"lightning-siamese; {how}"
         )
     writable_folder(path.parent, what)
     return path
@@ -143,15 +147,26 @@ def replace_folder(path: str | Path) -> Iterator[Path]:
     in when the block ends: until then ``path`` is as it was, and after it holds the new
     content alone. On an error inside the block the new folder is removed.
 
-    The swap is two renames (the old folder aside, the new one in) and the old folder's removal;
-    what a kill between them leaves is a hidden ``.<name>.<hex>.partial`` or ``.old`` folder,
-    which the next build into ``path`` removes.
+    The swap is two renames (the old folder aside, the new one in) and the old folder's removal:
+    for the moment between the renames nothing is at ``path``. What a kill leaves is a hidden
+    ``.<name>.<hex>.partial`` folder (removed by the next build into ``path``) or, between the
+    renames, ``.<name>.<hex>.old`` (put back at ``path`` by the next build, before it starts).
+
+    Raises:
+        OutputError: ``path`` is the current folder or one above it.
     """
-    target = Path(path)
+    target = Path(path).absolute()
+    if target == Path.cwd() or target in Path.cwd().parents:
+        raise OutputError(
+            f"{display_path(path)} is the current folder or holds it: give the folder to "
+            "build a folder of its own (a new name)"
+        )
     parent = writable_folder(target.parent, f"the folder {display_path(target)}", create=True)
-    for stale in parent.glob(f".{target.name}.*{PARTIAL_SUFFIX}"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for stale in parent.glob(f".{target.name}.*.old"):
+    pattern = glob.escape(f".{target.name}.")
+    old_ones = sorted(parent.glob(f"{pattern}*.old"), key=lambda p: p.stat().st_mtime_ns)
+    if old_ones and not (target.exists() or target.is_symlink()):
+        os.replace(old_ones.pop(), target)  # a swap cut short: the old folder comes back
+    for stale in [*parent.glob(f"{pattern}*{PARTIAL_SUFFIX}"), *old_ones]:
         shutil.rmtree(stale, ignore_errors=True)
     token = uuid.uuid4().hex
     building = parent / f".{target.name}.{token}{PARTIAL_SUFFIX}"

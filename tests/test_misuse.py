@@ -72,6 +72,13 @@ def test_data_builders_never_write_into_other_pairs(
     assert main(["data", "glyphs", "--out", str(ours), "--font-pairs", "1"]) == 0
     assert len(list((ours / "left").iterdir())) == 62
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # A file added to a set built here makes it somebody else's again.
+    user_file(ours / "left" / "mine.png")
+    assert main(["data", "glyphs", "--out", str(ours), "--font-pairs", "1"]) == 2
+    assert "mine.png" not in error_lines(capsys)[0] and (ours / "left" / "mine.png").is_file()
+    # The current folder (or one above it) is never swapped out.
+    assert main(["data", "glyphs", "--out", str(Path.cwd()), "--force"]) == 2
+    assert "is the current folder or holds it" in error_lines(capsys)[0]
     # Asked for, the other folder is replaced.
     assert main(["data", "glyphs", "--out", str(theirs), "--font-pairs", "1", "--force"]) == 0
     assert not (theirs / "left" / "0000.png").exists()
@@ -171,6 +178,32 @@ def test_a_folder_build_cut_short_leaves_the_old_folder(tmp_path: Path) -> None:
     assert [p.name for p in target.iterdir()] == ["old.txt"]
 
 
+def test_writes_cut_short_are_cleaned_up_by_the_next_write(tmp_path: Path) -> None:
+    """A write killed midway leaves its hidden partial file; the next write of the same file
+    removes it, but not one that a write in progress holds. A folder swap cut short between
+    its renames gets the old folder back."""
+    from lightning_siamese.files import atomic_write, hold
+
+    target = tmp_path / "metrics.json"
+    killed = tmp_path / ".metrics.json.0123.partial"
+    killed.write_text("half")
+    in_progress = tmp_path / ".metrics.json.4567.partial"
+    with in_progress.open("wb") as handle:
+        hold(handle)
+        with atomic_write(target, "w") as out:
+            out.write("{}")
+        assert not killed.exists() and in_progress.exists()
+    assert target.read_text() == "{}"
+
+    folder = tmp_path / "set"
+    (tmp_path / ".set.89ab.old").mkdir()
+    user_file(tmp_path / ".set.89ab.old" / "pairs.csv")
+    with replace_folder(folder) as building:  # starts by putting the old folder back
+        assert (folder / "pairs.csv").is_file()
+        (building / "new.csv").write_text("new")
+    assert [p.name for p in folder.iterdir()] == ["new.csv"]
+
+
 # The environment --------------------------------------------------------------------------------
 
 
@@ -216,7 +249,7 @@ def test_folders_that_cannot_be_written_are_one_line(
     monkeypatch.setattr(glyphs, "_draw", refused)
     assert main(["data", "glyphs", "--out", str(tmp_path / "set"), "--font-pairs", "1"]) == 2
     (line,) = error_lines(capsys)
-    assert line.startswith(f"error: cannot write {tmp_path / 'set' / 'left'}: Permission denied")
+    assert line.startswith(f"error: cannot access {tmp_path / 'set' / 'left'}: Permission denied")
 
 
 def test_numbers_out_of_range_are_refused_by_the_parser(
@@ -287,6 +320,37 @@ def test_checkpoint_misuse_is_one_line(
     ]
     assert main(evaluate) == 2
     assert "NaN or infinite" in error_lines(capsys)[0]
+
+
+def test_a_config_of_the_user_in_the_run_folder_is_never_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, run = tmp_path / "pairs", tmp_path / "run"
+    write_pairs(root, 20)
+    digest = user_file(run / "config.yaml", "# my settings\nmodel:\n  margin: 0.3\n")
+    assert main(["fit", *tiny_args(root, run)]) == 2
+    (line,) = error_lines(capsys)
+    assert "the run's config file" in line and "--trainer.default_root_dir" in line
+    assert content_digest(run / "config.yaml") == digest
+
+
+def test_a_checkpoint_is_rebuilt_at_its_size_without_its_starting_weights(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """``test --ckpt_path``: the model takes the checkpoint's image size when the data's is
+    not given (not the backbone's default), and does not read the weights file the fit
+    started from (the checkpoint holds every tensor)."""
+    from lightning_siamese.cli.lightning_cli import run
+
+    root, _, best = trained_run
+    content = torch.load(best, weights_only=True)
+    content["hyper_parameters"]["weights"] = str(tmp_path / "deleted-since.pth")
+    checkpoint = tmp_path / "model.ckpt"
+    torch.save(content, checkpoint)
+    args = [*tiny_args(root, tmp_path / "run"), "--data.image_size=null"]
+    cli = run(["test", *args, f"--ckpt_path={checkpoint}"])
+    assert cli.model.hparams["image_size"] == 32 == cli.datamodule.image_size
+    assert cli.trainer.callback_metrics["test/recall@1"] >= 0
 
 
 def test_a_runtime_option_is_used_and_a_training_one_named(

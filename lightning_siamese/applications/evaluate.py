@@ -125,13 +125,20 @@ def evaluate(
             "seconds": round(time.perf_counter() - started, 2),
         }
     )
+    # The mark first (so a run cut short here leaves a folder this command may write again),
+    # the metrics last.
+    _write_metrics(folder, {"complete": False})
     write_table_csv(split.table(top_k), folder / "retrieval.csv")
     for name, figure in split.figures(
         hparams["margin"], hparams["distance"], examples=min(examples, len(split)), k=top_k
     ).items():
         save_figure(figure, folder / f"{name}.png")
-    # Last: the mark that the folder is this command's output.
-    with atomic_write(folder / METRICS_FILE, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"written_by": WRITTEN_BY, **metrics}, indent=2) + "\n")
+    _write_metrics(folder, metrics)
     metrics["output"] = str(folder)
     return metrics
+
+
+def _write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json``, with the mark that the folder is this command's output."""
+    with atomic_write(folder / METRICS_FILE, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps({"written_by": WRITTEN_BY, **metrics}, indent=2) + "\n")

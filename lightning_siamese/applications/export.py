@@ -40,7 +40,13 @@ from lightning_siamese.applications.export_format import (
 )
 from lightning_siamese.applications.inference import load_model
 from lightning_siamese.errors import ExportError
-from lightning_siamese.files import PARTIAL_SUFFIX, content_digest
+from lightning_siamese.files import (
+    LOCK_FILE,
+    PARTIAL_SUFFIX,
+    content_digest,
+    hold,
+    remove_stale_partials,
+)
 from lightning_siamese.models.backbones import normalization
 from lightning_siamese.training.model import SiameseModel
 
@@ -242,7 +248,10 @@ def export_model(
     inputs, source = check_inputs(model, check_images, skipped=skipped) if check else (None, "")
     net = model.net.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out.parent, f".{out.name}.")  # what a killed export left
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=PARTIAL_SUFFIX, dir=out.parent))
+    lock = (staging / LOCK_FILE).open("wb")
+    hold(lock)  # a second export meanwhile leaves this one alone
     try:
         exported = EXPORTERS[fmt](
             net, staging / out.name, int(model.hparams["image_size"]), batch_size_hint
@@ -255,6 +264,7 @@ def export_model(
         info["digest"] = content_digest(exported.path)
         sidecar = move_into_place(staging, out, info)
     finally:
+        lock.close()
         shutil.rmtree(staging, ignore_errors=True)
     return {**info, "path": str(out), "sidecar": str(sidecar)}
 

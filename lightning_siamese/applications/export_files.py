@@ -42,6 +42,17 @@ def claim_outputs(out: Path, force: bool = False) -> None:
     """
     claim_file(out, "the exported file", force, written_here)
     claim_file(sidecar_path(out), "the sidecar", force, _sidecar_written_here(out))
+    # ONNX keeps weights over 2 GiB in a file beside the graph: an earlier export's goes with it.
+    claim_file(data_path(out), "the ONNX weights file", force, lambda _: _is_export(out))
+
+
+def data_path(out: Path) -> Path:
+    """Where ONNX keeps the weights of a large network: ``<out>.data``."""
+    return out.with_name(f"{out.name}.data")
+
+
+def _is_export(out: Path) -> bool:
+    return out.is_file() and written_here(out)
 
 
 def move_into_place(staging: Path, out: Path, info: dict[str, Any]) -> Path:
@@ -51,9 +62,9 @@ def move_into_place(staging: Path, out: Path, info: dict[str, Any]) -> Path:
     file. Returns the sidecar's path."""
     sidecar = sidecar_path(out)
     sidecar.unlink(missing_ok=True)
-    data = staging / f"{out.name}.data"
+    data = staging / data_path(out).name
     if data.is_file():
-        os.replace(data, out.with_name(data.name))
+        os.replace(data, data_path(out))
     os.replace(staging / out.name, out)
     with atomic_write(sidecar, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(info, indent=2) + "\n")

@@ -61,7 +61,8 @@ class Gallery:
 
 def model_fingerprint(model: torch.nn.Module) -> str:
     """A digest of what decides the model's embeddings: every tensor of its state dict (name,
-    dtype, shape and bytes, in order) and its hyper-parameters.
+    dtype, shape and bytes, in order) and its hyper-parameters (but for its
+    ``RUNTIME_SETTINGS``, which change how it computes, not what).
 
     Hyper-parameters that are plain data (numbers, strings, lists and dicts of them) count by
     value; any other (the optimizer and scheduler factories) by its type alone, since its repr
@@ -76,7 +77,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         else:  # an extra state a module chose to save
             digest.update(f"{name}\n{_plain(value)!r}\n".encode())
     hparams = dict(getattr(model, "hparams", {}))
-    settings = sorted((str(key), _plain(value)) for key, value in hparams.items())
+    runtime = getattr(model, "RUNTIME_SETTINGS", ())  # how it computes, not what
+    settings = sorted((str(k), _plain(v)) for k, v in hparams.items() if k not in runtime)
     digest.update(repr(settings).encode())
     return digest.hexdigest()
 

@@ -44,13 +44,7 @@ NETWORK = (
     "feature_unit",
 )
 #: Settings of how a run computes, not what: the command line's value is used.
-RUNTIME = (
-    "frozen_graph",
-    "retrieval_block_size",
-    "cache_frozen_features",
-    "feature_cache_dir",
-    "channels_last",
-)
+RUNTIME = SiameseModel.RUNTIME_SETTINGS
 
 
 def checkpoint_folder(config: Mapping[str, Any]) -> Path:
@@ -69,7 +63,7 @@ def resolve(subcommand: str, ckpt_path: str, folder: Path) -> Path | None:
             loadable checkpoint in ``folder``).
         ConfigError: ``best`` outside ``fit``.
     """
-    keyword = ckpt_path.split(":")[0].lower()
+    keyword = ckpt_path.split(":")[0]  # as Lightning compares them: lower case
     if keyword == "best" and subcommand != "fit":
         best = best_recorded(folder)
         where = (
@@ -164,13 +158,14 @@ def reconcile(
     :data:`RUNTIME` settings that ``given`` (the parsed config's model) sets; settings that
     ``given`` sets to other values than the checkpoint's are refused (:data:`NETWORK`) or
     passed to ``warn``. A setting counts as given when it differs from the model's default
-    (the image size: when ``data.image_size`` is set).
+    (the image size: when ``data.image_size`` is set): one given at its default value cannot
+    be told from one not given, and the checkpoint's value is used without a word.
 
     Raises:
         ConfigError: naming every network setting that contradicts the checkpoint's.
     """
     defaults = model_defaults()
-    hparams = {key: value for key, value in saved.items() if key != "_instantiator"}
+    hparams = {k: v for k, v in saved.items() if k not in ("_instantiator", "_class_path")}
     refused, ignored = [], []
     for key, value in given.items():
         if key not in saved or key in ("optimizer", "scheduler"):
@@ -185,6 +180,8 @@ def reconcile(
             hparams[key] = value
         elif key in NETWORK:
             refused.append(f"{key}={value!r} (the checkpoint's: {saved[key]!r})")
+        elif key == "weights":
+            ignored.append(f"weights={value!r} (the checkpoint's own tensors are used)")
         else:
             ignored.append(f"{key}={value!r} (the checkpoint's {saved[key]!r} is used)")
     if refused:

@@ -10,6 +10,7 @@ Subclass :class:`SiameseCLI` to add links or arguments of your own::
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
+from lightning_siamese import __version__
 from lightning_siamese.cli.ckpt_path import (
     checkpoint_folder,
     print_warning,
@@ -36,7 +38,8 @@ from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_siamese.errors import ConfigError, DeviceError
 from lightning_siamese.files import atomic_write
 from lightning_siamese.models.backbones import normalization, resolve_image_size
-from lightning_siamese.outputs import writable_folder
+from lightning_siamese.models.embedding import SKIP_PRETRAINED
+from lightning_siamese.outputs import claim_file, writable_folder
 from lightning_siamese.training.checkpoint_files import check_finite
 from lightning_siamese.training.checkpoints import BestAndLastCheckpoint
 from lightning_siamese.training.media import LogMedia
@@ -86,6 +89,29 @@ def check_accelerator(accelerator: str) -> None:
         )
 
 
+#: The first line of the config files a run saves (``config.yaml``); LightningCLI's own header
+#: (``# pytorch_lightning==...``) marks those of earlier releases.
+CONFIG_HEADERS = ("# lightning-siamese==", "# pytorch_lightning==")
+
+
+def config_written_here(path: Path) -> bool:
+    """Whether ``path`` is a config file that a run saved (its first line)."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        return handle.readline().startswith(CONFIG_HEADERS)
+
+
+def claim_config(folder: str | Path) -> None:
+    """A run saves ``config.yaml`` in its folder: an :class:`OutputExistsError` when a file of
+    that name is there that no run saved (a config of the user's, say)."""
+    claim_file(
+        Path(folder) / "config.yaml",
+        "the run's config file",
+        ours=config_written_here,
+        how="the run saves its config.yaml there: move the file, or choose another "
+        "--trainer.default_root_dir",
+    )
+
+
 class SiameseArgumentParser(LightningArgumentParser):
     """The CLI's parser: a config it prints (``--print_config``) or saves (``config.yaml``)
     shows the image size the run uses, not ``null``; ``config.yaml`` is written whole."""
@@ -101,7 +127,8 @@ class SiameseArgumentParser(LightningArgumentParser):
         self, cfg: Namespace, path: str, *args: Any, multifile: bool = True, **kwargs: Any
     ) -> None:
         """A single local file (``config.yaml``) is written whole (a kill leaves the old file or
-        the new one); anything else as jsonargparse saves it."""
+        the new one), and only over a config a run saved; anything else as jsonargparse saves
+        it."""
         if (
             args
             or multifile
@@ -110,6 +137,7 @@ class SiameseArgumentParser(LightningArgumentParser):
         ):
             super().save(cfg, path, *args, multifile=multifile, **kwargs)
             return
+        claim_config(Path(path).parent)  # a file of the user's: never replaced
         options = {
             key: kwargs[key] for key in ("format", "skip_none", "skip_validation") if key in kwargs
         }
@@ -169,6 +197,14 @@ class SiameseCLI(LightningCLI):
     #: The checkpoint file ``--ckpt_path`` names (``last`` resolved), once parsed.
     checkpoint_file: Path | None = None
 
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # The saved config's first line marks it as a run's (config_written_here).
+        kwargs.setdefault(
+            "dump_header",
+            [f"lightning-siamese=={__version__}", f"pytorch_lightning=={pl.__version__}"],
+        )
+        return super().init_parser(**kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # A value lives in one place: the image size and the input normalisation of the
         # backbone's pretrained weights flow from one setting to the other.
@@ -212,7 +248,28 @@ class SiameseCLI(LightningCLI):
             data.get("image_size"),
             print_warning,
         )
-        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        update: dict[str, Any] = {"model": hparams}
+        if data.get("image_size") is None and saved.get("image_size") is not None:
+            # The link computes the model's size from the data's: the checkpoint's size, not
+            # the backbone's default.
+            update["data"] = {"image_size": saved["image_size"]}
+        try:
+            self.config = self.parser.parse_object({subcommand: update}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
+
+    def instantiate_classes(self) -> None:
+        if self.checkpoint_file is None:
+            super().instantiate_classes()
+            return
+        # The checkpoint holds every tensor: the backbone's pretrained weights (a download, or
+        # the file the fit started from) are neither needed nor read.
+        token = SKIP_PRETRAINED.set(True)
+        try:
+            super().instantiate_classes()
+        finally:
+            SKIP_PRETRAINED.reset(token)
 
     def before_instantiate_classes(self) -> None:
         # Cheap checks first: a missing data folder is reported before the model is built
@@ -223,7 +280,9 @@ class SiameseCLI(LightningCLI):
             check_root(data.get("root"), data.get("build_if_missing"), data.get("predict_root"))
         trainer = config.get("trainer") or {}
         check_accelerator(str(trainer.get("accelerator") or "auto"))
-        writable_folder(trainer.get("default_root_dir") or os.getcwd(), "the run", create=True)
+        run_folder = trainer.get("default_root_dir") or os.getcwd()
+        writable_folder(run_folder, "the run", create=True)
+        claim_config(run_folder)
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -79,20 +79,20 @@ def main(args: Sequence[str] | None = None) -> int:
     return 0
 
 
-#: The environment's refusals to write (permission, read-only file system, full disk, quota):
-#: not bugs of the package, whichever line of it met them.
+#: The environment's refusals (permission, read-only file system, full disk, quota): not bugs
+#: of the package, whichever line of it met them.
 WRITE_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
 def error_line(error: BaseException) -> str | None:
     """The one line for a user's error (a :class:`UserError`, or the environment's refusal to
-    write a file); None for anything else, which keeps its traceback."""
+    read or write a file); None for anything else, which keeps its traceback."""
     if isinstance(error, UserError):
         return str(error)
     if isinstance(error, OSError) and error.errno in WRITE_ERRORS:
         where = f" {error.filename}" if error.filename else ""
         return (
-            f"cannot write{where}: {error.strerror}; free some space, fix the permissions or "
+            f"cannot access{where}: {error.strerror}; free some space, fix the permissions or "
             "choose another path"
         )
     return None

@@ -21,14 +21,22 @@ MARKER = ".lightning-siamese-data.json"
 
 
 def built_here(folder: Path) -> bool:
-    """Whether ``folder`` is a pair folder that :func:`building` made."""
+    """Whether ``folder`` is a pair folder that :func:`building` made, holding nothing else:
+    a file added since (notes, pairs of the user's) makes it somebody else's."""
     path = folder / MARKER
     if not path.is_file():
         return False
     content = json.loads(path.read_text(encoding="utf-8"))
-    return isinstance(content, dict) and str(content.get("written_by", "")).startswith(
+    if not isinstance(content, dict) or not str(content.get("written_by", "")).startswith(
         "lightning-siamese data "
-    )
+    ):
+        return False
+    return set(content.get("files", ())) == set(_files(folder)) - {MARKER}
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file under ``folder``, relative, in POSIX form."""
+    return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()]
 
 
 @contextlib.contextmanager
@@ -37,8 +45,8 @@ def building(out: str | Path, builder: str, force: bool = False) -> Iterator[dic
     ``folder`` is where to write; when the block ends the folder, marked, replaces ``out``.
     Put what the mark should say (``pairs``, settings) into the record.
 
-    ``out`` may be missing, empty, or a set built here before; ``force`` replaces any other
-    folder (everything in it is deleted).
+    ``out`` may be missing, empty, or a set built here before and left as it was; ``force``
+    replaces any other folder (everything in it is deleted).
 
     Raises:
         OutputExistsError: ``out`` holds files of somebody else's, without ``force``.
@@ -54,7 +62,8 @@ def building(out: str | Path, builder: str, force: bool = False) -> Iterator[dic
     with replace_folder(out) as folder:
         record: dict[str, Any] = {"folder": folder}
         yield record
-        mark = {"written_by": f"lightning-siamese data {builder}"}
+        mark: dict[str, Any] = {"written_by": f"lightning-siamese data {builder}"}
         mark.update({k: v for k, v in record.items() if k != "folder"})
+        mark["files"] = sorted(_files(folder))
         with atomic_write(folder / MARKER, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(mark, indent=2) + "\n")

@@ -91,6 +91,16 @@ class SiameseModel(pl.LightningModule):
         retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
     """
 
+    #: Settings of how the model computes, not what it computes: a checkpoint's model takes
+    #: them from the command line, and they do not name a gallery's embedding cache.
+    RUNTIME_SETTINGS = (
+        "frozen_graph",
+        "retrieval_block_size",
+        "cache_frozen_features",
+        "feature_cache_dir",
+        "channels_last",
+    )
+
     def __init__(
         self,
         backbone: str = "resnet50",

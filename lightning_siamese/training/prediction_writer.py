@@ -48,7 +48,12 @@ class WriteEmbeddings(BasePredictionWriter):
         problem = None
         if trainer.is_global_zero:
             try:
-                claim_file(self.path(trainer), "the predictions file", ours=written_here)
+                claim_file(
+                    self.path(trainer),
+                    "the predictions file",
+                    ours=written_here,
+                    how="move it, or predict into another --trainer.default_root_dir",
+                )
             except UserError as error:
                 problem = error
         problem = trainer.strategy.broadcast(problem)
