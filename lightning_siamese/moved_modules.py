@@ -53,7 +53,7 @@ MOVED: dict[str, tuple[str, ...]] = {
         "evaluate": ("applications.evaluate",),
         "export": ("applications.export", "applications.export_format"),
         "export_check": ("applications.export_check", "applications.export_format"),
-        "lightning_cli": ("cli.lightning_cli",),
+        "lightning_cli": ("cli.lightning_cli", "cli.run_config"),
         "commands": ("cli.registry",),
         "commands.data": ("cli.data_command",),
         "commands.evaluate": ("cli.evaluate_command",),

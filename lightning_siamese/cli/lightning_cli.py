@@ -17,10 +17,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import yaml
-from jsonargparse import Namespace
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 
 from lightning_siamese import __version__
@@ -32,14 +30,19 @@ from lightning_siamese.cli.ckpt_path import (
     resolve,
     saved_content,
 )
+from lightning_siamese.cli.run_config import (
+    SaveConfigToLoggers,
+    SiameseArgumentParser,
+    claim_config,
+    image_size_for,
+)
 from lightning_siamese.data.datamodule import SiameseDataModule
 from lightning_siamese.data.run_split import check_root
 from lightning_siamese.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_siamese.errors import ConfigError, DeviceError
-from lightning_siamese.files import atomic_write
-from lightning_siamese.models.backbones import normalization, resolve_image_size
+from lightning_siamese.models.backbones import normalization
 from lightning_siamese.models.embedding import SKIP_PRETRAINED
-from lightning_siamese.outputs import claim_file, writable_folder
+from lightning_siamese.outputs import writable_folder
 from lightning_siamese.training.checkpoint_files import check_finite
 from lightning_siamese.training.checkpoints import BestAndLastCheckpoint
 from lightning_siamese.training.media import LogMedia
@@ -64,16 +67,6 @@ def backbone_std(backbone: str) -> tuple[float, ...]:
         return IMAGENET_STD
 
 
-def image_size_for(image_size: int | None, backbone: str) -> int | None:
-    """``data.image_size``, or when unset the backbone's pretrained input size
-    (:func:`~lightning_siamese.models.backbones.resolve_image_size`); None for an unknown
-    backbone, which the model reports."""
-    try:
-        return resolve_image_size(image_size, backbone)
-    except ConfigError:
-        return None
-
-
 def check_accelerator(accelerator: str) -> None:
     """A :class:`DeviceError` when ``--trainer.accelerator`` asks for a device this machine
     lacks (Lightning's own message names a backend, not the machine)."""
@@ -87,87 +80,6 @@ def check_accelerator(accelerator: str) -> None:
             "can use (no GPU, no driver, or a CPU-only torch); use --trainer.accelerator cpu, "
             "or auto (a GPU when there is one)"
         )
-
-
-#: The first line of the config files a run saves (``config.yaml``); LightningCLI's own header
-#: (``# pytorch_lightning==...``) marks those of earlier releases.
-CONFIG_HEADERS = ("# lightning-siamese==", "# pytorch_lightning==")
-
-
-def config_written_here(path: Path) -> bool:
-    """Whether ``path`` is a config file that a run saved (its first line)."""
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        return handle.readline().startswith(CONFIG_HEADERS)
-
-
-def claim_config(folder: str | Path) -> None:
-    """A run saves ``config.yaml`` in its folder: an :class:`OutputExistsError` when a file of
-    that name is there that no run saved (a config of the user's, say)."""
-    claim_file(
-        Path(folder) / "config.yaml",
-        "the run's config file",
-        ours=config_written_here,
-        how="the run saves its config.yaml there: move the file, or choose another "
-        "--trainer.default_root_dir",
-    )
-
-
-class SiameseArgumentParser(LightningArgumentParser):
-    """The CLI's parser: a config it prints (``--print_config``) or saves (``config.yaml``)
-    shows the image size the run uses, not ``null``; ``config.yaml`` is written whole."""
-
-    def dump(self, cfg: Namespace, *args: Any, **kwargs: Any) -> str:
-        data, model = cfg.get("data"), cfg.get("model")
-        if data is not None and model is not None and data.get("image_size") is None:
-            cfg = cfg.clone()
-            cfg.data.image_size = image_size_for(None, model.get("backbone"))
-        return super().dump(cfg, *args, **kwargs)
-
-    def save(
-        self, cfg: Namespace, path: str, *args: Any, multifile: bool = True, **kwargs: Any
-    ) -> None:
-        """A single local file (``config.yaml``) is written whole (a kill leaves the old file or
-        the new one), and only over a config a run saved; anything else as jsonargparse saves
-        it."""
-        if (
-            args
-            or multifile
-            or "://" in str(path)
-            or (Path(path).exists() and not kwargs.get("overwrite"))
-        ):
-            super().save(cfg, path, *args, multifile=multifile, **kwargs)
-            return
-        claim_config(Path(path).parent)  # a file of the user's: never replaced
-        options = {
-            key: kwargs[key] for key in ("format", "skip_none", "skip_validation") if key in kwargs
-        }
-        with atomic_write(path, "w", encoding="utf-8") as handle:
-            handle.write(self.dump(cfg, **options))
-
-
-class SaveConfigToLoggers(SaveConfigCallback):
-    """Write ``config.yaml`` to the log folder and send the whole resolved config to every
-    logger (W&B's run config, TensorBoard's and CSV's hparams), once, as a nested dict with the
-    ``subcommand``.
-
-    The model's and data module's own ``save_hyperparameters`` logging is turned off in CLI
-    runs, so the loggers hold the config once rather than twice (nested and flattened).
-    """
-
-    #: Set by :class:`SiameseCLI` when it builds the trainer: ``fit``, ``test``, ...
-    subcommand: str | None = None
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        for owner in (pl_module, getattr(trainer, "datamodule", None)):
-            if owner is not None:
-                owner._log_hyperparams = False
-        super().setup(trainer, pl_module, stage)
-
-    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-        config["subcommand"] = self.subcommand or stage
-        for logger in trainer.loggers:
-            logger.log_hyperparams(config)
 
 
 def place_wandb_run(logger: WandbLogger, run_folder: str) -> None:
