@@ -61,8 +61,9 @@ class NonFiniteLossError(UserError, FloatingPointError):
         return cls(
             f"non-finite training loss ({loss}) at epoch {epoch}, global step {step} "
             f"(pairs {pairs}...); the weights were not updated with it and {saved}. Likely "
-            "causes: a learning rate too high for this model (lower "
-            "--model.optimizer.init_args.lr), unnormalised embeddings with a squared-L2 "
+            "causes: a learning rate too high for this model (lower it: --model.optimizer "
+            "torch.optim.Adam --model.optimizer.lr 1e-5, or your config's optimizer with "
+            "--model.optimizer.lr), unnormalised embeddings with a squared-L2 "
             "distance growing without bound (try --model.normalize true), or corrupt inputs. "
             "Resume with --ckpt_path last after changing the setting."
         )

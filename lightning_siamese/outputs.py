@@ -93,8 +93,8 @@ def claim_file(
     if (path.exists() or path.is_symlink()) and not force and not _is_ours(path, ours):
         how = how or f"pass --force to replace it, or choose another {option}"
         raise OutputExistsError(
-            f"{what} {display_path(path)} already exists and was not written by "
-            f"lightning-siamese; {how}"
+            f"{what} {display_path(path)} already exists and is not this command's earlier "
+            f"output, unchanged; {how}"
         )
     writable_folder(path.parent, what)
     return path
@@ -126,8 +126,9 @@ def claim_folder(
                 f" and {len(entries) - SHOWN} more" if len(entries) > SHOWN else ""
             )
             raise OutputExistsError(
-                f"{what} {display_path(path)} already holds files that lightning-siamese did "
-                f"not write ({listed}); choose another {option}, or pass --force ({forced})"
+                f"{what} {display_path(path)} already holds files and is not this command's "
+                f"earlier output, unchanged ({listed}); choose another {option}, or pass "
+                f"--force ({forced})"
             )
     return writable_folder(path, what)
 

@@ -25,7 +25,7 @@ BAD_SETTINGS = {
         ["--model.pool_size=4"],  # the tiny ResNet at 32 px ends in a 1x1 map
         "image_size=32 gives a 1x1 feature map at layer4.0, smaller than pool_size=4",
     ),
-    "negative margin": (["--model.margin=-0.5"], "margin must be >= 0"),
+    "negative margin": (["--model.margin=-0.5"], "margin must be a finite number >= 0"),
     "fractions": (["--data.split_fractions=[0.5,0.2,0.2]"], "sum to 1"),
     "batch larger than a split": (["--data.batch_size=500"], "larger than the train split"),
     "missing split file": (["--data.split_file=/nowhere/split.csv"], "does not exist"),
@@ -60,7 +60,7 @@ def test_missing_root_fails_before_the_model_is_built(
 def test_traceback_on_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIGHTNING_SIAMESE_TRACEBACK", "1")
     write_pairs(tmp_path / "pairs", 20)
-    with pytest.raises(ValueError, match="margin must be >= 0"):
+    with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
         main(["fit", *tiny_args(tmp_path / "pairs", tmp_path / "run"), "--model.margin=-1"])
 
 

@@ -50,7 +50,7 @@ def test_wise_ft_refuses_to_write_over_its_own_checkpoint(
     theirs = tmp_path / "other.ckpt"
     digest = user_file(theirs)
     assert main([*args[:-1], str(theirs)]) == 2
-    assert "already exists and was not written by lightning-siamese" in error_lines(capsys)[0]
+    assert "already exists and is not this command's earlier output" in error_lines(capsys)[0]
     assert content_digest(checkpoint) == before and content_digest(theirs) == digest
 
 
@@ -72,7 +72,11 @@ def test_data_builders_never_write_into_other_pairs(
     assert main(["data", "glyphs", "--out", str(ours), "--font-pairs", "1"]) == 0
     assert len(list((ours / "left").iterdir())) == 62
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    # A file added to a set built here makes it somebody else's again.
+    # A file changed or added in a set built here makes it somebody else's again.
+    (ours / "pairs.csv").write_text("name,group\n")
+    assert main(["data", "glyphs", "--out", str(ours), "--font-pairs", "1"]) == 2
+    assert (ours / "pairs.csv").read_text() == "name,group\n"
+    assert main(["data", "glyphs", "--out", str(ours), "--font-pairs", "1", "--force"]) == 0
     user_file(ours / "left" / "mine.png")
     assert main(["data", "glyphs", "--out", str(ours), "--font-pairs", "1"]) == 2
     assert "mine.png" not in error_lines(capsys)[0] and (ours / "left" / "mine.png").is_file()
@@ -115,6 +119,9 @@ def test_pictures_exports_and_evaluations_replace_only_their_own(
     assert "the evaluation folder" in error_lines(capsys)[0]
     assert main([*evaluate, "--force"]) == 0 and main(evaluate) == 0
     assert content_digest(folder / "notes.txt") == digest
+    (folder / "retrieval.csv").write_text("my edits")  # changed since: no longer replaced
+    assert main(evaluate) == 2
+    assert (folder / "retrieval.csv").read_text() == "my edits"
 
 
 def test_search_and_predict_outputs_of_the_user_stop_before_any_work(
@@ -218,6 +225,7 @@ def test_devices_that_are_not_there_are_one_line(
         ("evaluate", "--root", str(root), "--device", "cuda"): "no CUDA device",
         ("search", *gallery, "--device", "cuda:1"): "no CUDA device",
         ("search", *gallery, "--device", "gpu"): "is not a device",
+        ("search", *gallery, "--device", "meta"): "not a device these commands run on",
     }
     for (command, *rest), message in cases.items():
         out = ["--out", str(tmp_path / command / "out.png")]
@@ -249,7 +257,20 @@ def test_folders_that_cannot_be_written_are_one_line(
     monkeypatch.setattr(glyphs, "_draw", refused)
     assert main(["data", "glyphs", "--out", str(tmp_path / "set"), "--font-pairs", "1"]) == 2
     (line,) = error_lines(capsys)
-    assert line.startswith(f"error: cannot access {tmp_path / 'set' / 'left'}: Permission denied")
+    assert line.startswith(f"error: cannot use {tmp_path / 'set' / 'left'}: Permission denied")
+
+
+def test_paths_the_system_cannot_use_and_settings_lightning_refuses_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "check", str(tmp_path / ("x" * 300))]) == 2
+    assert "File name too long; choose a shorter path" in error_lines(capsys)[0]
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate': choose one of fit, " in error_lines(capsys)[0]
+    root, run = tmp_path / "pairs", tmp_path / "run"
+    write_pairs(root, 20)
+    assert main(["fit", *tiny_args(root, run), "--trainer.devices=0"]) == 2
+    assert "(a --trainer setting Lightning refuses)" in error_lines(capsys)[0]
 
 
 def test_numbers_out_of_range_are_refused_by_the_parser(
@@ -260,11 +281,49 @@ def test_numbers_out_of_range_are_refused_by_the_parser(
         ("data", "glyphs", "--out", str(tmp_path / "g"), "--size", "0"): "must be 8 to 4096",
         ("data", "glyphs", "--out", str(tmp_path / "g"), "--font-pairs", "9"): "must be 1 to 8",
         ("search", "--ckpt", "x", "--gallery", "g", "--query", "q", "--top-k", "0"): ">= 1",
+        (
+            "search",
+            "--ckpt",
+            "x",
+            "--gallery",
+            "g",
+            "--query",
+            "q",
+            "--num-workers",
+            "10**9",
+        ): "invalid integer",
+        ("evaluate", "--ckpt", "x", "--root", "r", "--batch-size", "99999999999"): "1 to 65536",
+        ("export", "--ckpt", "x", "--format", "pt2", "--tolerance", "nan"): "finite number",
+        ("data", "show", str(tmp_path), "--out", "pictures/"): "is not a file name",
     }
     for args, message in cases.items():
         with pytest.raises(SystemExit) as exit_:
             main(list(args))
         assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_settings_out_of_range_and_not_finite_are_refused() -> None:
+    from lightning_siamese.data.splits import check_fractions
+    from lightning_siamese.models.embedding import EmbeddingNet
+    from lightning_siamese.models.losses import make_loss
+
+    with pytest.raises(ConfigError, match="embedding_dim, pool_size and image_size must be >= 1"):
+        EmbeddingNet("timm/test_resnet", "none", embedding_dim=0, image_size=32)
+    with pytest.raises(ConfigError, match="margin must be a finite number"):
+        make_loss("triplet", float("nan"), "squared_l2", False, "none", False, 0.1)
+    with pytest.raises(ConfigError, match="split_fractions"):
+        check_fractions([0.5, 0.5, float("nan")])  # every comparison with NaN is false
+
+
+def test_pairs_csv_read_in_part_or_contradicting_itself_is_named(tmp_path: Path) -> None:
+    from lightning_siamese.data.pairs_csv import read_groups
+
+    (tmp_path / "pairs.csv").write_text("name,group\na,1\nb,2\na,3\n")
+    groups, problems = read_groups(tmp_path, {"a", "b"})
+    assert groups == {"b": "2"} and "listed twice with different groups ('a')" in problems[0][1]
+    (tmp_path / "pairs.csv").write_bytes(b"name,group\n" + b"a,1\n" * 5000 + b"b,\xe9\n")
+    groups, problems = read_groups(tmp_path, {"a", "b"})
+    assert groups == {} and "groups are ignored" in problems[0][1]  # none of a part read
 
 
 # Checkpoints that cannot do what is asked -------------------------------------------------------
@@ -297,6 +356,18 @@ def test_checkpoint_misuse_is_one_line(
     torch.save({**content, "wise_ft": {"alpha": 0.5}}, weights_only)
     line = fails("fit", f"--ckpt_path={weights_only}")
     assert "cannot resume a fit" in line and f"--model.weights {weights_only}" in line
+    # Nothing to load: never an untrained model evaluated in its place.
+    assert "no last*.ckpt in" in fails(
+        "test", "--ckpt_path=last", f"--trainer.default_root_dir={tmp_path / 'none'}"
+    )
+    assert "--ckpt_path is empty" in fails("test", "--ckpt_path=")
+    assert "is a folder" in fails("test", f"--ckpt_path={run / 'checkpoints'}")
+    assert "no hpc_ckpt_" in fails("test", "--ckpt_path=hpc")
+    # A mix cannot be mixed again (the alpha it records would not be the mix's).
+    mix = tmp_path / "mix.ckpt"
+    torch.save({**torch.load(best, weights_only=True), "wise_ft": {"alpha": 0.5}}, mix)
+    assert main(["wise-ft", "--ckpt", str(mix), "--alpha", "0.5"]) == 2
+    assert "is already a WiSE-FT mix" in error_lines(capsys)[0]
     # A truncated last.ckpt: named, with the newest checkpoint that loads.
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:4000])

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lightning_siamese.applications.inference import embed_files, load_model, pick_device
 from lightning_siamese.data.negatives import draw_negatives
 from lightning_siamese.data.pairs import PairDataError, Problem, discover_pairs, require_pairs
-from lightning_siamese.files import atomic_write, display_path
+from lightning_siamese.files import atomic_write, content_digest, display_path
 from lightning_siamese.outputs import claim_folder
 from lightning_siamese.retrieval.plots import save_figure
 from lightning_siamese.retrieval.report import SplitEmbeddings, write_table_csv
@@ -28,13 +29,21 @@ METRICS_FILE = "metrics.json"
 WRITTEN_BY = "lightning-siamese evaluate"
 
 
-def written_here(folder: Path) -> bool:
-    """Whether ``folder`` holds an earlier evaluation's output (its ``metrics.json``)."""
+def written_here(folder: Path, root: Path | None = None) -> bool:
+    """Whether ``folder`` holds an earlier evaluation's output (its ``metrics.json``), its files
+    unchanged since (the digests that file records) and, with ``root``, of that pair folder."""
     path = folder / METRICS_FILE
     if not path.is_file():
         return False
     content = json.loads(path.read_text(encoding="utf-8"))
-    return isinstance(content, dict) and content.get("written_by") == WRITTEN_BY
+    if not isinstance(content, dict) or content.get("written_by") != WRITTEN_BY:
+        return False
+    if root is not None and content.get("root_path", str(root.resolve())) != str(root.resolve()):
+        return False
+    return all(
+        not (folder / name).is_file() or content_digest(folder / name) == digest
+        for name, digest in content.get("files", {}).items()
+    )
 
 
 def default_output(checkpoint: Path, root: Path) -> Path:
@@ -73,7 +82,10 @@ def evaluate(
     started = time.perf_counter()
     checkpoint, root = Path(checkpoint), Path(root)
     folder = Path(out) if out is not None else default_output(checkpoint, root)
-    claim_folder(folder, "the evaluation folder", force, written_here)
+    # The default folder is named by the pair folder's name alone: another folder of that name
+    # is not this evaluation's to replace.
+    ours = partial(written_here, root=root if out is None else None)
+    claim_folder(folder, "the evaluation folder", force, ours)
     pick_device(device)  # a device that is not there, named before any work
     report = discover_pairs(root)
     pairs = require_pairs(report, strict=strict)
@@ -127,18 +139,22 @@ def evaluate(
     )
     # The mark first (so a run cut short here leaves a folder this command may write again),
     # the metrics last.
-    _write_metrics(folder, {"complete": False})
-    write_table_csv(split.table(top_k), folder / "retrieval.csv")
+    mark = {"root_path": str(root.resolve())}
+    _write_metrics(folder, {"complete": False}, mark)
+    written = [write_table_csv(split.table(top_k), folder / "retrieval.csv")]
     for name, figure in split.figures(
         hparams["margin"], hparams["distance"], examples=min(examples, len(split)), k=top_k
     ).items():
-        save_figure(figure, folder / f"{name}.png")
-    _write_metrics(folder, metrics)
+        written.append(save_figure(figure, folder / f"{name}.png"))
+    digests = {path.name: content_digest(path) for path in written}
+    _write_metrics(folder, metrics, {**mark, "files": digests})
     metrics["output"] = str(folder)
     return metrics
 
 
-def _write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
-    """``metrics.json``, with the mark that the folder is this command's output."""
+def _write_metrics(folder: Path, metrics: dict[str, Any], mark: dict[str, Any]) -> None:
+    """``metrics.json``, with the mark that the folder is this command's output (``mark``: the
+    pair folder's path and the digests of the files written)."""
+    content = {"written_by": WRITTEN_BY, **metrics, **mark}
     with atomic_write(folder / METRICS_FILE, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps({"written_by": WRITTEN_BY, **metrics}, indent=2) + "\n")
+        handle.write(json.dumps(content, indent=2) + "\n")

@@ -140,7 +140,7 @@ def choose_cache_path(
 
 
 def load_cache(
-    path: Path, fingerprint: str, image_size: int, notes: list[str]
+    path: Path, fingerprint: str, image_size: int, notes: list[str], dim: int | None = None
 ) -> dict[str, Any] | None:
     """The cache file's content, or None when it is missing, unreadable (said in ``notes``), of
     another format (it is then rebuilt) or for another model."""
@@ -156,6 +156,9 @@ def load_cache(
             and cache["image_size"] == image_size
             and len(paths) == len(digests) == len(embeddings)
         )
+        width = embeddings.shape[1] if embeddings.ndim == 2 else None
+        if valid and (width != (dim or width) or not bool(torch.isfinite(embeddings).all())):
+            raise ValueError("its embeddings are not finite rows of the model's size")
     except Exception as error:
         notes.append(f"note: ignoring unreadable cache {path} ({type(error).__name__})")
         return None
@@ -281,7 +284,8 @@ def build_gallery(
         fingerprint = model_fingerprint(model)
         path, note = choose_cache_path(root, fingerprint, Path(cache_dir) if cache_dir else None)
         notes += [note] if note else []
-        cache = load_cache(path, fingerprint, image_size, notes)
+        dim = int(model.hparams["embedding_dim"])
+        cache = load_cache(path, fingerprint, image_size, notes, dim)
     gallery, changed = update_gallery(model, root, listing.files, cache, batch_size, num_workers)
     if path is not None and changed:
         try:

@@ -33,10 +33,16 @@ def pick_device(device: str | None = None) -> torch.device:
             "out (the first GPU when there is one, else the CPU)"
         ) from error
     present = {
+        "cpu": (True, 1 << 16),
         "cuda": (torch.cuda.is_available(), torch.cuda.device_count()),
         "mps": (torch.backends.mps.is_available(), 1),
     }
-    if chosen.type in present:
+    if chosen.type not in present:
+        raise DeviceError(
+            f"--device {device}: not a device these commands run on; use cpu, cuda, cuda:N or "
+            "mps, or leave it out"
+        )
+    if chosen.type != "cpu":
         available, count = present[chosen.type]
         if not available:
             raise DeviceError(

@@ -64,6 +64,13 @@ def resolve(subcommand: str, ckpt_path: str, folder: Path) -> Path | None:
         ConfigError: ``best`` outside ``fit``.
     """
     keyword = ckpt_path.split(":")[0]  # as Lightning compares them: lower case
+    if not ckpt_path.strip():
+        raise ConfigError("--ckpt_path is empty: pass a checkpoint file, or last")
+    if keyword == "hpc" and not list(folder.parent.glob("hpc_ckpt_*.ckpt")):
+        raise CheckpointError(
+            f"--ckpt_path hpc: no hpc_ckpt_*.ckpt in {folder.parent} (a SLURM requeue writes "
+            "them): pass a checkpoint file, or last"
+        )
     if keyword == "best" and subcommand != "fit":
         best = best_recorded(folder)
         where = (
@@ -76,7 +83,14 @@ def resolve(subcommand: str, ckpt_path: str, folder: Path) -> Path | None:
             f"`{subcommand}` runs in a new one, so {where}"
         )
     if keyword == "last":
-        candidates = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+        files = [path for path in folder.glob("last*.ckpt") if path.is_file()]
+        candidates = sorted(files, key=lambda p: p.stat().st_mtime_ns)
+        if not candidates and subcommand != "fit":
+            # fit starts anew when there is none; the others would use an untrained model
+            raise CheckpointError(
+                f"--ckpt_path last: no last*.ckpt in {folder} (a fit with "
+                "--trainer.default_root_dir here writes them): pass a checkpoint file"
+            )
         if not candidates:
             return None
         try:
@@ -98,7 +112,8 @@ def resolve(subcommand: str, ckpt_path: str, folder: Path) -> Path | None:
 
 def newest_loadable(folder: Path) -> Path | None:
     """The most recently written checkpoint in ``folder`` that loads."""
-    for path in sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns, reverse=True):
+    files = [path for path in folder.glob("*.ckpt") if path.is_file()]
+    for path in sorted(files, key=lambda p: p.stat().st_mtime_ns, reverse=True):
         try:
             check_checkpoint(path)
         except CheckpointError:

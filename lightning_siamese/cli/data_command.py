@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning_siamese.cli.registry import int_in, positive_int
+from lightning_siamese.cli.registry import int_in, output_file, positive_int
 from lightning_siamese.data.glyphs import FONT_PAIRS, SIZES
 from lightning_siamese.data.negatives import example_triplets
 from lightning_siamese.data.pairs import NO_PAIR, discover_pairs
@@ -42,7 +42,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from lightning_siamese.data.images import load_image
+    from lightning_siamese.data.images import UNREADABLE, load_image, unreadable_reason
     from lightning_siamese.outputs import claim_file
     from lightning_siamese.retrieval.plots import plot_triplets, save_figure, written_here
 
@@ -52,13 +52,15 @@ def _show(args: argparse.Namespace) -> int:
     if args.split != "all":
         pairs = assign_splits(pairs, seed=args.seed)[args.split]
     if len(pairs) < 2:
-        print(
-            f"error: {len(pairs)} usable pair(s) in {args.root} ({args.split}); need 2",
-            file=sys.stderr,
-        )
-        return 1
+        raise PairDataError(f"{len(pairs)} usable pair(s) in {args.root} ({args.split}); need 2")
     chosen = example_triplets(pairs, args.rows, args.seed)
-    images = [(load_image(a), load_image(p), load_image(n)) for a, p, n in chosen]
+    try:
+        images = [(load_image(a), load_image(p), load_image(n)) for a, p, n in chosen]
+    except UNREADABLE as error:
+        raise PairDataError(
+            f"an image of {args.root} cannot be read ({unreadable_reason(error)}): "
+            f"`lightning-siamese data check {args.root}` lists every problem"
+        ) from error
     figure = plot_triplets(images, [(_caption(a), _caption(p), _caption(n)) for a, p, n in chosen])
     save_figure(figure, args.out)
     print(f"wrote {len(chosen)} triplets to {args.out}")
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="draw a grid of anchor/positive/negative triplets")
     show.add_argument("root", type=Path)
-    show.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    show.add_argument("--out", type=output_file, required=True, help="PNG file to write")
     show.add_argument("--rows", type=positive_int, default=4, help="triplets drawn")
     show.add_argument("--force", action="store_true", help="replace an --out file of yours")
     show.add_argument("--split", choices=("all", *SPLITS), default="all")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_siamese.cli.registry import non_negative_int, positive_int
+from lightning_siamese.cli.registry import batch_size, num_workers, positive_int
 
 SHOWN = (
     "recall@1",
@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, help="output folder (default: <run>/evaluate/<root name>)"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--num-workers", type=non_negative_int, default=0)
+    parser.add_argument("--batch-size", type=batch_size, default=64, help="1 to 65536")
+    parser.add_argument("--num-workers", type=num_workers, default=0, help="0 to 256")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=0, help="draws each pair's negative")
     parser.add_argument(

@@ -17,7 +17,7 @@ from lightning_siamese.applications.export_format import (
     SCALE,
     TOLERANCE,
 )
-from lightning_siamese.cli.registry import positive_int
+from lightning_siamese.cli.registry import non_negative_float, output_file, positive_int
 
 
 def export_format(text: str) -> str:
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_file,
         default=None,
         help="file to write (default: <ckpt stem>.onnx or <ckpt stem>.pt2 beside it)",
     )
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-check", action="store_true", help="skip running the exported file")
     parser.add_argument(
         "--tolerance",
-        type=float,
+        type=non_negative_float,
         default=TOLERANCE,
         help=f"largest max |exported - PyTorch| the check accepts (default {TOLERANCE:g})",
     )

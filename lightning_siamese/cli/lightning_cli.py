@@ -142,7 +142,7 @@ class SiameseCLI(LightningCLI):
             return
         config = self.config[subcommand]
         ckpt_path = config.get("ckpt_path")
-        if not ckpt_path:
+        if ckpt_path is None:
             return
         path = resolve(subcommand, str(ckpt_path), checkpoint_folder(config))
         if path is None:

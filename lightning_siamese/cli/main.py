@@ -58,6 +58,10 @@ def main(args: Sequence[str] | None = None) -> int:
     if argv[0] == "--version":
         print(f"lightning-siamese {__version__}")
         return 0
+    if argv[0] not in COMMANDS and argv[0] not in TRAINING and not argv[0].startswith("-"):
+        known = ", ".join([*TRAINING, *COMMANDS])
+        print(f"error: unknown command {argv[0]!r}: choose one of {known}", file=sys.stderr)
+        return 2
     training = argv[0] not in COMMANDS
     try:
         if not training:
@@ -66,7 +70,7 @@ def main(args: Sequence[str] | None = None) -> int:
 
         # From the console script, let LightningCLI read sys.argv itself (it warns otherwise).
         run(None if args is None else argv)
-    except (UserError, OSError) as error:
+    except Exception as error:
         message = error_line(error)
         if message is None or os.environ.get(TRACEBACK_VARIABLE):
             raise
@@ -79,20 +83,34 @@ def main(args: Sequence[str] | None = None) -> int:
     return 0
 
 
-#: The environment's refusals (permission, read-only file system, full disk, quota): not bugs
-#: of the package, whichever line of it met them.
-WRITE_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+#: The environment's refusals (permissions, a read-only file system, a full disk, a quota) and
+#: paths that cannot be (too long, a loop of links, a file where a folder is needed, a folder
+#: that cannot be made): not bugs of the package, whichever line of it met them.
+ENVIRONMENT_ERRORS = {
+    errno.EACCES: "fix the permissions or choose another path",
+    errno.EPERM: "fix the permissions or choose another path",
+    errno.EROFS: "the file system is read-only: choose another path",
+    errno.ENOSPC: "free some space or choose another path",
+    errno.EDQUOT: "free some space or choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.ELOOP: "a symbolic link in it points back to itself: fix the link",
+    errno.ENOTDIR: "a file stands where a folder is needed: choose another path",
+    errno.EISDIR: "a folder stands where a file is needed: choose another path",
+    errno.EEXIST: "a file stands where a folder is needed: choose another path",
+    errno.ENOENT: "a folder on the way does not exist or cannot hold files: choose another path",
+    errno.EBUSY: "it is in use (a mount point?): choose another path",
+}
+#: Lightning's errors for settings it refuses (``--trainer.devices 0``, ``max_epochs -5``).
+SETTINGS_ERRORS = ("MisconfigurationException",)
 
 
 def error_line(error: BaseException) -> str | None:
-    """The one line for a user's error (a :class:`UserError`, or the environment's refusal to
-    read or write a file); None for anything else, which keeps its traceback."""
+    """The one line for a user's error (a :class:`UserError`, a setting Lightning refuses, or
+    a path the system cannot use); None for anything else, which keeps its traceback."""
     if isinstance(error, UserError):
         return str(error)
-    if isinstance(error, OSError) and error.errno in WRITE_ERRORS:
-        where = f" {error.filename}" if error.filename else ""
-        return (
-            f"cannot access{where}: {error.strerror}; free some space, fix the permissions or "
-            "choose another path"
-        )
+    if any(kind.__name__ in SETTINGS_ERRORS for kind in type(error).__mro__):
+        return f"{str(error).strip().splitlines()[0]} (a --trainer setting Lightning refuses)"
+    if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRORS and error.filename:
+        return f"cannot use {error.filename}: {error.strerror}; {ENVIRONMENT_ERRORS[error.errno]}"
     return None

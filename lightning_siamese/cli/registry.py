@@ -7,7 +7,10 @@ What they do lives in library modules (``pairs``, ``evaluate``, ``gallery``, ``s
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 
@@ -69,3 +72,25 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
 
     parse.__name__ = "integer"  # argparse names the type in its error: "invalid integer value"
     return parse
+
+
+#: The batch sizes and loader worker counts the commands take: a typo of many digits is
+#: refused here, not met as an overflow or thousands of processes.
+batch_size = int_in(1, 1 << 16)
+num_workers = int_in(0, 256)
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def output_file(text: str) -> Path:
+    """An argparse type: the path of a file to write (not one ending in ``/``, which names a
+    folder, nor an empty one)."""
+    if not text or text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file name: give the file to write")
+    return Path(text)

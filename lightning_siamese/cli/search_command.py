@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_siamese.cli.registry import non_negative_int, positive_int
+from lightning_siamese.cli.registry import batch_size, num_workers, output_file, positive_int
 from lightning_siamese.files import display_path
 from lightning_siamese.retrieval.index_settings import KINDS, IndexSettings
 
@@ -103,14 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--query", type=Path, required=True, help="an image file or a folder")
     parser.add_argument("--top-k", type=positive_int, default=5, help="matches per query")
     parser.add_argument(
-        "--out", type=Path, default=Path("search.png"), help="montage PNG (default: search.png)"
+        "--out",
+        type=output_file,
+        default=Path("search.png"),
+        help="montage PNG (default: search.png)",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace an --out file that search did not write"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--num-workers", type=non_negative_int, default=2)
+    parser.add_argument("--batch-size", type=batch_size, default=64, help="1 to 65536")
+    parser.add_argument("--num-workers", type=num_workers, default=2, help="0 to 256")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda:0 (default: auto)")
     parser.add_argument(
         "--include-self",

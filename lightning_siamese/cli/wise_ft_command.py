@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning_siamese.cli.registry import output_file
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -21,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_file,
         help="default: <run>/wise-ft/<ckpt stem>-alpha<alpha>.ckpt (outside checkpoints/, so "
         "--ckpt_path last and best never pick it)",
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lightning_siamese.files import atomic_write
+from lightning_siamese.files import atomic_write, content_digest
 from lightning_siamese.outputs import claim_folder, replace_folder
 
 #: The hidden file that marks a pair folder as built by this package.
@@ -21,8 +21,9 @@ MARKER = ".lightning-siamese-data.json"
 
 
 def built_here(folder: Path) -> bool:
-    """Whether ``folder`` is a pair folder that :func:`building` made, holding nothing else:
-    a file added since (notes, pairs of the user's) makes it somebody else's."""
+    """Whether ``folder`` is a pair folder that :func:`building` made, as it was made: a file
+    added or changed since (notes, an edited ``pairs.csv``, an image of the user's) makes it
+    somebody else's."""
     path = folder / MARKER
     if not path.is_file():
         return False
@@ -31,7 +32,13 @@ def built_here(folder: Path) -> bool:
         "lightning-siamese data "
     ):
         return False
-    return set(content.get("files", ())) == set(_files(folder)) - {MARKER}
+    recorded = content.get("files", {})
+    present = set(_files(folder)) - {MARKER}
+    return (
+        isinstance(recorded, dict)
+        and set(recorded) == present
+        and all(content_digest(folder / name) == digest for name, digest in recorded.items())
+    )
 
 
 def _files(folder: Path) -> list[str]:
@@ -64,6 +71,6 @@ def building(out: str | Path, builder: str, force: bool = False) -> Iterator[dic
         yield record
         mark: dict[str, Any] = {"written_by": f"lightning-siamese data {builder}"}
         mark.update({k: v for k, v in record.items() if k != "folder"})
-        mark["files"] = sorted(_files(folder))
+        mark["files"] = {name: content_digest(folder / name) for name in sorted(_files(folder))}
         with atomic_write(folder / MARKER, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(mark, indent=2) + "\n")

@@ -24,6 +24,7 @@ def read_groups(root: Path, known: set[str]) -> tuple[dict[str, str], list[tuple
     groups: dict[str, str] = {}
     problems: list[tuple[str, str]] = []
     unknown: list[str] = []
+    conflicts: set[str] = set()
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -42,11 +43,24 @@ def read_groups(root: Path, known: set[str]) -> tuple[dict[str, str], list[tuple
                     name = Path(name).stem
                 name = name_key(name)
                 if name and group.strip():
-                    groups[name] = name_key(group.strip())
+                    group = name_key(group.strip())
+                    if groups.get(name, group) != group:
+                        conflicts.add(name)
+                    groups[name] = group
                     if name not in known:
                         unknown.append(name)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         problems.append((display_path(path), f"unreadable ({error}); groups are ignored"))
+        return {}, problems  # a part read is not the file: none of its groups is used
+    if conflicts:
+        listed = ", ".join(repr(display_path(name)) for name in sorted(conflicts)[:5])
+        more = f" and {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
+        reason = (
+            f"{len(conflicts)} name(s) listed twice with different groups ({listed}{more}): "
+            "they are left without a group (each its own); keep one row each"
+        )
+        problems.append((display_path(path), reason))
+        groups = {name: group for name, group in groups.items() if name not in conflicts}
     if unknown:
         listed = ", ".join(repr(display_path(name)) for name in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
             f"split_fractions needs 3 values (train, val, test), got {list(fractions)}"
         )
     train, val, test = (float(value) for value in fractions)
-    if min(train, val, test) < 0 or train <= 0 or abs(train + val + test - 1.0) > 1e-6:
+    finite = all(math.isfinite(value) for value in (train, val, test))
+    if not finite or min(train, val, test) < 0 or train <= 0 or abs(train + val + test - 1) > 1e-6:
         raise ConfigError(
             f"split_fractions must be >= 0, with train > 0, and sum to 1; got {list(fractions)} "
             f"(sum {train + val + test:g})"

@@ -153,9 +153,14 @@ def create(backbone: str, weights: str, image_size: int) -> nn.Module:
     :class:`~lightning_siamese.models.weights.WeightsFileError` naming the file and the problem
     (:func:`~lightning_siamese.models.weights.checked_state`)."""
     if weights not in ("imagenet", "pretrained", "none") and not Path(weights).is_file():
+        looks_like_a_file = "/" in weights or "\\" in weights or bool(Path(weights).suffix)
         raise MissingFileError(
-            f"weights must be 'imagenet', 'pretrained', 'none' or a state-dict file; {weights!r}"
-            " is none of them"
+            f"the weights file {weights} does not exist (the weights a model starts from: "
+            "'imagenet', 'pretrained', 'none' or a state-dict file; a checkpoint keeps the path "
+            "its fit started from)"
+            if looks_like_a_file
+            else f"weights must be 'imagenet', 'pretrained', 'none' or a state-dict file; "
+            f"{weights!r} is none of them"
         )
     name = timm_name(backbone)
     if name is None:

@@ -70,6 +70,11 @@ class EmbeddingNet(nn.Module):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
+        if embedding_dim < 1 or pool_size < 1 or (image_size is not None and image_size < 1):
+            raise ConfigError(
+                "embedding_dim, pool_size and image_size must be >= 1; got "
+                f"{embedding_dim}, {pool_size}, {image_size}"
+            )
         self.channels_last = channels_last
         image_size = backbones.resolve_image_size(image_size, backbone)
         skip = SKIP_PRETRAINED.get()

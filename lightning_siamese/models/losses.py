@@ -15,6 +15,7 @@ batch's images, with the same candidates (and group-mates left out) as mining.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -51,8 +52,8 @@ class TripletLoss(nn.Module):
         symmetric: bool = False,
     ) -> None:
         super().__init__()
-        if margin < 0:
-            raise ConfigError(f"margin must be >= 0, got {margin}")
+        if not (math.isfinite(margin) and margin >= 0):
+            raise ConfigError(f"margin must be a finite number >= 0, got {margin}")
         self.margin = margin
         self.distance = distance
         self.soft_margin = soft_margin
@@ -172,8 +173,8 @@ class InfoNCELoss(nn.Module):
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ConfigError(f"temperature must be a finite number > 0, got {temperature}")
         self.temperature = temperature
 
     def forward(

@@ -112,6 +112,12 @@ def mix_checkpoint(
         raise CheckpointError(
             f"{source}: not a readable checkpoint of `lightning-siamese fit` ({error})"
         ) from error
+    if "wise_ft" in content:  # mixing again would mix a mix: the alpha recorded would lie
+        earlier = content["wise_ft"]
+        raise CheckpointError(
+            f"{source} is already a WiSE-FT mix (alpha {earlier.get('alpha')} of "
+            f"{earlier.get('source')}): mix the fine-tuned checkpoint itself"
+        )
     tuned = {
         key.removeprefix(BACKBONE_PREFIX): value
         for key, value in state.items()

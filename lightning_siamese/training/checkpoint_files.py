@@ -34,6 +34,8 @@ def check_checkpoint(path: str | Path, weights_only: bool = True) -> None:
     such before any model is built from it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder: pass a checkpoint file (.ckpt) in it")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

@@ -19,6 +19,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_siamese.errors import CheckpointError
 from lightning_siamese.files import atomic_write
 from lightning_siamese.training.checkpoint_files import PARTIAL_PREFIX, partial_files
 
@@ -35,7 +36,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         map_location: Any = lambda storage, loc: storage,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        return super().load_checkpoint(path, map_location, weights_only is not False)
+        try:
+            return super().load_checkpoint(path, map_location, weights_only is not False)
+        except FileNotFoundError as error:  # a URL or fsspec path with nothing there
+            raise CheckpointError(f"{path}: no such checkpoint ({error})") from error
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
