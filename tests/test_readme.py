@@ -78,6 +78,7 @@ COVERED = {
             "ann_index.py --size 200000",
             "gpu_check.py --accelerator cpu",
             "frozen_graph.py",
+            "fingerprint_cost.py",
         )
     },
     "torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint node0:29500 -m "
