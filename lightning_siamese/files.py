@@ -27,6 +27,9 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
+#: The hidden folder this package keeps beside a user's images (``search``'s gallery cache):
+#: never one of the user's files, never a problem of a pair folder.
+CACHE_FOLDER = ".lightning-siamese"
 #: Suffix of a file being written; a file with it is what an interrupted write left.
 PARTIAL_SUFFIX = ".partial"
 #: The file held inside a folder being written (:func:`remove_stale_partials`).

@@ -88,7 +88,7 @@ def claim_file(
     path = Path(path)
     if path.is_dir():
         raise OutputExistsError(
-            f"{what} {display_path(path)} is a folder; give {option} a file name"
+            f"{what} {display_path(path)} is a folder; {how or f'give {option} a file name'}"
         )
     if (path.exists() or path.is_symlink()) and not force and not _is_ours(path, ours):
         how = how or f"pass --force to replace it, or choose another {option}"

@@ -139,9 +139,13 @@ def test_search_and_predict_outputs_of_the_user_stop_before_any_work(
     assert not (gallery / ".lightning-siamese").exists()  # nothing embedded
 
     run = tmp_path / "run"
-    digest = user_file(run / "predictions" / EMBEDDINGS_FILE)
+    (run / "predictions" / EMBEDDINGS_FILE).mkdir(parents=True)  # a folder in its place
     one_process = SimpleNamespace(broadcast=lambda value: value)
     trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(run), strategy=one_process)
+    with pytest.raises(OutputExistsError, match="is a folder; move it, or predict into another"):
+        WriteEmbeddings().on_predict_start(trainer, None)  # type: ignore[arg-type]
+    (run / "predictions" / EMBEDDINGS_FILE).rmdir()
+    digest = user_file(run / "predictions" / EMBEDDINGS_FILE)
     with pytest.raises(OutputExistsError, match="the predictions file"):
         WriteEmbeddings().on_predict_start(trainer, None)  # type: ignore[arg-type]
     assert content_digest(run / "predictions" / EMBEDDINGS_FILE) == digest
@@ -313,6 +317,50 @@ def test_settings_out_of_range_and_not_finite_are_refused() -> None:
         make_loss("triplet", float("nan"), "squared_l2", False, "none", False, 0.1)
     with pytest.raises(ConfigError, match="split_fractions"):
         check_fractions([0.5, 0.5, float("nan")])  # every comparison with NaN is false
+
+
+def test_the_library_refuses_values_the_commands_refuse(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from lightning_siamese.applications.export import export_model
+    from lightning_siamese.applications.search import search
+    from lightning_siamese.errors import ExportError
+
+    root, _, checkpoint = trained_run
+    with pytest.raises(ConfigError, match="top_k_matches must be an integer >= 1"):
+        search(checkpoint, root / "right", root / "left", top_k_matches=0)
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
+        search(checkpoint, root / "right", root / "left", batch_size=0, use_cache=False)
+    with pytest.raises(ExportError, match="tolerance must be a finite number"):
+        export_model(checkpoint, "pt2", out=tmp_path / "x.pt2", tolerance=float("nan"))
+
+
+def test_predict_with_no_readable_image_is_an_error(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _, best = trained_run
+    broken = tmp_path / "broken"
+    user_file(broken / "cat.png", "not a picture")
+    run = tmp_path / "run"
+    args = [*tiny_args(root, run), f"--ckpt_path={best}", f"--data.predict_root={broken}"]
+    assert main(["predict", *args]) == 2
+    assert "--data.predict_root: no readable image (1 unreadable: " in error_lines(capsys)[0]
+    assert not (run / "predictions" / EMBEDDINGS_FILE).exists()
+
+
+def test_the_package_s_own_cache_is_no_problem_of_a_pair_folder(
+    trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_siamese.data.pairs import discover_pairs
+
+    built = tmp_path / "glyphs"
+    assert main(["data", "glyphs", "--out", str(built), "--font-pairs", "1"]) == 0
+    gallery = ["--gallery", str(built / "right"), "--query", str(built / "left" / "0030-0.png")]
+    out = ["--out", str(tmp_path / "s.png")]
+    assert main(["search", "--ckpt", str(trained_run[2]), *gallery, *out]) == 0
+    assert (built / "right" / ".lightning-siamese").is_dir()
+    assert discover_pairs(built).problems == []
+    assert main(["data", "glyphs", "--out", str(built), "--font-pairs", "1"]) == 0  # still ours
 
 
 def test_pairs_csv_read_in_part_or_contradicting_itself_is_named(tmp_path: Path) -> None:

@@ -146,3 +146,47 @@ def test_split_file_keeps_groups_and_new_group_mates_join_them(tmp_path: Path) -
         assert all(where[pair.group] == split for pair in members)
     moved = assign_splits(newcomers, (0.5, 0.25, 0.25), seed=7)  # without the file they scatter
     assert any(where[p.group] != s for s, members in moved.items() for p in members)
+
+
+def test_a_split_file_never_leaks_a_group_or_loses_a_pair(tmp_path: Path) -> None:
+    """What a split file cannot do: put a group's pairs in two splits (a pair moved into
+    another group in pairs.csv, a name listed in two splits), name no pair of the folder, or
+    forget the split of a pair missing for a while; a spreadsheet's byte order mark is read."""
+    from lightning_siamese.data.run_split import split_pairs
+    from lightning_siamese.errors import PairDataError
+
+    pairs = fake_pairs(60, group_size=3)
+    path = tmp_path / "split.csv"
+    splits, absent = split_pairs(pairs, (0.5, 0.25, 0.25), 0)
+    write_split(path, splits, absent)
+    in_train, in_test = splits["train"][0], splits["test"][0]
+    # pairs.csv now puts a training pair in a test group: refused, not leaked.
+    regrouped = [
+        Pair(p.name, p.left, p.right, in_test.group) if p == in_train else p for p in pairs
+    ]
+    with pytest.raises(PairDataError, match="would have pairs in two splits"):
+        split_pairs(regrouped, (0.5, 0.25, 0.25), 0, path)
+    # A pair missing at one run keeps its split in the run's file, and returns to it.
+    split_file, kept = split_pairs([p for p in pairs if p != in_test], (0.5, 0.25, 0.25), 0, path)
+    assert kept == {in_test.name: (in_test.group, "test")}
+    write_split(path, split_file, kept)
+    assert in_test in split_pairs(pairs, (0.5, 0.25, 0.25), 0, path)[0]["test"]
+    # Listed twice, naming no pair, empty: refused; a byte order mark: read.
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text + f"{in_train.name},{in_train.group},val\n", encoding="utf-8")
+    with pytest.raises(PairDataError, match="listed in two splits"):
+        read_split(path)
+    path.write_text("name,split\nsomeone-else,train\n", encoding="utf-8")
+    with pytest.raises(PairDataError, match="names none of the 60 pairs"):
+        split_pairs(pairs, (0.5, 0.25, 0.25), 0, path)
+    path.write_text("name,split\n", encoding="utf-8")
+    with pytest.raises(PairDataError, match="lists no pair"):
+        read_split(path)
+    path.write_text("\ufeff" + text, encoding="utf-8")
+    assert read_split(path) == read_split_text(text, tmp_path)
+
+
+def read_split_text(text: str, folder: Path) -> dict[str, str]:
+    path = folder / "plain.csv"
+    path.write_text(text, encoding="utf-8")
+    return dict(read_split(path))

@@ -13,6 +13,7 @@ the one exported, and a sidecar never describes another file (:mod:`.export_file
 from __future__ import annotations
 
 import importlib.util
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -235,6 +236,8 @@ def export_model(
     """
     if fmt not in EXPORTERS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    if not (isinstance(tolerance, int | float) and math.isfinite(tolerance) and tolerance >= 0):
+        raise ExportError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     missing = missing_modules(fmt, check)
     if missing:
         raise ExportError(

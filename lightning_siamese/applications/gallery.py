@@ -24,11 +24,9 @@ import torch
 from lightning_siamese.applications.inference import embed_files, gather_rows
 from lightning_siamese.data.folders import ImageFile, ImageListing, image_inputs
 from lightning_siamese.data.images import unreadable_reason
-from lightning_siamese.files import atomic_write, content_digest, user_cache_dir
+from lightning_siamese.files import CACHE_FOLDER, atomic_write, content_digest, user_cache_dir
 from lightning_siamese.training.model import SiameseModel
 
-#: Hidden folder inside the gallery that holds the embedding caches.
-CACHE_FOLDER = ".lightning-siamese"
 #: Version of the cache file's layout; a file of another version is rebuilt.
 CACHE_FORMAT = 2
 

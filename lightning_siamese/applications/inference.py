@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from lightning_siamese.data.image_files import ImageOutputs, run_over_images
-from lightning_siamese.errors import DeviceError, InputError
+from lightning_siamese.errors import ConfigError, DeviceError, InputError
 from lightning_siamese.models.frozen_graph import FrozenGraph
 from lightning_siamese.training.checkpoint_files import check_finite
 from lightning_siamese.training.model import SiameseModel
@@ -87,7 +87,15 @@ def embed_files(
     """Embeddings (K, D) of the readable files among ``paths``, in order, on the CPU (float32),
     with their indices into ``paths`` and ``(index, reason)`` of each unreadable file: the one
     loop, :func:`~lightning_siamese.data.image_files.run_over_images`, through ``graph``
-    (default :func:`network_graph` for these files)."""
+    (default :func:`network_graph` for these files).
+
+    Raises:
+        ConfigError: ``batch_size`` below 1 or ``num_workers`` below 0.
+    """
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not (isinstance(num_workers, int) and num_workers >= 0):
+        raise ConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}")
     model.eval()
     graph = graph or network_graph(model, len(paths), batch_size)
     result = run_over_images(graph, paths, model.transform(), batch_size, num_workers, model.device)

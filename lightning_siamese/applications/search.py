@@ -18,7 +18,7 @@ from lightning_siamese.applications.inference import (
 )
 from lightning_siamese.data.folders import ImageListing, image_inputs
 from lightning_siamese.data.images import thumbnail
-from lightning_siamese.errors import InputError
+from lightning_siamese.errors import ConfigError, InputError
 from lightning_siamese.files import display_path
 from lightning_siamese.retrieval.ann_index import ApproximateIndex, index_path, resolve_kind
 from lightning_siamese.retrieval.index_settings import IndexSettings
@@ -146,6 +146,8 @@ def search(
         CheckpointError: the checkpoint cannot be used.
         DeviceError: ``device`` is not on this machine.
     """
+    if not (isinstance(top_k_matches, int) and top_k_matches >= 1):
+        raise ConfigError(f"top_k_matches must be an integer >= 1, got {top_k_matches!r}")
     gallery, query = Path(gallery), Path(query)
     pick_device(device)  # a device that is not there, named before any work
     # Wrong or empty folders are reported before the model is loaded.

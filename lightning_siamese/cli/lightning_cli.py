@@ -87,7 +87,11 @@ def place_wandb_run(logger: WandbLogger, run_folder: str) -> None:
     keeps its W&B run under ``$WANDB_DIR`` when that is set (W&B's own rule), else under the
     run folder, beside its checkpoints and ``split.csv``; the run folder is its ``save_dir``
     (where ``config.yaml`` goes). Called before the W&B run starts."""
+    # A folder W&B cannot use makes it fall back to /tmp silently: named here instead.
+    if os.environ.get("WANDB_DIR"):
+        writable_folder(os.environ["WANDB_DIR"], "the W&B runs ($WANDB_DIR)", create=True)
     if logger.save_dir is not None:
+        writable_folder(logger.save_dir, "the W&B run (the logger's save_dir)", create=True)
         return
     Path(run_folder).mkdir(parents=True, exist_ok=True)  # W&B falls back to /tmp otherwise
     # WandbLogger keeps its folders in these two (it starts the W&B run on first use).

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lightning_siamese.files import atomic_write, content_digest
+from lightning_siamese.files import CACHE_FOLDER, atomic_write, content_digest
 from lightning_siamese.outputs import claim_folder, replace_folder
 
 #: The hidden file that marks a pair folder as built by this package.
@@ -42,8 +42,10 @@ def built_here(folder: Path) -> bool:
 
 
 def _files(folder: Path) -> list[str]:
-    """Every file under ``folder``, relative, in POSIX form."""
-    return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()]
+    """Every file under ``folder``, relative, in POSIX form (not ``search``'s cache of its
+    images: the package's own)."""
+    files = (p.relative_to(folder) for p in folder.rglob("*") if not p.is_dir())
+    return [p.as_posix() for p in files if CACHE_FOLDER not in p.parts]
 
 
 @contextlib.contextmanager

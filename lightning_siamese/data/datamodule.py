@@ -104,6 +104,8 @@ class SiameseDataModule(pl.LightningDataModule):
         self.datasets: dict[str, TripletDataset] = {}
         self._split_from_run_file = False
         self._split_unwritten = False
+        #: Rows of the split file whose pairs are missing now, kept in the run's split.csv.
+        self._absent: dict[str, tuple[str, str]] = {}
         #: Per split, features served in place of its images (:meth:`serve_features`), with
         #: the dataset they were computed for.
         self._features: dict[str, tuple[TripletDataset, FeatureTable]] = {}
@@ -180,7 +182,9 @@ class SiameseDataModule(pl.LightningDataModule):
         if split_file:
             rank_zero_info(f"using the split of {split_file}")
         pairs = require_pairs(self.report, strict=hp["strict"])
-        self.splits = split_pairs(pairs, hp["split_fractions"], hp["seed"], split_file)
+        self.splits, self._absent = split_pairs(
+            pairs, hp["split_fractions"], hp["seed"], split_file
+        )
         self._make_datasets()
         sizes = ", ".join(f"{split} {len(self.splits[split])}" for split in SPLITS)
         rank_zero_info(f"{self.report.summary()}\nsplit (seed {hp['seed']}): {sizes} pairs")
@@ -240,7 +244,7 @@ class SiameseDataModule(pl.LightningDataModule):
         trainer = self.trainer
         path = self._run_split_file()
         if self._split_unwritten and path and trainer is not None and trainer.is_global_zero:
-            write_run_split(path, self.splits)
+            write_run_split(path, self.splits, self._absent)
             rank_zero_info(f"split written to {path}")
         self._split_unwritten = False
         sampler = TripletSampler(

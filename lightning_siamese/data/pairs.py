@@ -25,7 +25,7 @@ from lightning_siamese.data.folders import IMAGE_EXTENSIONS, EntryKind, examine
 from lightning_siamese.data.images import check_image
 from lightning_siamese.data.pairs_csv import read_groups
 from lightning_siamese.errors import PairDataError
-from lightning_siamese.files import display_path, name_key
+from lightning_siamese.files import CACHE_FOLDER, display_path, name_key
 
 SIDES = ("left", "right")
 
@@ -119,6 +119,8 @@ def _list_side(
     except OSError as error:
         raise PairDataError(f"{display_path(folder)}: cannot read the folder ({error})") from error
     for entry in entries:
+        if entry.name == CACHE_FOLDER:  # search's cache of these images: the package's own
+            continue
         seen += 1
         shown = display_path(entry)
         kind, reason = examine(entry)

@@ -117,18 +117,36 @@ def check_resume(ours: dict[str, Any], theirs: dict[str, Any], checkpoint: Any) 
 
 def split_pairs(
     pairs: Sequence[Pair], fractions: Sequence[float], seed: int, split_file: Path | None = None
-) -> dict[str, list[Pair]]:
+) -> tuple[dict[str, list[Pair]], dict[str, tuple[str, str]]]:
     """The pairs by split: by their groups' hashes (:func:`assign_splits`), those listed in
-    ``split_file`` (a ``split.csv``) in its split, new pairs of its groups with their group."""
+    ``split_file`` (a ``split.csv``) in its split, new pairs of its groups with their group;
+    and the rows of ``split_file`` whose pairs are missing now (name -> (group, split)), to
+    keep in the run's ``split.csv`` so that a pair that comes back returns to its split.
+
+    Raises:
+        PairDataError: ``split_file`` names none of the pairs, lists a pair twice, or puts a
+            group's pairs in two splits.
+    """
     fixed = read_split(split_file) if split_file else None
-    fixed_groups = fixed.groups if fixed is not None else None
-    return assign_splits(pairs, fractions, seed, fixed, fixed_groups)
+    if fixed is None:
+        return assign_splits(pairs, fractions, seed), {}
+    present = {pair.name for pair in pairs}
+    if pairs and not present & fixed.keys():
+        raise PairDataError(
+            f"{split_file} names none of the {len(present)} pairs of this folder: is it the "
+            "split of another data set?"
+        )
+    absent = {name: row for name, row in fixed.rows.items() if name not in present}
+    return assign_splits(pairs, fractions, seed, fixed, fixed.groups), absent
 
 
-def write_run_split(path: Path, splits: dict[str, list[Pair]]) -> None:
-    """Write the run's ``split.csv``; a :class:`ConfigError` when the folder is not writable."""
+def write_run_split(
+    path: Path, splits: dict[str, list[Pair]], absent: dict[str, tuple[str, str]] | None = None
+) -> None:
+    """Write the run's ``split.csv`` (with the ``absent`` rows: :func:`split_pairs`); a
+    :class:`ConfigError` when the folder is not writable."""
     try:
-        write_split(path, splits)
+        write_split(path, splits, absent)
     except OSError as error:
         raise ConfigError(
             f"cannot write {path} ({error}): pass --trainer.default_root_dir a folder you can "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lightning_siamese.data.pairs import Pair, name_key
 from lightning_siamese.errors import ConfigError, MissingFileError, PairDataError
-from lightning_siamese.files import atomic_write
+from lightning_siamese.files import atomic_write, display_path
 
 SPLITS = ("train", "val", "test")
 #: The fewest pairs a split needs: retrieval and negatives need two.
@@ -107,13 +107,43 @@ def assign_splits(
             group = min(candidates, key=distance)
             result["train"] = [pair for pair in result["train"] if pair.group != group]
             result[split] += movable[group]
+    check_groups_apart(result)
     return result
 
 
-def write_split(path: Path, splits: dict[str, list[Pair]]) -> None:
-    """Write ``name,group,split`` rows, sorted by name, so a later run can reuse the split."""
+def check_groups_apart(splits: dict[str, list[Pair]], shown: int = 3) -> None:
+    """A :class:`PairDataError` when a group has pairs in two splits: a split file (or a run's
+    ``split.csv``) that keeps pairs where they were, against a ``pairs.csv`` that puts them in
+    one group, would leak a group's look-alikes from training into evaluation."""
+    where: dict[str, dict[str, str]] = {}
+    for split, pairs in splits.items():
+        for pair in pairs:
+            where.setdefault(pair.group, {}).setdefault(split, pair.name)
+    spread = {group: found for group, found in where.items() if len(found) > 1}
+    if spread:
+        listed = "; ".join(
+            f"group {display_path(group)!r}: "
+            + ", ".join(f"{display_path(name)} in {split}" for split, name in found.items())
+            for group, found in sorted(spread.items())[:shown]
+        )
+        more = f" and {len(spread) - shown} more" if len(spread) > shown else ""
+        raise PairDataError(
+            f"{len(spread)} group(s) would have pairs in two splits ({listed}{more}): the split "
+            "file keeps each pair it lists in its split, and pairs.csv puts these pairs in one "
+            "group. Fix the group in pairs.csv or the pair's split in the split file"
+        )
+
+
+def write_split(
+    path: Path, splits: dict[str, list[Pair]], absent: dict[str, tuple[str, str]] | None = None
+) -> None:
+    """Write ``name,group,split`` rows, sorted by name, so a later run can reuse the split;
+    ``absent`` (name -> (group, split)) keeps the rows of pairs missing for now, so that a pair
+    that comes back returns to its split."""
+    present = {pair.name for pairs in splits.values() for pair in pairs}
+    kept = [(n, g, split) for n, (g, split) in (absent or {}).items() if n not in present]
     rows = sorted(
-        (pair.name, pair.group, split) for split, pairs in splits.items() for pair in pairs
+        [(pair.name, pair.group, split) for split, pairs in splits.items() for pair in pairs] + kept
     )
     with atomic_write(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
@@ -122,10 +152,12 @@ def write_split(path: Path, splits: dict[str, list[Pair]]) -> None:
 
 
 class SplitFile(dict[str, str]):
-    """What :func:`read_split` returns: pair name -> split, and in :attr:`groups` each group
-    of the file whose pairs all lie in one split -> that split."""
+    """What :func:`read_split` returns: pair name -> split, in :attr:`groups` each group
+    of the file whose pairs all lie in one split -> that split, and in :attr:`rows` each name
+    -> (its group, its split)."""
 
     groups: dict[str, str]
+    rows: dict[str, tuple[str, str]]
 
 
 def read_split(path: Path) -> SplitFile:
@@ -133,8 +165,8 @@ def read_split(path: Path) -> SplitFile:
     from the ``group`` column, when the file has one)."""
     if not path.exists():
         raise MissingFileError(f"split file {path} does not exist: pass a split.csv that fit wrote")
-    try:
-        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+    try:  # utf-8-sig: a file saved by a spreadsheet starts with a byte order mark
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
             rows = list(csv.DictReader(handle))
     except OSError as error:  # a folder, no permission
         raise PairDataError(f"split file {path}: cannot read it ({error})") from error
@@ -143,9 +175,24 @@ def read_split(path: Path) -> SplitFile:
     unknown = {row["split"] for row in rows} - set(SPLITS)
     if unknown:
         raise PairDataError(f"{path}: unknown split names {sorted(unknown)}; expected {SPLITS}")
+    if not rows:
+        raise PairDataError(f"{path}: the split file lists no pair")
     # Names as pair discovery keys them (NFC), also for a file written by hand or by an older
     # version from names in another Unicode form.
+    splits_of_name: dict[str, set[str]] = {}
+    for row in rows:
+        splits_of_name.setdefault(name_key(row["name"]), set()).add(row["split"])
+    twice = sorted(name for name, found in splits_of_name.items() if len(found) > 1)
+    if twice:
+        raise PairDataError(
+            f"{path}: {len(twice)} pair(s) listed in two splits "
+            f"({', '.join(repr(display_path(n)) for n in twice[:3])}); keep one row each"
+        )
     result = SplitFile({name_key(row["name"]): row["split"] for row in rows})
+    result.rows = {
+        name_key(row["name"]): (name_key(row.get("group") or row["name"]), row["split"])
+        for row in rows
+    }
     splits_of: dict[str, set[str]] = {}
     for row in rows:
         if row.get("group"):

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_siamese.errors import UserError
+from lightning_siamese.errors import InputError, UserError
 from lightning_siamese.files import atomic_write
 from lightning_siamese.outputs import claim_file
 
@@ -52,6 +52,7 @@ class WriteEmbeddings(BasePredictionWriter):
                     self.path(trainer),
                     "the predictions file",
                     ours=written_here,
+                    option="--trainer.default_root_dir",
                     how="move it, or predict into another --trainer.default_root_dir",
                 )
             except UserError as error:
@@ -91,6 +92,11 @@ class WriteEmbeddings(BasePredictionWriter):
             for row in zip(indices, part["paths"], part["embeddings"], strict=True):
                 found.setdefault(row[0], row)
         rows = [found[index] for index in sorted(found)]  # the folder's sorted order
+        if not rows:  # as search and evaluate: nothing to write is an error, not an empty file
+            listed = "; ".join(f"{path}: {reason}" for path, reason in list(skipped)[:3])
+            raise InputError(
+                f"--data.predict_root: no readable image ({len(skipped)} unreadable: {listed})"
+            )
         embeddings = torch.stack([row[2] for row in rows]) if rows else torch.zeros(0, dim)
         document = {
             "written_by": WRITTEN_BY,
