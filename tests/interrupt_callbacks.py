@@ -30,9 +30,12 @@ class SignalAt(pl.Callback):
             os.kill(os.getpid(), getattr(signal, self.signal_name))
 
 
-class KillWhileSaving(pl.Callback):
-    """SIGKILL this process halfway through writing the first checkpoint file of ``epoch``:
-    half the bytes are on disk, flushed, when the process dies."""
+class SignalWhileSaving(pl.Callback):
+    """Send ``signal_name`` to this process halfway through writing the first checkpoint file of
+    ``epoch``: half the bytes are on disk, flushed, when the signal arrives (SIGKILL: the
+    process dies; SIGINT: Python raises ``KeyboardInterrupt`` at once, inside the save)."""
+
+    signal_name = "SIGKILL"
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
@@ -40,9 +43,9 @@ class KillWhileSaving(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch != self.epoch:
             return
-        real_save = torch.save
+        real_save, number = torch.save, getattr(signal, self.signal_name)
 
-        def half_then_kill(obj: object, f: Any, *args: Any, **kwargs: Any) -> None:
+        def half_then_signal(obj: object, f: Any, *args: Any, **kwargs: Any) -> None:
             buffer = io.BytesIO()
             real_save(obj, buffer, *args, **kwargs)
             data = buffer.getvalue()
@@ -52,9 +55,20 @@ class KillWhileSaving(pl.Callback):
             f.write(data[: len(data) // 2])
             f.flush()
             os.fsync(f.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), number)
+            f.write(data[len(data) // 2 :])  # not reached: the signal ends the save
 
-        torch.save = half_then_kill  # type: ignore[assignment]
+        torch.save = half_then_signal  # type: ignore[assignment]
+
+
+class KillWhileSaving(SignalWhileSaving):
+    """SIGKILL halfway through writing a checkpoint (:class:`SignalWhileSaving`)."""
+
+
+class InterruptWhileSaving(SignalWhileSaving):
+    """Ctrl-C (SIGINT) halfway through writing a checkpoint (:class:`SignalWhileSaving`)."""
+
+    signal_name = "SIGINT"
 
 
 class FailOnRank(pl.Callback):
@@ -95,31 +109,3 @@ class SaveThenKill(pl.Callback):
             trainer.strategy.barrier()
             if trainer.is_global_zero:
                 os.killpg(os.getpgrp(), signal.SIGKILL)
-
-
-class InterruptWhileSaving(pl.Callback):
-    """Ctrl-C halfway through writing the first checkpoint file of ``epoch``: half the bytes are
-    on disk when this process sends itself SIGINT (Python raises ``KeyboardInterrupt`` at once,
-    inside the save)."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch != self.epoch:
-            return
-        real_save = torch.save
-
-        def half_then_interrupt(obj: object, f: Any, *args: Any, **kwargs: Any) -> None:
-            buffer = io.BytesIO()
-            real_save(obj, buffer, *args, **kwargs)
-            data = buffer.getvalue()
-            if not hasattr(f, "fileno"):
-                f.write(data)
-                return
-            f.write(data[: len(data) // 2])
-            f.flush()
-            os.kill(os.getpid(), signal.SIGINT)
-            f.write(data[len(data) // 2 :])  # not reached: the signal interrupts the save
-
-        torch.save = half_then_interrupt  # type: ignore[assignment]

@@ -40,10 +40,11 @@ def claim_outputs(out: Path, force: bool = False) -> None:
         OutputExistsError: either is a file of somebody else's.
         OutputError: the folder cannot be written.
     """
-    claim_file(out, "the exported file", force, written_here)
+    ours = _is_export(out)  # the file's digest, read once
+    claim_file(out, "the exported file", force, lambda _: ours)
     claim_file(sidecar_path(out), "the sidecar", force, _sidecar_written_here(out))
     # ONNX keeps weights over 2 GiB in a file beside the graph: an earlier export's goes with it.
-    claim_file(data_path(out), "the ONNX weights file", force, lambda _: _is_export(out))
+    claim_file(data_path(out), "the ONNX weights file", force, lambda _: ours)
 
 
 def data_path(out: Path) -> Path:
@@ -52,7 +53,10 @@ def data_path(out: Path) -> Path:
 
 
 def _is_export(out: Path) -> bool:
-    return out.is_file() and written_here(out)
+    try:
+        return out.is_file() and written_here(out)
+    except (OSError, ValueError):  # no sidecar, or not JSON: not an export of this command
+        return False
 
 
 def move_into_place(staging: Path, out: Path, info: dict[str, Any]) -> Path:

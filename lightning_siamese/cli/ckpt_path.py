@@ -128,7 +128,7 @@ def best_recorded(folder: Path) -> Path | None:
     newest = newest_loadable(folder)
     if newest is None:
         return None
-    content = torch.load(newest, map_location="cpu", weights_only=True, mmap=True)
+    content = saved_content(newest)
     for state in (content.get("callbacks") or {}).values():
         best = state.get("best_model_path") if isinstance(state, dict) else None
         if best and Path(best).is_file():

@@ -37,11 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from lightning_siamese.models.wise_ft import (  # after parsing: torch
-        check_alpha,
-        claim_output,
-        mix_checkpoint,
-    )
+    from lightning_siamese.models.wise_ft import check_alpha, mix_checkpoint  # after parsing
     from lightning_siamese.training.checkpoint_files import check_checkpoint
 
     check_alpha(args.alpha)
@@ -49,7 +45,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = args.ckpt.resolve().parent
     run = folder.parent if folder.name == "checkpoints" else folder
     out = args.out or run / "wise-ft" / f"{args.ckpt.stem}-alpha{args.alpha:g}.ckpt"
-    claim_output(args.ckpt, out, args.force)  # before the pretrained weights are loaded
     record = mix_checkpoint(args.ckpt, args.alpha, out, args.force)
     print(f"wrote {out}: {record['tensors']} backbone tensors mixed at alpha {args.alpha:g}")
     return 0

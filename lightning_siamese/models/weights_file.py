@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pickle
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -143,17 +143,25 @@ def state_dict_of(path: Path, content: Any) -> dict[str, torch.Tensor]:
     return cast(dict[str, torch.Tensor], content)
 
 
+def nonfinite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """The names of the floating-point tensors of ``state`` that hold NaN or Inf, in order."""
+    return [
+        key
+        for key, tensor in state.items()
+        if isinstance(tensor, torch.Tensor)
+        and (tensor.is_floating_point() or tensor.is_complex())
+        and not bool(torch.isfinite(tensor).all())
+    ]
+
+
 def check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
     bad = []
-    for key, tensor in state.items():
-        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(
-            torch.isfinite(tensor).all()
-        ):
-            counts = {
-                "NaN": int(torch.isnan(tensor).sum()),
-                "infinite": int(torch.isinf(tensor).sum()),
-            }
-            bad.append(f"{key} ({', '.join(f'{n} {kind}' for kind, n in counts.items() if n)})")
+    for key in nonfinite_tensors(state):
+        counts = {
+            "NaN": int(torch.isnan(state[key]).sum()),
+            "infinite": int(torch.isinf(state[key]).sum()),
+        }
+        bad.append(f"{key} ({', '.join(f'{n} {kind}' for kind, n in counts.items() if n)})")
     if bad:
         raise WeightsFileError(
             f"{path}: {len(bad)} of its {len(state)} tensors "

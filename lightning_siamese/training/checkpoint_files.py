@@ -11,6 +11,7 @@ import torch
 
 from lightning_siamese.errors import CheckpointError
 from lightning_siamese.files import PARTIAL_SUFFIX
+from lightning_siamese.models.weights_file import nonfinite_tensors
 
 #: A checkpoint being written is ``<PARTIAL_PREFIX><hex><PARTIAL_SUFFIX>``: what a save
 #: interrupted by a kill leaves.
@@ -92,13 +93,7 @@ def checkpoint_problem(path: Path, error: BaseException) -> str:
 def check_finite(path: str | Path, state: dict[str, torch.Tensor], shown: int = 3) -> None:
     """A :class:`CheckpointError` naming the tensors of ``state`` (a checkpoint's state dict)
     that hold NaN or infinite values: such a model embeds everything as NaN."""
-    bad = [
-        key
-        for key, tensor in state.items()
-        if isinstance(tensor, torch.Tensor)
-        and tensor.is_floating_point()
-        and not bool(torch.isfinite(tensor).all())
-    ]
+    bad = nonfinite_tensors(state)
     if bad:
         listed = ", ".join(bad[:shown]) + (
             f" and {len(bad) - shown} more" if len(bad) > shown else ""

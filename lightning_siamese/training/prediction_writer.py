@@ -115,7 +115,7 @@ class WriteEmbeddings(BasePredictionWriter):
 
 def written_here(path: Path) -> bool:
     """Whether ``path`` is a file :class:`WriteEmbeddings` wrote (this release's or 0.1's)."""
-    content = torch.load(path, map_location="cpu", weights_only=True)
+    content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return isinstance(content, dict) and {"embeddings", "paths", "skipped"} <= set(content)
 
 
