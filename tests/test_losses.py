@@ -126,8 +126,8 @@ def test_a_group_mate_is_never_mined_as_a_negative(mining: str) -> None:
     pairs, groups = torch.tensor([0, 1, 2]), torch.tensor([7, 7, 8])  # pairs 0 and 1: one group
     outside = torch.tensor([-1, -1, -1])  # the given negatives come from outside the batch
     loss = TripletLoss(margin=0.3, mining=mining)
-    by_group = loss._losses(anchor, positive, negative, groups, outside, mining)
-    by_pair = loss._losses(anchor, positive, negative, pairs, outside, mining)
+    by_group = loss.per_anchor(anchor, positive, negative, groups, outside)
+    by_pair = loss.per_anchor(anchor, positive, negative, pairs, outside)
     # Brute force for anchor 0: d(a,p) = 1; candidates other than its own pair's images.
     candidates = {1: [anchor[1], positive[1]], 2: [anchor[2], positive[2]], -1: list(negative)}
 
@@ -149,7 +149,7 @@ def test_an_anchor_with_only_group_mates_in_the_batch_keeps_its_given_negative()
     anchor, positive, negative = batch(seed=3, size=3)
     one_group = torch.tensor([4, 4, 4])
     loss = TripletLoss(margin=0.3, mining="batch_hard")
-    mined = loss._losses(anchor, positive, negative, one_group, one_group, "batch_hard")
+    mined = loss.per_anchor(anchor, positive, negative, one_group, one_group)
     given = TripletLoss(margin=0.3).per_triplet(anchor, positive, negative)
     assert torch.allclose(mined, given)
 

@@ -175,6 +175,11 @@ class EmbeddingNet(nn.Module):
                 self.backbone.get_submodule(name).eval()
         return self
 
+    def frozen_modules(self) -> set[nn.Module]:
+        """Every module of the frozen units (kept in eval mode, never trained)."""
+        units = [name for name in self.units[: self.frozen_units] if not name.startswith("_")]
+        return {m for name in units for m in self.backbone.get_submodule(name).modules()}
+
     def forward_frozen(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen part of the backbone: same image, same output, so it can be cached."""
         if self.channels_last and images.dim() == 4:

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_siamese.errors import ConfigError
+from lightning_siamese.models.across_processes import GlobalBatch
+from lightning_siamese.models.cross_batch_memory import CrossBatchMemory
 from lightning_siamese.models.distances import Distance, paired_distance, pairwise_distance
 
 Mining = Literal["none", "semi_hard", "batch_hard"]
@@ -41,6 +43,8 @@ class TripletLoss(nn.Module):
         symmetric: also use each positive as an anchor (with the anchor as its positive): both
             sides of a pair get a training signal from the same embeddings, at no extra
             network cost; the loss is the mean of the two directions.
+        memory: with mining, a cross-batch memory whose entries are candidates too, and which
+            takes each training batch's positives.
     """
 
     def __init__(
@@ -50,15 +54,19 @@ class TripletLoss(nn.Module):
         soft_margin: bool = False,
         mining: Mining = "none",
         symmetric: bool = False,
+        memory: CrossBatchMemory | None = None,
     ) -> None:
         super().__init__()
         if not (math.isfinite(margin) and margin >= 0):
             raise ConfigError(f"margin must be a finite number >= 0, got {margin}")
+        if memory is not None and mining == "none":
+            raise ConfigError("a cross-batch memory needs mining (semi_hard or batch_hard)")
         self.margin = margin
         self.distance = distance
         self.soft_margin = soft_margin
         self.mining = mining
         self.symmetric = symmetric
+        self.memory = memory
 
     def forward(
         self,
@@ -68,20 +76,62 @@ class TripletLoss(nn.Module):
         group_ids: torch.Tensor | None = None,
         negative_group_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean loss over the anchors.
+        """Mean loss over the anchors (of every process, under DDP, see
+        :mod:`~lightning_siamese.models.across_processes`).
 
         Args:
             anchor, positive, negative: (B, D) embeddings; row i is a triplet.
             group_ids: (B,) identity of each anchor/positive: its pair, or its group, so that no
                 candidate of the anchor's own pair or group is mined as its negative; default
-                ``arange(B)``.
+                each pair its own.
             negative_group_ids: (B,) the same identity of each given negative; default: one
                 not in the batch. An anchor with no candidate left keeps its given negative.
         """
-        losses = self._losses(
-            anchor, positive, negative, group_ids, negative_group_ids, self.mining
+        if self.mining == "none":  # each triplet alone: nothing to gather
+            return self.per_triplet(anchor, positive, negative).mean()
+        losses, batch = self._anchor_losses(
+            anchor, positive, negative, group_ids, negative_group_ids
         )
-        return losses.mean()
+        if self.memory is not None and self.training:
+            self.memory.push(batch.positive, batch.group_ids)
+        return batch.mean(losses)
+
+    def per_anchor(
+        self,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        group_ids: torch.Tensor | None = None,
+        negative_group_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The loss of each of this process's anchors, (B,), as :meth:`forward` averages them
+        (the memory takes nothing)."""
+        if self.mining == "none":
+            return self.per_triplet(anchor, positive, negative)
+        return self._anchor_losses(anchor, positive, negative, group_ids, negative_group_ids)[0]
+
+    def _anchor_losses(
+        self,
+        anchor: torch.Tensor,
+        positive: torch.Tensor,
+        negative: torch.Tensor,
+        group_ids: torch.Tensor | None,
+        negative_group_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, GlobalBatch]:
+        batch = GlobalBatch.gather(anchor, positive, negative, group_ids, negative_group_ids)
+        candidates = [batch.anchor, batch.positive, batch.negative]
+        groups = [batch.group_ids, batch.group_ids, batch.negative_group_ids]
+        remembered = self.memory.entries() if self.memory is not None else None
+        if remembered is not None:
+            candidates.append(remembered[0].to(anchor.dtype))
+            groups.append(remembered[1])
+        pool = (torch.cat(candidates), torch.cat(groups))
+        mine = batch.local
+        a, p, n = batch.anchor[mine], batch.positive[mine], batch.negative[mine]
+        losses = self._mined(a, p, n, batch.group_ids[mine], pool)
+        if self.symmetric:
+            losses = (losses + self._mined(p, a, n, batch.group_ids[mine], pool)) / 2
+        return losses, batch
 
     def per_triplet(
         self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
@@ -89,59 +139,29 @@ class TripletLoss(nn.Module):
         """The loss of each given triplet, (B,), with its own negative (no in-batch mining):
         for a fixed set of triplets, such as a validation split, it does not depend on how the
         triplets are batched or spread over devices."""
-        return self._losses(anchor, positive, negative, None, None, "none")
-
-    def _losses(
-        self,
-        anchor: torch.Tensor,
-        positive: torch.Tensor,
-        negative: torch.Tensor,
-        group_ids: torch.Tensor | None,
-        negative_group_ids: torch.Tensor | None,
-        mining: Mining,
-    ) -> torch.Tensor:
-        loss = self._directed(anchor, positive, negative, group_ids, negative_group_ids, mining)
+        loss = self._hinge(anchor, positive, paired_distance(anchor, negative, self.distance))
         if self.symmetric:
-            reverse = self._directed(
-                positive, anchor, negative, group_ids, negative_group_ids, mining
-            )
-            loss = (loss + reverse) / 2
+            reverse = paired_distance(positive, negative, self.distance)
+            loss = (loss + self._hinge(positive, anchor, reverse)) / 2
         return loss
 
-    def _directed(
-        self,
-        anchor: torch.Tensor,
-        positive: torch.Tensor,
-        negative: torch.Tensor,
-        group_ids: torch.Tensor | None,
-        negative_group_ids: torch.Tensor | None,
-        mining: Mining,
+    def _hinge(
+        self, anchor: torch.Tensor, positive: torch.Tensor, d_an: torch.Tensor
     ) -> torch.Tensor:
-        """Per-anchor losses."""
-        d_ap = paired_distance(anchor, positive, self.distance)
-        if mining == "none":
-            d_an = paired_distance(anchor, negative, self.distance)
-        else:
-            d_an = self._mine(anchor, positive, negative, d_ap, group_ids, negative_group_ids)
-        gap = d_ap - d_an
+        gap = paired_distance(anchor, positive, self.distance) - d_an
         return F.softplus(gap) if self.soft_margin else F.relu(gap + self.margin)
 
-    def _mine(
+    def _mined(
         self,
         anchor: torch.Tensor,
         positive: torch.Tensor,
         negative: torch.Tensor,
-        d_ap: torch.Tensor,
-        group_ids: torch.Tensor | None,
-        negative_group_ids: torch.Tensor | None,
+        group_ids: torch.Tensor,
+        pool: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
-        batch = anchor.shape[0]
-        if group_ids is None:
-            group_ids = torch.arange(batch, device=anchor.device)
-        if negative_group_ids is None:
-            negative_group_ids = torch.full_like(group_ids, -1)
-        candidates = torch.cat([anchor, positive, negative])
-        candidate_groups = torch.cat([group_ids, group_ids, negative_group_ids])
+        """Per-anchor losses against the negative mined among the ``pool``'s candidates
+        (embeddings, groups) of other groups; an anchor with none keeps its given negative."""
+        candidates, candidate_groups = pool
         distances = pairwise_distance(anchor, candidates, self.distance)
         valid = candidate_groups[None, :] != group_ids[:, None]
         inf = torch.finfo(distances.dtype).max
@@ -149,13 +169,13 @@ class TripletLoss(nn.Module):
             mined = distances.masked_fill(~valid, inf).min(dim=1).values
         else:
             # semi_hard: the closest negative farther than the positive, else the farthest one.
+            d_ap = paired_distance(anchor, positive, self.distance)
             farther = valid & (distances > d_ap[:, None])
             closest_farther = distances.masked_fill(~farther, inf).min(dim=1).values
             farthest = distances.masked_fill(~valid, -inf).max(dim=1).values
             mined = torch.where(farther.any(dim=1), closest_farther, farthest)
-        # A batch of one group leaves an anchor no candidate: its given negative stands.
         given = paired_distance(anchor, negative, self.distance)
-        return torch.where(valid.any(dim=1), mined, given)
+        return self._hinge(anchor, positive, torch.where(valid.any(dim=1), mined, given))
 
 
 class InfoNCELoss(nn.Module):
@@ -165,17 +185,21 @@ class InfoNCELoss(nn.Module):
     and the batch's other images (both sides of the other pairs and the B given negatives) are
     its negatives, except those of its own group (as for mining). Per anchor:
     ``-log(exp(s_ap / t) / (exp(s_ap / t) + sum_n exp(s_an / t)))``; the loss is the mean.
+    Under DDP the batch is the global batch (every process's images are negatives).
 
     Args:
         temperature: ``t``; lower weighs the hardest negatives more (SimCLR used 0.1-0.5,
             CLIP learns about 0.01).
+        memory: a cross-batch memory whose entries are negatives too, and which takes each
+            training batch's positives.
     """
 
-    def __init__(self, temperature: float = 0.1) -> None:
+    def __init__(self, temperature: float = 0.1, memory: CrossBatchMemory | None = None) -> None:
         super().__init__()
         if not (math.isfinite(temperature) and temperature > 0):
             raise ConfigError(f"temperature must be a finite number > 0, got {temperature}")
         self.temperature = temperature
+        self.memory = memory
 
     def forward(
         self,
@@ -187,22 +211,26 @@ class InfoNCELoss(nn.Module):
     ) -> torch.Tensor:
         """Mean loss over the 2B anchors; ``group_ids`` and ``negative_group_ids`` as for
         :meth:`TripletLoss.forward`."""
-        batch = anchor.shape[0]
-        if group_ids is None:
-            group_ids = torch.arange(batch, device=anchor.device)
-        if negative_group_ids is None:
-            negative_group_ids = torch.full_like(group_ids, -1)
-        queries = F.normalize(torch.cat([anchor, positive]), dim=1)
-        candidates = torch.cat([queries, F.normalize(negative, dim=1)])
-        logits = queries @ candidates.T / self.temperature  # (2B, 3B)
-        rows = torch.arange(2 * batch, device=anchor.device)
-        partner = (rows + batch) % (2 * batch)
-        query_ids = torch.cat([group_ids, group_ids])
-        candidate_ids = torch.cat([group_ids, group_ids, negative_group_ids])
-        masked = candidate_ids[None, :] == query_ids[:, None]  # itself, its group, its partner
-        masked[rows, partner] = False  # the partner is the positive
+        batch = GlobalBatch.gather(anchor, positive, negative, group_ids, negative_group_ids)
+        size, mine = batch.size, batch.local
+        columns = [batch.anchor, batch.positive, batch.negative]
+        column_ids = [batch.group_ids, batch.group_ids, batch.negative_group_ids]
+        remembered = self.memory.entries() if self.memory is not None else None
+        if remembered is not None:
+            columns.append(remembered[0].to(anchor.dtype))
+            column_ids.append(remembered[1])
+        candidates = F.normalize(torch.cat(columns), dim=1)
+        rows = torch.cat([mine, mine + size])  # this process's anchors, then its positives
+        logits = candidates[rows] @ candidates.T / self.temperature  # (2b, 3T [+ M])
+        partner = torch.cat([mine + size, mine])
+        query_ids = torch.cat([batch.group_ids[mine], batch.group_ids[mine]])
+        masked = torch.cat(column_ids)[None, :] == query_ids[:, None]  # its group, partner
+        masked[torch.arange(len(rows), device=anchor.device), partner] = False  # the positive
         logits = logits.masked_fill(masked, float("-inf"))
-        return F.cross_entropy(logits, partner)
+        losses = F.cross_entropy(logits, partner, reduction="none")
+        if self.memory is not None and self.training:
+            self.memory.push(batch.positive, batch.group_ids)
+        return batch.mean(losses, per_triplet=2)
 
     def per_triplet(
         self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
@@ -223,10 +251,11 @@ def make_loss(
     mining: Mining,
     symmetric: bool,
     temperature: float,
+    memory: CrossBatchMemory | None = None,
 ) -> TripletLoss | InfoNCELoss:
     """The model's loss from its settings (the triplet settings are unused by InfoNCE)."""
     if loss == "infonce":
-        return InfoNCELoss(temperature)
+        return InfoNCELoss(temperature, memory)
     if loss != "triplet":
         raise ConfigError(f"loss must be 'triplet' or 'infonce', got {loss!r}")
-    return TripletLoss(margin, distance, soft_margin, mining, symmetric)
+    return TripletLoss(margin, distance, soft_margin, mining, symmetric, memory)

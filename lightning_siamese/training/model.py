@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -10,12 +9,13 @@ from typing import Any, Literal, cast
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
-from pytorch_lightning.utilities.types import LRSchedulerConfigType, OptimizerLRScheduler
+from pytorch_lightning.utilities.types import OptimizerLRScheduler
 
 from lightning_siamese.data.image_files import readable_rows
 from lightning_siamese.data.transforms import Transform, eval_transform
 from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
 from lightning_siamese.models.backbones import normalization, resolve_image_size
+from lightning_siamese.models.cross_batch_memory import CrossBatchMemory
 from lightning_siamese.models.distances import Distance
 from lightning_siamese.models.embedding import SKIP_PRETRAINED, EmbeddingNet
 from lightning_siamese.models.frozen_graph import FrozenGraphMode
@@ -23,18 +23,12 @@ from lightning_siamese.models.losses import LossName, Mining, make_loss
 from lightning_siamese.retrieval.metrics import SplitMetrics, triplet_statistics
 from lightning_siamese.training import random_state
 from lightning_siamese.training.checkpoint_files import check_checkpoint, checkpoint_problem
+from lightning_siamese.training.distributed import prepare_processes
 from lightning_siamese.training.feature_cache import CacheFrozenFeatures
+from lightning_siamese.training.optimizers import optimizers
 
 Batch = dict[str, Any]
-
-
-def default_optimizer(parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimizer when none is configured: the Keras example's Adam with learning rate 1e-4, with
-    fused kernels when every parameter is on the CPU or a CUDA device (on CPU the plain step
-    over the Keras example's 60 M trainable parameters costs more than the backward pass)."""
-    parameters = list(parameters)
-    fused = all(p.device.type in ("cpu", "cuda") for p in parameters)
-    return torch.optim.Adam(parameters, lr=1e-4, fused=fused)
+MEMORY_KEY = "cross_batch_memory"
 
 
 class SiameseModel(pl.LightningModule):
@@ -77,8 +71,14 @@ class SiameseModel(pl.LightningModule):
             hardest among every other image of the batch).
         symmetric: also use each positive as an anchor, averaging both directions of the loss.
         temperature: InfoNCE's softmax temperature (lower: harder negatives weigh more).
-        optimizer: built from the trainable parameters; default (unset)
-            :func:`default_optimizer`: Adam, lr 1e-4, fused kernels where supported.
+        memory_size: keep the last this many positives' embeddings (every process's) as extra
+            negatives for InfoNCE and mining (a cross-batch memory, Wang et al. 2020); 0: none.
+        memory_start: the training steps before the memory's entries are used (the embedding
+            settles first; the memory fills from the start).
+        sync_batchnorm: under DDP, the trained BatchNorm layers normalise over every process's
+            batch, as one process with the global batch would (false: each its own share).
+        optimizer: built from the trainable parameters; default (unset) Adam, lr 1e-4, fused
+            kernels where supported (``training.optimizers.default_optimizer``).
         scheduler: learning-rate scheduler, stepped every epoch; default none.
         cache_frozen_features: run every distinct train/val image through the frozen part once
             at ``fit`` start and train only the tail (the same losses as without it, to the
@@ -120,6 +120,9 @@ class SiameseModel(pl.LightningModule):
         mining: Mining = "none",
         symmetric: bool = False,
         temperature: float = 0.1,
+        memory_size: int = 0,
+        memory_start: int = 0,
+        sync_batchnorm: bool = True,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         cache_frozen_features: bool = False,
@@ -131,7 +134,9 @@ class SiameseModel(pl.LightningModule):
         image_size = resolve_image_size(image_size, backbone)  # hparams hold the size used
         distance = "cosine" if loss == "infonce" else distance
         self.save_hyperparameters()
-        self.loss = make_loss(loss, margin, distance, soft_margin, mining, symmetric, temperature)
+        memory = CrossBatchMemory(memory_size, memory_start) if memory_size else None
+        settings = (margin, distance, soft_margin, mining, symmetric, temperature, memory)
+        self.loss = make_loss(loss, *settings)
         self.net = EmbeddingNet(
             backbone=backbone,
             weights=weights,
@@ -200,13 +205,21 @@ class SiameseModel(pl.LightningModule):
         directory, mode = self.hparams["feature_cache_dir"], self.hparams["frozen_graph"]
         return [CacheFrozenFeatures(directory, mode)]
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # before DDP wraps the model
+            prepare_processes(self.trainer, self.net, self.hparams["sync_batchnorm"])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[random_state.KEY] = random_state.capture(self.trainer, self.device)
+        if self.loss.memory is not None:
+            checkpoint[MEMORY_KEY] = self.loss.memory.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trainer = self._trainer  # a fit resumes (not a plain weights load): put the random
         if trainer is not None and trainer.state.fn == "fit":  # state back once on the device
             self._random_state = checkpoint.get(random_state.KEY)
+            if self.loss.memory is not None and MEMORY_KEY in checkpoint:
+                self.loss.memory.load_state_dict(checkpoint[MEMORY_KEY], self.device)
 
     def on_train_start(self) -> None:  # after the cache build and the callbacks' own draws
         if self._random_state is not None:
@@ -304,12 +317,4 @@ class SiameseModel(pl.LightningModule):
     # Optimisation ----------------------------------------------------------------------------
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
-        parameters = [p for p in self.parameters() if p.requires_grad]
-        optimizer = (self.optimizer or default_optimizer)(parameters)
-        if self.scheduler is None:
-            return optimizer
-        scheduler = self.scheduler(optimizer)
-        config: LRSchedulerConfigType = {"scheduler": scheduler, "interval": "epoch"}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = "val/loss"
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        return optimizers(self, self.optimizer, self.scheduler)
