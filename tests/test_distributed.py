@@ -3,8 +3,8 @@
 predict in the same two processes (tests/distributed_session.py), and each result is compared
 with the same command on one process:
 
-- fit and test: each process trains on its share of every batch, so with the trainable part
-  free of batch statistics (the pooled head alone: no BatchNorm) and SGD, the run is one
+- fit and test: each process trains on its share of every batch, InfoNCE gathers the global
+  batch and the seed head's BatchNorm layers normalise over it, so (with SGD) the run is one
   process's with the batch of both: the same weights, validation and test figures; one W&B run;
 - validate and test on splits that divide evenly over the processes and splits that do not
   (the distributed sampler pads those with repeats): the same figures and test table;
@@ -40,7 +40,9 @@ REPO = TESTS_DIR.parent
 TORCHRUN = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d"]
 CLUSTER = ["--trainer.strategy=ddp", "--trainer.num_nodes=2", "--trainer.devices=1"]
 FIT = [
-    "--model.freeze=all",  # the pooled head alone trains: no batch statistics
+    "--model.freeze=all",  # the head alone trains: the seed's, with its two BatchNorm layers
+    "--model.head=mlp",  # (synchronised over the processes)
+    "--model.loss=infonce",  # each process's images are the other's negatives (gathered)
     "--model.optimizer=torch.optim.SGD",  # Adam would turn rounding noise into steps
     "--model.optimizer.lr=0.05",
     "--trainer.max_epochs=2",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from lightning_siamese.models.across_processes import GlobalBatch, all_reduce_sum, world
 from lightning_siamese.models.cross_batch_memory import CrossBatchMemory
+from lightning_siamese.models.embedding import EmbeddingNet
 from lightning_siamese.models.losses import InfoNCELoss, TripletLoss
 from lightning_siamese.models.synced_batch_norm import sync_batch_norm
 
@@ -105,6 +107,7 @@ def worker(rank: int, port: int, folder: str) -> None:
     try:
         results = {name: train(settings, rank, PROCESSES) for name, settings in CASES}
         results["gathered"] = gathered_rows(rank)
+        results["warnings"] = convolution_step()
         torch.save(results, Path(folder) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -121,6 +124,24 @@ def gathered_rows(rank: int) -> dict[str, torch.Tensor]:
     (batch.anchor * weights).sum().backward()
     assert own.grad is not None
     return {"anchor": batch.anchor.detach(), "local": batch.local, "grad": own.grad}
+
+
+def convolution_step() -> list[str]:
+    """One DDP step of an embedding network with trained convolutions fed channels-last images
+    (the default), on 2 threads (oneDNN then gives the 1x1 convolutions channels-last
+    gradients): the warnings it gives."""
+    net = EmbeddingNet("timm/test_resnet", weights="none", head="pooled", image_size=32)
+    assert any(p.requires_grad and p.dim() == 4 for p in net.parameters())
+    model = nn.parallel.DistributedDataParallel(net)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model(torch.randn(4, 3, 32, 32)).square().sum().backward()
+    finally:
+        torch.set_num_threads(threads)
+    return [str(warning.message) for warning in caught]
 
 
 def free_port() -> int:
@@ -163,6 +184,9 @@ def test_two_processes_train_as_one_with_the_global_batch(tmp_path: Path) -> Non
         ranks[0]["gathered"]["grad"], torch.tensor([[2.0], [6], [10]]).double()
     )
     torch.testing.assert_close(ranks[1]["gathered"]["grad"], torch.tensor([[4.0], [8]]).double())
+    # DDP's gradient buckets match the trained convolutions' channels-last gradients: no copy.
+    for rank in ranks:
+        assert not [w for w in rank["warnings"] if "Grad strides" in w], rank["warnings"]
 
 
 def test_only_the_trained_plain_batch_norm_layers_are_synchronised() -> None:

@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from lightning_siamese.errors import ConfigError
+from lightning_siamese.models.cross_batch_memory import CrossBatchMemory
 from lightning_siamese.models.distances import pairwise_distance
 from lightning_siamese.models.losses import InfoNCELoss, TripletLoss
 
@@ -161,11 +163,12 @@ def brute_force_infonce(
     groups: list[int],
     negative_groups: list[int],
     temperature: float,
+    remembered: list[tuple[torch.Tensor, int]] = (),  # type: ignore[assignment]
 ) -> float:
     """InfoNCE written out image by image: each of the 2B images against its partner and
-    every image of the batch outside its own group."""
-    images = [*anchor, *positive, *negative]
-    image_groups = [*groups, *groups, *negative_groups]
+    every image of the batch (and remembered embedding) outside its own group."""
+    images = [*anchor, *positive, *negative, *(e for e, _ in remembered)]
+    image_groups = [*groups, *groups, *negative_groups, *(g for _, g in remembered)]
     batch, total = len(anchor), 0.0
     for query in range(2 * batch):
         partner = (query + batch) % (2 * batch)
@@ -176,7 +179,7 @@ def brute_force_infonce(
 
         negatives = [
             other
-            for other in range(3 * batch)
+            for other in range(len(images))
             if other not in (query, partner) and image_groups[other] != image_groups[query]
         ]
         positive_term = math.exp(similarity(partner))
@@ -222,3 +225,68 @@ def test_infonce_alone_in_its_group_and_per_triplet_is_batch_free() -> None:
     torch.testing.assert_close(whole, by_hand)
     with pytest.raises(ValueError, match="temperature"):
         InfoNCELoss(0)
+
+
+def brute_force_batch_hard(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    groups: list[int],
+    remembered: list[tuple[torch.Tensor, int]],
+    margin: float,
+) -> float:
+    """Batch-hard mining written out: each anchor's closest image of another group among the
+    batch's anchors, positives, given negatives (outside the batch's groups) and memory."""
+    candidates = [*zip(anchor, groups, strict=True), *zip(positive, groups, strict=True)]
+    candidates += [(n, -1) for n in negative]
+    candidates += remembered
+    total = 0.0
+    for index, a in enumerate(anchor):
+        d_ap = distance(a, positive[index], "squared_l2")
+        d_an = min(distance(a, c, "squared_l2") for c, g in candidates if g != groups[index])
+        total += term(d_ap, d_an, margin, soft=False)
+    return total / len(anchor)
+
+
+@pytest.mark.parametrize("kind", ["infonce", "batch_hard"])
+def test_the_cross_batch_memory_matches_its_definition(kind: str) -> None:
+    """Over six steps with a memory of 7 (batches of 4 pairs: the oldest step leaves in part)
+    used from step 2: each step's loss equals the brute force with, as extra negatives, the
+    last 7 positives of the steps before (none before step 2), their groups left out."""
+    size, start, margin, temperature = 7, 2, 0.5, 0.2
+    memory = CrossBatchMemory(size, start)
+    loss = (
+        InfoNCELoss(temperature, memory)
+        if kind == "infonce"
+        else TripletLoss(margin, mining="batch_hard", memory=memory)
+    )
+    generator = torch.Generator().manual_seed(5)
+    pushed: list[tuple[torch.Tensor, int]] = []
+    for step in range(6):
+        anchor, positive, negative = torch.randn(3, 4, 5, generator=generator, dtype=torch.float64)
+        groups = [step % 3 * 10 + pair for pair in (0, 1, 2, 2)]  # groups come back each step
+        remembered = pushed[-size:] if step >= start else []
+        value = loss(anchor, positive, negative, torch.tensor(groups), torch.full((4,), -1))
+        if kind == "infonce":
+            args = (groups, [-1] * 4, temperature, remembered)
+            expected = brute_force_infonce(anchor, positive, negative, *args)
+        else:
+            expected = brute_force_batch_hard(
+                anchor, positive, negative, groups, remembered, margin
+            )
+        assert value.item() == pytest.approx(expected, rel=1e-9), step
+        pushed += list(zip(positive, groups, strict=True))
+    assert memory.filled == size and memory.steps == 6
+    # Evaluation takes nothing; a checkpoint's state gives the same memory back.
+    loss.eval()
+    loss(anchor, positive, negative)
+    assert memory.steps == 6
+    copy = CrossBatchMemory(size, start)
+    copy.load_state_dict(memory.state_dict(), torch.device("cpu"))
+    assert copy.entries() is not None and memory.entries() is not None
+    for ours, theirs in zip(copy.entries(), memory.entries(), strict=True):
+        assert torch.equal(ours, theirs)
+    with pytest.raises(ConfigError, match="memory_size 7"):
+        CrossBatchMemory(8).load_state_dict(memory.state_dict(), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="needs mining"):
+        TripletLoss(memory=CrossBatchMemory(4))

@@ -29,7 +29,12 @@ from lightning_siamese.data.run_split import (
     triplet_datasets,
     write_run_split,
 )
-from lightning_siamese.data.sampling import ResumableLoader, TripletSampler, epoch_place
+from lightning_siamese.data.sampling import (
+    ResumableLoader,
+    TripletSampler,
+    epoch_place,
+    forkserver,
+)
 from lightning_siamese.data.splits import (
     SPLIT_FILE,
     SPLITS,
@@ -297,6 +302,9 @@ class SiameseDataModule(pl.LightningDataModule):
             kwargs["collate_fn"] = CollateWithFeatures(self._features[split][1])
         else:
             dataset = self.datasets[split]
+        trainer = self.trainer
+        if workers > 0 and trainer is not None and trainer.world_size > 1:
+            kwargs.setdefault("multiprocessing_context", forkserver())
         return kind(
             dataset,
             batch_size=self.hparams["batch_size"],
