@@ -265,7 +265,7 @@ def test_folders_that_cannot_be_written_are_one_line(
 
 
 def test_paths_the_system_cannot_use_and_settings_lightning_refuses_are_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert main(["data", "check", str(tmp_path / ("x" * 300))]) == 2
     assert "File name too long; choose a shorter path" in error_lines(capsys)[0]
@@ -275,6 +275,19 @@ def test_paths_the_system_cannot_use_and_settings_lightning_refuses_are_one_line
     write_pairs(root, 20)
     assert main(["fit", *tiny_args(root, run), "--trainer.devices=0"]) == 2
     assert "(a --trainer setting Lightning refuses)" in error_lines(capsys)[0]
+    # Lightning's own BatchNorm synchronisation would convert the frozen layers too.
+    sync = ["--trainer.strategy=ddp", "--trainer.devices=1", "--trainer.sync_batchnorm=true"]
+    for variable in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)  # DDP sets them in this process
+    try:
+        assert main(["fit", *tiny_args(root, run), "--trainer.accelerator=cpu", *sync]) == 2
+    finally:
+        if torch.distributed.is_initialized():  # leave no process group behind
+            torch.distributed.destroy_process_group()
+    assert "leave trainer.sync_batchnorm false" in error_lines(capsys)[0]
+    # A memory of negatives needs a loss that takes more negatives than its own.
+    assert main(["fit", *tiny_args(root, run), "--model.memory_size=8"]) == 2
+    assert "needs mining" in error_lines(capsys)[0]
 
 
 def test_numbers_out_of_range_are_refused_by_the_parser(
