@@ -3,15 +3,17 @@
 head's BatchNorm layers (synchronised) under DDP: the loss of every step and every weight and
 running statistic at the end agree to 1e-12 (in float64, where only the order of sums differs;
 in float32 the same runs differ by up to 2e-5 after four steps at this learning rate, which
-tells nothing), for InfoNCE with groups, the triplet
-loss with batch-hard and semi-hard mining (symmetric too), the plain triplet loss, and InfoNCE
-and batch-hard with a cross-batch memory. Also: the gathered rows and their gradients against
-one process's, and which BatchNorm layers are synchronised.
+tells nothing), for InfoNCE with groups, the triplet loss with batch-hard and semi-hard mining
+(symmetric too), the plain triplet loss, InfoNCE and batch-hard with a cross-batch memory, and
+InfoNCE through BatchNorm of other kinds (2-d with a cumulative average, timm's BatchNormAct2d,
+1-d without running statistics). Also: the gathered rows and their gradients against one
+process's, and which BatchNorm layers are synchronised.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import warnings
 from pathlib import Path
@@ -28,7 +30,7 @@ from lightning_siamese.models.embedding import EmbeddingNet
 from lightning_siamese.models.losses import InfoNCELoss, TripletLoss
 from lightning_siamese.models.synced_batch_norm import sync_batch_norm
 
-PROCESSES, BATCH, STEPS, FEATURES = 2, 6, 4, 10
+PROCESSES, BATCH, STEPS, FEATURES = 2, 6, 4, 32
 #: (name, loss settings); memory: (size, start).
 CASES: list[tuple[str, dict[str, Any]]] = [
     ("infonce-groups", {"loss": "infonce"}),
@@ -36,7 +38,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("semi-hard-symmetric", {"loss": "triplet", "mining": "semi_hard", "symmetric": True}),
     ("plain-triplet", {"loss": "triplet"}),
     ("infonce-memory", {"loss": "infonce", "memory": (20, 1)}),
-    ("batch-hard-memory", {"loss": "triplet", "mining": "batch_hard", "memory": (16, 2)}),
+    ("batch-hard-memory", {"loss": "triplet", "mining": "batch_hard", "memory": (16, 1)}),
+    ("infonce-convolutions", {"loss": "infonce", "net": "convolutions"}),
 ]
 
 
@@ -51,6 +54,26 @@ def seed_head() -> nn.Module:
         nn.ReLU(),
         nn.BatchNorm1d(12),
         nn.Linear(12, 8),
+    )
+    return layers.double()
+
+
+def convolutions() -> nn.Module:
+    """BatchNorm of other kinds: 2-d over the spatial positions with a cumulative average
+    (momentum None), timm's BatchNormAct2d (then its activation), 1-d without running
+    statistics."""
+    from timm.layers import BatchNormAct2d
+
+    torch.manual_seed(0)
+    layers = nn.Sequential(
+        nn.Unflatten(1, (2, 4, 4)),
+        nn.Conv2d(2, 4, 3, padding=1),
+        nn.BatchNorm2d(4, momentum=None),
+        BatchNormAct2d(4),
+        nn.Flatten(),
+        nn.Linear(64, 8),
+        nn.BatchNorm1d(8, track_running_stats=False),
+        nn.Linear(8, 6),
     )
     return layers.double()
 
@@ -81,7 +104,7 @@ def global_batches() -> list[dict[str, torch.Tensor]]:
 
 def train(settings: dict[str, Any], rank: int, processes: int) -> dict[str, Any]:
     """STEPS SGD steps on this process's share (rows rank::processes) of every global batch."""
-    net = seed_head()
+    net = convolutions() if settings.get("net") == "convolutions" else seed_head()
     sync_batch_norm(net, frozen=set())
     model = nn.parallel.DistributedDataParallel(net) if processes > 1 else net
     loss_fn = make_loss(settings)
@@ -168,7 +191,7 @@ def test_two_processes_train_as_one_with_the_global_batch(tmp_path: Path) -> Non
     # The memory joins the negatives from its start step on: the losses part from then.
     for with_memory, without, start in (
         ("infonce-memory", "infonce-groups", 1),
-        ("batch-hard-memory", "batch-hard", 2),
+        ("batch-hard-memory", "batch-hard", 1),
     ):
         assert results[with_memory][:start] == results[without][:start]
         assert results[with_memory][start:] != results[without][start:]
@@ -200,6 +223,7 @@ def test_only_the_trained_plain_batch_norm_layers_are_synchronised() -> None:
     assert type(trained).__name__ == "SyncedBatchNorm1d" and isinstance(trained, nn.BatchNorm1d)
     assert skipped == ["2 (OtherNorm)"]
     assert list(trained.state_dict()) == list(nn.BatchNorm1d(4).state_dict())
+    assert type(pickle.loads(pickle.dumps(trained))) is type(trained)  # a model still pickles
     # One process: the plain layer's output and running statistics.
     reference = nn.BatchNorm1d(4)
     x = torch.randn(5, 4)

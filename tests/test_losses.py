@@ -279,8 +279,10 @@ def test_the_cross_batch_memory_matches_its_definition(kind: str) -> None:
     assert memory.filled == size and memory.steps == 6
     # Evaluation takes nothing; a checkpoint's state gives the same memory back.
     loss.eval()
-    loss(anchor, positive, negative)
+    loss(anchor, positive, negative, torch.tensor(groups))
     assert memory.steps == 6
+    with pytest.raises(ValueError, match="needs group_ids"):  # positions are no identities
+        loss(anchor, positive, negative)
     copy = CrossBatchMemory(size, start)
     copy.load_state_dict(memory.state_dict(), torch.device("cpu"))
     assert copy.entries() is not None and memory.entries() is not None
@@ -288,5 +290,5 @@ def test_the_cross_batch_memory_matches_its_definition(kind: str) -> None:
         assert torch.equal(ours, theirs)
     with pytest.raises(ConfigError, match="memory_size 7"):
         CrossBatchMemory(8).load_state_dict(memory.state_dict(), torch.device("cpu"))
-    with pytest.raises(ConfigError, match="needs mining"):
+    with pytest.raises(ConfigError, match="needs InfoNCE or mining"):
         TripletLoss(memory=CrossBatchMemory(4))

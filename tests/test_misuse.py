@@ -287,7 +287,7 @@ def test_paths_the_system_cannot_use_and_settings_lightning_refuses_are_one_line
     assert "leave trainer.sync_batchnorm false" in error_lines(capsys)[0]
     # A memory of negatives needs a loss that takes more negatives than its own.
     assert main(["fit", *tiny_args(root, run), "--model.memory_size=8"]) == 2
-    assert "needs mining" in error_lines(capsys)[0]
+    assert "needs InfoNCE or mining" in error_lines(capsys)[0]
 
 
 def test_numbers_out_of_range_are_refused_by_the_parser(

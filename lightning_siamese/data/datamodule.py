@@ -29,12 +29,7 @@ from lightning_siamese.data.run_split import (
     triplet_datasets,
     write_run_split,
 )
-from lightning_siamese.data.sampling import (
-    ResumableLoader,
-    TripletSampler,
-    epoch_place,
-    forkserver,
-)
+from lightning_siamese.data.sampling import ResumableLoader, TripletSampler, epoch_place
 from lightning_siamese.data.splits import (
     SPLIT_FILE,
     SPLITS,
@@ -47,6 +42,7 @@ from lightning_siamese.data.transforms import (
     train_transform,
 )
 from lightning_siamese.data.triplets import TripletDataset
+from lightning_siamese.data.workers import worker_context
 from lightning_siamese.errors import ConfigError
 
 
@@ -302,9 +298,7 @@ class SiameseDataModule(pl.LightningDataModule):
             kwargs["collate_fn"] = CollateWithFeatures(self._features[split][1])
         else:
             dataset = self.datasets[split]
-        trainer = self.trainer
-        if workers > 0 and trainer is not None and trainer.world_size > 1:
-            kwargs.setdefault("multiprocessing_context", forkserver())
+        kwargs.setdefault("multiprocessing_context", worker_context(workers))
         return kind(
             dataset,
             batch_size=self.hparams["batch_size"],

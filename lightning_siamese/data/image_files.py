@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_siamese.data.folders import image_inputs
 from lightning_siamese.data.images import MIN_IMAGE_SIDE, UNREADABLE, load_image, unreadable_reason
 from lightning_siamese.data.transforms import Transform
+from lightning_siamese.data.workers import worker_context
 from lightning_siamese.files import display_path
 
 Batch = dict[str, Any]
@@ -113,7 +114,11 @@ def image_batches(
     precision conversion)."""
     device = torch.device(device)
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        multiprocessing_context=worker_context(num_workers),
     )
     for batch in loader:
         rows, bad = readable_rows(batch)

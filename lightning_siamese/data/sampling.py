@@ -1,11 +1,9 @@
 """Training order: every epoch's anchors, negatives and augmentation seeds drawn from ``(seed,
-epoch)`` alone, shared out over the processes, a loader that starts where the trainer stands,
-and where a DDP process's loader workers start from.
+epoch)`` alone, shared out over the processes, and a loader that starts where the trainer stands.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, cast
@@ -163,14 +161,3 @@ def epoch_place(trainer: Any, loader_batches: int) -> tuple[int, int, int] | Non
     batches = min(limit, loader_batches) if isinstance(limit, int) else int(limit * loader_batches)
     done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
     return trainer.current_epoch, done, batches
-
-
-def forkserver() -> multiprocessing.context.BaseContext:
-    """Where a DDP process starts its loader workers: a fork server, a process of one thread
-    with the datasets' modules imported once. A DDP process has threads (the collectives',
-    Lightning's process observer) that a fork does not copy, and a lock one of them holds at
-    the fork stays locked in the worker for good (pytorch/pytorch#130610; Python 3.14 makes
-    the fork server its default for this reason)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["lightning_siamese.data.triplets"])
-    return context

@@ -130,15 +130,16 @@ class GlobalBatch:
     ) -> GlobalBatch:
         """The global batch of this process's share. Default groups: each pair its own (its
         global position), each given negative none of the batch's (-1)."""
-        rows = anchor.shape[0]
-        embeddings, local = gather_rows(torch.stack([anchor, positive, negative], dim=1))
-        (stacked,) = embeddings
-        if group_ids is None:
-            group_ids = local
+        rows, device = anchor.shape[0], anchor.device
         if negative_group_ids is None:
-            negative_group_ids = torch.full((rows,), -1, device=anchor.device)
-        ids = torch.stack([group_ids.to(anchor.device), negative_group_ids.to(anchor.device)], 1)
-        (all_ids,) = gather_rows(ids)[0]
+            negative_group_ids = torch.full((rows,), -1, device=device)
+        placeholder = torch.zeros(rows, dtype=torch.long, device=device)
+        ids = torch.stack([group_ids.to(device) if group_ids is not None else placeholder,
+                           negative_group_ids.to(device)], 1)  # fmt: skip
+        embeddings = torch.stack([anchor, positive, negative], dim=1)
+        (stacked, all_ids), local = gather_rows(embeddings, ids)
+        if group_ids is None:  # every process's default: each pair its global position
+            all_ids[:, 0] = torch.arange(all_ids.shape[0], device=device)
         a, p, n = stacked.unbind(1)
         return cls(a, p, n, all_ids[:, 0], all_ids[:, 1], local)
 

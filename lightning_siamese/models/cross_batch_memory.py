@@ -22,7 +22,7 @@ class CrossBatchMemory:
 
     Args:
         size: how many embeddings it keeps (a step's batch enters whole, the oldest leave).
-        start: the number of steps pushed before :meth:`entries` returns any.
+        start: the number of pushes (training batches) before :meth:`entries` returns any.
     """
 
     def __init__(self, size: int, start: int = 0) -> None:
@@ -57,6 +57,9 @@ class CrossBatchMemory:
                 f"embeddings of {embeddings.shape[1]} dimensions pushed into a memory of "
                 f"{self.embeddings.shape[1]}"
             )
+        if self.embeddings.device != embeddings.device:  # e.g. restored before the model moved
+            self.embeddings = self.embeddings.to(embeddings.device)
+            self.groups = self.groups.to(embeddings.device)
         rows = embeddings.shape[0]
         device, dtype = self.embeddings.device, self.embeddings.dtype
         self.embeddings = torch.cat([self.embeddings[rows:], embeddings.to(device, dtype)])

@@ -60,7 +60,9 @@ class TripletLoss(nn.Module):
         if not (math.isfinite(margin) and margin >= 0):
             raise ConfigError(f"margin must be a finite number >= 0, got {margin}")
         if memory is not None and mining == "none":
-            raise ConfigError("a cross-batch memory needs mining (semi_hard or batch_hard)")
+            raise ConfigError(
+                "a cross-batch memory needs InfoNCE or mining (semi_hard or batch_hard)"
+            )
         self.margin = margin
         self.distance = distance
         self.soft_margin = soft_margin
@@ -118,13 +120,14 @@ class TripletLoss(nn.Module):
         group_ids: torch.Tensor | None,
         negative_group_ids: torch.Tensor | None,
     ) -> tuple[torch.Tensor, GlobalBatch]:
+        check_memory_groups(self.memory, group_ids)
         batch = GlobalBatch.gather(anchor, positive, negative, group_ids, negative_group_ids)
         candidates = [batch.anchor, batch.positive, batch.negative]
         groups = [batch.group_ids, batch.group_ids, batch.negative_group_ids]
         remembered = self.memory.entries() if self.memory is not None else None
         if remembered is not None:
-            candidates.append(remembered[0].to(anchor.dtype))
-            groups.append(remembered[1])
+            candidates.append(remembered[0].to(anchor.device, anchor.dtype))
+            groups.append(remembered[1].to(anchor.device))
         pool = (torch.cat(candidates), torch.cat(groups))
         mine = batch.local
         a, p, n = batch.anchor[mine], batch.positive[mine], batch.negative[mine]
@@ -211,14 +214,15 @@ class InfoNCELoss(nn.Module):
     ) -> torch.Tensor:
         """Mean loss over the 2B anchors; ``group_ids`` and ``negative_group_ids`` as for
         :meth:`TripletLoss.forward`."""
+        check_memory_groups(self.memory, group_ids)
         batch = GlobalBatch.gather(anchor, positive, negative, group_ids, negative_group_ids)
         size, mine = batch.size, batch.local
         columns = [batch.anchor, batch.positive, batch.negative]
         column_ids = [batch.group_ids, batch.group_ids, batch.negative_group_ids]
         remembered = self.memory.entries() if self.memory is not None else None
         if remembered is not None:
-            columns.append(remembered[0].to(anchor.dtype))
-            column_ids.append(remembered[1])
+            columns.append(remembered[0].to(anchor.device, anchor.dtype))
+            column_ids.append(remembered[1].to(anchor.device))
         candidates = F.normalize(torch.cat(columns), dim=1)
         rows = torch.cat([mine, mine + size])  # this process's anchors, then its positives
         logits = candidates[rows] @ candidates.T / self.temperature  # (2b, 3T [+ M])
@@ -241,6 +245,13 @@ class InfoNCELoss(nn.Module):
         s_ap = F.cosine_similarity(anchor, positive, dim=1)
         s_an = F.cosine_similarity(anchor, negative, dim=1)
         return F.softplus((s_an - s_ap) / self.temperature)
+
+
+def check_memory_groups(memory: CrossBatchMemory | None, group_ids: torch.Tensor | None) -> None:
+    """A memory needs the pairs' own identities: default groups (batch positions) would mask
+    remembered images of other pairs that once held the same position."""
+    if memory is not None and group_ids is None:
+        raise ValueError("a loss with a cross-batch memory needs group_ids (each pair's identity)")
 
 
 def make_loss(

@@ -46,7 +46,10 @@ _CLASSES: dict[type, type] = {}
 def synced_class(cls: type) -> type:
     """The synchronised subclass of a BatchNorm class (one per class)."""
     if cls not in _CLASSES:
-        _CLASSES[cls] = type(f"Synced{cls.__name__}", (_Synced, cls), {})
+        name = f"Synced{cls.__name__}"
+        synced = type(name, (_Synced, cls), {"__module__": __name__, "__qualname__": name})
+        globals()[name] = synced  # found by name: a model holding it pickles
+        _CLASSES[cls] = synced
     return _CLASSES[cls]
 
 
@@ -67,13 +70,16 @@ def global_batch_norm(layer: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -
     if layer.affine:
         y = y * layer.weight.view(shape) + layer.bias.view(shape)
     if layer.track_running_stats and layer.running_mean is not None:
-        _update_running(layer, mean.detach(), variance.detach(), float(total.detach()))
+        _update_running(layer, mean.detach(), variance.detach(), total.detach())
     return y.to(x.dtype)
 
 
 @torch.no_grad()
 def _update_running(
-    layer: nn.modules.batchnorm._BatchNorm, mean: torch.Tensor, variance: torch.Tensor, n: float
+    layer: nn.modules.batchnorm._BatchNorm,
+    mean: torch.Tensor,
+    variance: torch.Tensor,
+    n: torch.Tensor,
 ) -> None:
     assert layer.running_mean is not None and layer.running_var is not None
     factor = 0.0 if layer.momentum is None else layer.momentum
@@ -81,7 +87,7 @@ def _update_running(
         layer.num_batches_tracked.add_(1)
         if layer.momentum is None:  # a cumulative average
             factor = 1.0 / float(layer.num_batches_tracked)
-    unbiased = variance * n / max(n - 1, 1)
+    unbiased = variance * n / (n - 1).clamp_min(1)  # tensors: no wait for the device
     layer.running_mean.lerp_(mean.to(layer.running_mean.dtype), factor)
     layer.running_var.lerp_(unbiased.to(layer.running_var.dtype), factor)
 

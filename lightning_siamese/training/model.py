@@ -73,8 +73,8 @@ class SiameseModel(pl.LightningModule):
         temperature: InfoNCE's softmax temperature (lower: harder negatives weigh more).
         memory_size: keep the last this many positives' embeddings (every process's) as extra
             negatives for InfoNCE and mining (a cross-batch memory, Wang et al. 2020); 0: none.
-        memory_start: the training steps before the memory's entries are used (the embedding
-            settles first; the memory fills from the start).
+        memory_start: the training batches before the memory's entries are used (the
+            embedding settles first; the memory fills from the start).
         sync_batchnorm: under DDP, the trained BatchNorm layers normalise over every process's
             batch, as one process with the global batch would (false: each its own share).
         optimizer: built from the trainable parameters; default (unset) Adam, lr 1e-4, fused
