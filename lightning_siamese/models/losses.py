@@ -122,13 +122,7 @@ class TripletLoss(nn.Module):
     ) -> tuple[torch.Tensor, GlobalBatch]:
         check_memory_groups(self.memory, group_ids)
         batch = GlobalBatch.gather(anchor, positive, negative, group_ids, negative_group_ids)
-        candidates = [batch.anchor, batch.positive, batch.negative]
-        groups = [batch.group_ids, batch.group_ids, batch.negative_group_ids]
-        remembered = self.memory.entries() if self.memory is not None else None
-        if remembered is not None:
-            candidates.append(remembered[0].to(anchor.device, anchor.dtype))
-            groups.append(remembered[1].to(anchor.device))
-        pool = (torch.cat(candidates), torch.cat(groups))
+        pool = candidate_pool(batch, self.memory)
         mine = batch.local
         a, p, n = batch.anchor[mine], batch.positive[mine], batch.negative[mine]
         losses = self._mined(a, p, n, batch.group_ids[mine], pool)
@@ -217,18 +211,13 @@ class InfoNCELoss(nn.Module):
         check_memory_groups(self.memory, group_ids)
         batch = GlobalBatch.gather(anchor, positive, negative, group_ids, negative_group_ids)
         size, mine = batch.size, batch.local
-        columns = [batch.anchor, batch.positive, batch.negative]
-        column_ids = [batch.group_ids, batch.group_ids, batch.negative_group_ids]
-        remembered = self.memory.entries() if self.memory is not None else None
-        if remembered is not None:
-            columns.append(remembered[0].to(anchor.device, anchor.dtype))
-            column_ids.append(remembered[1].to(anchor.device))
-        candidates = F.normalize(torch.cat(columns), dim=1)
+        columns, column_ids = candidate_pool(batch, self.memory)
+        candidates = F.normalize(columns, dim=1)
         rows = torch.cat([mine, mine + size])  # this process's anchors, then its positives
         logits = candidates[rows] @ candidates.T / self.temperature  # (2b, 3T [+ M])
         partner = torch.cat([mine + size, mine])
         query_ids = torch.cat([batch.group_ids[mine], batch.group_ids[mine]])
-        masked = torch.cat(column_ids)[None, :] == query_ids[:, None]  # its group, partner
+        masked = column_ids[None, :] == query_ids[:, None]  # its group, partner
         masked[torch.arange(len(rows), device=anchor.device), partner] = False  # the positive
         logits = logits.masked_fill(masked, float("-inf"))
         losses = F.cross_entropy(logits, partner, reduction="none")
@@ -245,6 +234,20 @@ class InfoNCELoss(nn.Module):
         s_ap = F.cosine_similarity(anchor, positive, dim=1)
         s_an = F.cosine_similarity(anchor, negative, dim=1)
         return F.softplus((s_an - s_ap) / self.temperature)
+
+
+def candidate_pool(
+    batch: GlobalBatch, memory: CrossBatchMemory | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every candidate of a batch-level loss and its group: the global batch's anchors,
+    positives and given negatives, then the memory's entries (once it has started)."""
+    embeddings = [batch.anchor, batch.positive, batch.negative]
+    groups = [batch.group_ids, batch.group_ids, batch.negative_group_ids]
+    remembered = memory.entries() if memory is not None else None
+    if remembered is not None:
+        embeddings.append(remembered[0].to(batch.anchor.device, batch.anchor.dtype))
+        groups.append(remembered[1].to(batch.anchor.device))
+    return torch.cat(embeddings), torch.cat(groups)
 
 
 def check_memory_groups(memory: CrossBatchMemory | None, group_ids: torch.Tensor | None) -> None:
