@@ -2,8 +2,8 @@
 1 process with 2B, from the same start, for a few SGD steps of a small network with the seed
 head's BatchNorm layers (synchronised) under DDP: the loss of every step and every weight and
 running statistic at the end agree to 1e-12 (in float64, where only the order of sums differs;
-in float32 the same runs differ by up to 2e-5 after four steps at this learning rate, which
-tells nothing), for InfoNCE with groups, the triplet loss with batch-hard and semi-hard mining
+in float32 the same runs differ by rounding, amplified over four steps at this learning rate,
+which tells nothing), for InfoNCE with groups, the triplet loss with batch-hard and semi-hard mining
 (symmetric too), the plain triplet loss, InfoNCE and batch-hard with a cross-batch memory, and
 InfoNCE through BatchNorm of other kinds (2-d with a cumulative average, timm's BatchNormAct2d,
 1-d without running statistics). Also: the gathered rows and their gradients against one
