@@ -8,7 +8,7 @@ similarity, in row blocks so memory stays O(block x N).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from lightning_siamese.models.distances import Distance, paired_distance
 from lightning_siamese.retrieval.ranks import rank_metrics, retrieval_ranks
+from lightning_siamese.retrieval.verification import FMR_TARGETS, Verification, verification
 
 
 def triplet_statistics(
@@ -41,12 +42,24 @@ def split_metrics(
     negative: torch.Tensor,
     distance: Distance = "squared_l2",
     block_size: int = 1024,
+    fmr_targets: Sequence[float] = FMR_TARGETS,
+    threshold: float | None = None,
+    verified: Verification | None = None,
 ) -> dict[str, float]:
     """The figures of a split, row ``i`` its pair ``i``: left -> right retrieval
-    (:func:`~lightning_siamese.retrieval.ranks.rank_metrics`: recall@k, MRR, median rank), the
-    triplet statistics (:func:`triplet_statistics`) and the number of ``pairs``. The one place
-    they are computed: validation and test (:class:`SplitMetrics`), ``evaluate``, the notebook."""
+    (:func:`~lightning_siamese.retrieval.ranks.rank_metrics`: recall@k, MRR, median rank),
+    verification (:mod:`~lightning_siamese.retrieval.verification`: ROC AUC, EER, TMR and the
+    threshold at each of ``fmr_targets``; with ``threshold``, one chosen on the validation
+    split, its ``tmr@val_threshold`` and ``fmr@val_threshold`` here; ``verified``: these counts,
+    computed already), the triplet statistics (:func:`triplet_statistics`) and the number of
+    ``pairs``. The one place they are computed: validation and test (:class:`SplitMetrics`),
+    ``evaluate``, the notebook."""
     metrics = rank_metrics(retrieval_ranks(anchor, positive, block_size))
+    thresholds = () if threshold is None else (threshold,)
+    counts = verified or verification(anchor, positive, fmr_targets, thresholds)
+    metrics.update(counts.metrics(fmr_targets))
+    if threshold is not None:
+        metrics["tmr@val_threshold"], metrics["fmr@val_threshold"] = counts.rates(threshold)
     stats = triplet_statistics(anchor, positive, negative, distance)
     metrics.update({key: value.item() for key, value in stats.items()})
     metrics["pairs"] = len(anchor)
@@ -54,12 +67,13 @@ def split_metrics(
 
 
 class SplitMetrics(Metric):
-    """Retrieval and triplet statistics over a whole split.
+    """Retrieval, verification and triplet statistics over a whole split.
 
     ``update(index, anchor, positive, negative)`` with the pair index of each triplet; ``compute``
-    returns recall@k, MRR, median rank (left -> right over the split), triplet accuracy (share with
-    d(a,p) < d(a,n)), mean d(a,p), d(a,n), and the mean cosine similarity of positives and of
-    negatives.
+    returns :func:`split_metrics`' figures: recall@k, MRR, median rank (left -> right over the
+    split), ROC AUC, EER, TMR and threshold at ``fmr_targets`` (and, with ``threshold`` set, its
+    rates), triplet accuracy, mean d(a,p), d(a,n), and the mean cosine similarity of positives
+    and of negatives. ``last_verification`` keeps the verification counts for a calibration.
     """
 
     full_state_update = False
@@ -75,6 +89,7 @@ class SplitMetrics(Metric):
         distance: Distance = "squared_l2",
         block_size: int = 1024,
         triplet_loss: Callable[..., torch.Tensor] | None = None,
+        fmr_targets: Sequence[float] = FMR_TARGETS,
     ) -> None:
         super().__init__()
         self.distance: Distance = distance
@@ -82,9 +97,13 @@ class SplitMetrics(Metric):
         # (anchor, positive, negative) -> each triplet's loss; its mean is reported as `loss`:
         # the split's fixed triplets once each, without mining, for any batch size or devices.
         self.triplet_loss = triplet_loss
+        self.fmr_targets = tuple(fmr_targets)
+        # A threshold chosen on another split (the calibration's): its rates on this one.
+        self.threshold: float | None = None
         for name in ("index", "anchor", "positive", "negative"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.last_gathered: dict[str, torch.Tensor] = {}
+        self.last_verification: Verification | None = None
 
     def update(
         self,
@@ -116,7 +135,19 @@ class SplitMetrics(Metric):
         # Kept for pictures and tables (gathered across processes: compute runs synced).
         self.last_gathered = {name: value.cpu() for name, value in gathered.items()}
         anchor, positive, negative = (gathered[name] for name in ("anchor", "positive", "negative"))
-        metrics = split_metrics(anchor, positive, negative, self.distance, self.block_size)
+        thresholds = () if self.threshold is None else (self.threshold,)
+        counts = verification(anchor, positive, self.fmr_targets, thresholds)
+        self.last_verification = counts
+        metrics = split_metrics(
+            anchor,
+            positive,
+            negative,
+            self.distance,
+            self.block_size,
+            self.fmr_targets,
+            self.threshold,
+            counts,
+        )
         if self.triplet_loss is not None:
             metrics["loss"] = self.triplet_loss(anchor, positive, negative).mean().item()
         return {key: torch.tensor(float(value)) for key, value in metrics.items()}

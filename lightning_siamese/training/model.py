@@ -9,11 +9,12 @@ from typing import Any, Literal, cast
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.types import OptimizerLRScheduler
 
 from lightning_siamese.data.image_files import readable_rows
 from lightning_siamese.data.transforms import Transform, eval_transform
-from lightning_siamese.errors import CheckpointError, NonFiniteLossError, UserError
+from lightning_siamese.errors import CheckpointError, UserError
 from lightning_siamese.models.backbones import normalization, resolve_image_size
 from lightning_siamese.models.cross_batch_memory import CrossBatchMemory
 from lightning_siamese.models.distances import Distance
@@ -21,10 +22,12 @@ from lightning_siamese.models.embedding import SKIP_PRETRAINED, EmbeddingNet
 from lightning_siamese.models.frozen_graph import FrozenGraphMode
 from lightning_siamese.models.losses import LossName, Mining, make_loss
 from lightning_siamese.retrieval.metrics import SplitMetrics, triplet_statistics
-from lightning_siamese.training import random_state
+from lightning_siamese.retrieval.verification import FMR_TARGETS
+from lightning_siamese.training import calibration, random_state
 from lightning_siamese.training.checkpoint_files import check_checkpoint, checkpoint_problem
 from lightning_siamese.training.distributed import prepare_processes
 from lightning_siamese.training.feature_cache import CacheFrozenFeatures
+from lightning_siamese.training.finite_loss import check_finite_loss
 from lightning_siamese.training.optimizers import optimizers
 
 Batch = dict[str, Any]
@@ -89,6 +92,8 @@ class SiameseModel(pl.LightningModule):
             ``torch.compile`` on the CPU when the pass is long enough to repay the compile),
             ``inductor`` (always compiled; ``jit`` is its older name) or ``eager``.
         retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
+        match_fmr: the false-match rate the match threshold is calibrated for on the validation
+            split (kept in the checkpoint; ``test``, ``evaluate`` and ``compare`` use it).
     """
 
     #: Settings of how the model computes, not what it computes: a checkpoint's model takes
@@ -129,6 +134,7 @@ class SiameseModel(pl.LightningModule):
         feature_cache_dir: str | None = None,
         frozen_graph: FrozenGraphMode = "auto",
         retrieval_block_size: int = 1024,
+        match_fmr: float = 1e-2,
     ) -> None:
         super().__init__()
         image_size = resolve_image_size(image_size, backbone)  # hparams hold the size used
@@ -149,12 +155,16 @@ class SiameseModel(pl.LightningModule):
             feature_unit=feature_unit,
             channels_last=channels_last,
         )
-        split_metrics = partial(SplitMetrics, distance, retrieval_block_size, self.loss.per_triplet)
+        fmrs = sorted({*FMR_TARGETS, match_fmr}, reverse=True)
+        split_metrics = partial(
+            SplitMetrics, distance, retrieval_block_size, self.loss.per_triplet, fmrs
+        )
         self.metrics = torch.nn.ModuleDict({"val": split_metrics(), "test": split_metrics()})
         # LightningCLI saves the parsed config as hparams; the callables themselves live here.
         self.optimizer = optimizer
         self.scheduler = scheduler
         self._random_state: dict[str, torch.Tensor] | None = None
+        self.calibration: dict[str, Any] | None = None  # the last validation's match threshold
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -213,8 +223,11 @@ class SiameseModel(pl.LightningModule):
         checkpoint[random_state.KEY] = random_state.capture(self.trainer, self.device)
         if self.loss.memory is not None:
             checkpoint[MEMORY_KEY] = self.loss.memory.state_dict()
+        if self.calibration is not None:
+            checkpoint[calibration.KEY] = self.calibration
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.calibration = checkpoint.get(calibration.KEY)
         trainer = self._trainer  # a fit resumes (not a plain weights load): put the random
         if trainer is not None and trainer.state.fn == "fit":  # state back once on the device
             self._random_state = checkpoint.get(random_state.KEY)
@@ -235,22 +248,13 @@ class SiameseModel(pl.LightningModule):
             features = self.net.forward_frozen(images)
         return self.net.forward_tail(features).chunk(3)
 
-    def _loss(
-        self,
-        batch: Batch,
-        anchor: torch.Tensor,
-        positive: torch.Tensor,
-        negative: torch.Tensor,
-    ) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        anchor, positive, negative = self._embed_triplets(batch)
         # Mining leaves out the anchor's group (its pair when group-mates are allowed).
         group_ids = batch.get("group_id", batch["index"])
         negative_group_ids = batch.get("negative_group_id", batch["negative_index"] // 2)
-        return self.loss(anchor, positive, negative, group_ids, negative_group_ids)
-
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        anchor, positive, negative = self._embed_triplets(batch)
-        loss = self._loss(batch, anchor, positive, negative)
-        self._check_finite(loss, batch)
+        loss = self.loss(anchor, positive, negative, group_ids, negative_group_ids)
+        check_finite_loss(self._trainer, loss, batch)
         size = len(anchor)
         # Averaged over the processes (the same shares each): the figures of one process.
         self.log("train/loss", loss, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
@@ -259,19 +263,6 @@ class SiameseModel(pl.LightningModule):
         stats = {f"train/{name}": value for name, value in stats.items()}
         self.log_dict(stats, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
-
-    def _check_finite(self, loss: torch.Tensor, batch: Batch) -> None:
-        """Stop at the first non-finite loss before the step spreads it, on every process."""
-        finite = bool(torch.isfinite(loss.detach()).all())
-        trainer = self._trainer
-        if trainer is not None:
-            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if finite:
-            return
-        callback = getattr(trainer, "checkpoint_callback", None)
-        epoch, step = (trainer.current_epoch, trainer.global_step) if trainer else ("?", "?")
-        pairs, last = batch["index"][:8].tolist(), getattr(callback, "last_model_path", "")
-        raise NonFiniteLossError.at(loss.item(), epoch, step, pairs, last)
 
     def _split_metrics(self, split: str) -> SplitMetrics:
         # ModuleDict items are typed as plain Modules; these are the SplitMetrics built above.
@@ -282,9 +273,17 @@ class SiameseModel(pl.LightningModule):
         self._split_metrics(split).update(batch["index"], anchor, positive, negative)
 
     def _eval_epoch_end(self, split: str) -> None:
-        split_metrics = self._split_metrics(split)
+        split_metrics, known = self._split_metrics(split), self.calibration
+        split_metrics.threshold = known["threshold"] if known and split == "test" else None
         metrics = split_metrics.compute()  # with the loss of the split's fixed triplets
+        counts, trainer = split_metrics.last_verification, self.trainer
         split_metrics.reset()
+        if split == "val" and counts is not None and not trainer.sanity_checking:
+            epoch, step, fmr = trainer.current_epoch, trainer.global_step, self.hparams["match_fmr"]
+            self.calibration = calibration.calibrate(counts, fmr, epoch, step)
+        elif split_metrics.threshold is not None and known:
+            tmr, fmr = (metrics[f"{rate}@val_threshold"].item() for rate in ("tmr", "fmr"))
+            rank_zero_info(calibration.measured(known, split, tmr, fmr))
         shown = {"recall@1", "recall@5"}
         for name, value in metrics.items():
             # Gathered, the same on every rank: sync_dist changes nothing but keeps Lightning
