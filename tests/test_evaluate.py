@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from test_verification import reference
 
 from conftest import brute_force_rank_metrics, tiny_args, write_pairs
 from lightning_siamese.applications.inference import embed_paths, load_model
@@ -47,6 +48,14 @@ def test_evaluate_writes_metrics_table_and_pictures(
         assert metrics[key] == pytest.approx(value), key
     cosine = torch.nn.functional.cosine_similarity(left, right).mean().item()
     assert metrics["cosine_positive"] == pytest.approx(cosine, abs=1e-5)
+    verified = reference(left, right)  # verification: all 15 x 14 non-matching pairs
+    for key in ("roc_auc", "eer", "tmr@fmr0.01", "tmr@fmr0.001"):
+        assert metrics[key] == pytest.approx(verified[key]), key
+    threshold = torch.load(checkpoint, weights_only=True)["match_threshold"]["threshold"]
+    assert metrics["match_threshold"]["threshold"] == threshold
+    rates = verified["rates"](threshold)  # type: ignore[operator]
+    assert (metrics["tmr@val_threshold"], metrics["fmr@val_threshold"]) == pytest.approx(rates)
+    assert "chosen on the validation split" in printed and "measured on these pairs" in printed
 
     table = list(csv.DictReader((out / "retrieval.csv").open()))
     assert len(table) == 15

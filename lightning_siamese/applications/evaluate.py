@@ -122,8 +122,9 @@ def evaluate(
         positive=right,
         negative=embeddings[negatives],
     )
-    hparams = model.hparams
-    metrics: dict[str, Any] = split.metrics(hparams["distance"])
+    hparams, calibration = model.hparams, model.calibration
+    threshold = calibration["threshold"] if calibration else None
+    metrics: dict[str, Any] = split.metrics(hparams["distance"], threshold)
     metrics.update(
         {
             "images": len(files),
@@ -134,6 +135,9 @@ def evaluate(
             "root": str(root),
             "image_size": hparams["image_size"],
             "backbone": hparams["backbone"],
+            # The checkpoint's threshold, chosen on its run's validation split; its rates on
+            # these pairs are tmr@val_threshold and fmr@val_threshold.
+            "match_threshold": calibration,
             "seconds": round(time.perf_counter() - started, 2),
         }
     )

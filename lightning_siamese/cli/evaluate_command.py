@@ -18,6 +18,10 @@ SHOWN = (
     "recall@20",
     "mrr",
     "median_rank",
+    "roc_auc",
+    "eer",
+    "tmr@fmr0.01",
+    "tmr@fmr0.001",
     "cosine_positive",
     "cosine_negative",
     "triplet_accuracy",
@@ -32,6 +36,14 @@ def format_table(metrics: dict[str, Any]) -> str:
     ]
     width = max(len(name) for name in SHOWN)
     lines += [f"  {name:<{width}}  {metrics[name]:.4f}" for name in SHOWN]
+    calibration = metrics.get("match_threshold")
+    if calibration:
+        from lightning_siamese.training.calibration import measured  # plain Python
+
+        tmr, fmr = metrics["tmr@val_threshold"], metrics["fmr@val_threshold"]
+        lines.append(measured(calibration, "these pairs", tmr, fmr))
+    else:
+        lines.append("no match threshold in this checkpoint (its fit had no validation split)")
     lines.append(f"written to {metrics['output']}")
     return "\n".join(lines)
 

@@ -59,10 +59,14 @@ class SplitEmbeddings:
     def ranks(self, block_size: int = 1024) -> Ranks:
         return retrieval_ranks(self.anchor, self.positive, block_size)
 
-    def metrics(self, distance: Distance = "squared_l2") -> dict[str, float]:
-        """recall@1/5/10/20, MRR, median rank, triplet accuracy, mean distances and cosine
-        similarities of positives and negatives, and the number of pairs."""
-        return split_metrics(*self.tensors(), distance)
+    def metrics(
+        self, distance: Distance = "squared_l2", threshold: float | None = None
+    ) -> dict[str, float]:
+        """recall@1/5/10/20, MRR, median rank, ROC AUC, EER, TMR at FMR 1e-2 and 1e-3 (and at
+        ``threshold``), triplet accuracy, mean distances and cosine similarities of positives
+        and negatives, and the number of pairs
+        (:func:`~lightning_siamese.retrieval.metrics.split_metrics`)."""
+        return split_metrics(*self.tensors(), distance, threshold=threshold)
 
     def table(self, k: int = 5) -> list[dict[str, Any]]:
         """One row per query: file names, rank and score of the true match, the top-k.

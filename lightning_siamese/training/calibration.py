@@ -46,9 +46,6 @@ def describe(calibration: dict[str, Any]) -> str:
     )
 
 
-def measured(calibration: dict[str, Any], split: str, tmr: float, fmr: float) -> str:
-    """One line: the validation's threshold measured on ``split``."""
-    return (
-        f"{describe(calibration)}; measured on {split} (pairs not used to choose it): "
-        f"TMR {tmr:.4f}, FMR {fmr:.4f}"
-    )
+def measured(calibration: dict[str, Any], pairs: str, tmr: float, fmr: float) -> str:
+    """One line: the validation's threshold measured on ``pairs`` (what they are, in words)."""
+    return f"{describe(calibration)}; measured on {pairs}: TMR {tmr:.4f}, FMR {fmr:.4f}"

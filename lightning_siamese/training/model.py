@@ -283,7 +283,8 @@ class SiameseModel(pl.LightningModule):
             self.calibration = calibration.calibrate(counts, fmr, epoch, step)
         elif split_metrics.threshold is not None and known:
             tmr, fmr = (metrics[f"{rate}@val_threshold"].item() for rate in ("tmr", "fmr"))
-            rank_zero_info(calibration.measured(known, split, tmr, fmr))
+            pairs = f"the {split} split (pairs not used to choose it)"
+            rank_zero_info(calibration.measured(known, pairs, tmr, fmr))
         shown = {"recall@1", "recall@5"}
         for name, value in metrics.items():
             # Gathered, the same on every rank: sync_dist changes nothing but keeps Lightning
