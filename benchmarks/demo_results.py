@@ -118,7 +118,8 @@ def main() -> None:
         "chosen on validation for FMR 0.01):"
     )
     print(
-        "| data seed | ROC AUC | EER | TMR@FMR 1e-2 | TMR@FMR 1e-3 | threshold | test TMR | test FMR |"
+        "| data seed | ROC AUC | EER | TMR@FMR 1e-2 | TMR@FMR 1e-3 | threshold "
+        "| test TMR | test FMR |"
     )
     print("|" + "---|" * 8)
     for r in results:
