@@ -30,6 +30,10 @@ COMMANDS = {
         "lightning_siamese.cli.evaluate_command",
         "a checkpoint against any left/right folder: metrics.json, retrieval.csv, pictures",
     ),
+    "compare": Command(
+        "lightning_siamese.cli.compare_command",
+        "look-alike or different? two images (or a CSV of pairs) at the calibrated threshold",
+    ),
     "search": Command(
         "lightning_siamese.cli.search_command",
         "rank the images of a gallery folder by cosine similarity to query images",
