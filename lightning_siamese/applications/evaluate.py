@@ -23,6 +23,7 @@ from lightning_siamese.files import atomic_write, content_digest, display_path
 from lightning_siamese.outputs import claim_folder
 from lightning_siamese.retrieval.plots import save_figure
 from lightning_siamese.retrieval.report import SplitEmbeddings, write_table_csv
+from lightning_siamese.retrieval.reranking import check_rerank
 
 METRICS_FILE = "metrics.json"
 #: ``metrics.json``'s mark that this command wrote the folder.
@@ -65,12 +66,15 @@ def evaluate(
     strict: bool = False,
     examples: int = 6,
     force: bool = False,
+    rerank: str = "none",
+    rerank_k: int = 10,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on every pair of ``root``; write the files into ``out``
     (default :func:`default_output`); return the metrics.
 
     ``force`` writes into an ``out`` that holds files of somebody else's (files of the same
-    names are replaced).
+    names are replaced). ``rerank`` ``csls`` re-ranks retrieval with ``rerank_k``
+    (:mod:`~lightning_siamese.retrieval.reranking`); verification stays on cosine.
 
     Raises:
         CheckpointError: the checkpoint cannot be loaded.
@@ -80,6 +84,7 @@ def evaluate(
         DeviceError: ``device`` is not on this machine.
     """
     started = time.perf_counter()
+    check_rerank(rerank, rerank_k)
     checkpoint, root = Path(checkpoint), Path(root)
     folder = Path(out) if out is not None else default_output(checkpoint, root)
     # The default folder is named by the pair folder's name alone: another folder of that name
@@ -121,6 +126,8 @@ def evaluate(
         anchor=left,
         positive=right,
         negative=embeddings[negatives],
+        rerank=rerank,
+        rerank_k=rerank_k,
     )
     hparams, calibration = model.hparams, model.calibration
     threshold = calibration["threshold"] if calibration else None
@@ -138,6 +145,7 @@ def evaluate(
             # The checkpoint's threshold, chosen on its run's validation split; its rates on
             # these pairs are tmr@val_threshold and fmr@val_threshold.
             "match_threshold": calibration,
+            "rerank": rerank if rerank == "none" else f"{rerank} (k={rerank_k})",
             "seconds": round(time.perf_counter() - started, 2),
         }
     )

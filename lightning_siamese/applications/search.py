@@ -24,6 +24,7 @@ from lightning_siamese.retrieval.ann_index import ApproximateIndex, index_path, 
 from lightning_siamese.retrieval.index_settings import IndexSettings
 from lightning_siamese.retrieval.nearest import top_k
 from lightning_siamese.retrieval.plots import plot_retrieval, save_figure
+from lightning_siamese.retrieval.reranking import check_rerank, csls_scores, gallery_offset
 from lightning_siamese.training.model import SiameseModel
 
 #: Most queries (rows) and matches (columns) drawn in the montage.
@@ -121,6 +122,8 @@ def search(
     device: str | None = None,
     index: str = "auto",
     index_settings: IndexSettings | None = None,
+    rerank: str = "none",
+    rerank_k: int = 10,
 ) -> SearchResult:
     """The ``top_k_matches`` gallery images most similar to each query image by cosine: exact,
     or through an approximate index for large galleries.
@@ -140,6 +143,10 @@ def search(
             ``auto``: ``ivf`` from :data:`~lightning_siamese.retrieval.index_settings.AUTO_SIZE`
             images when faiss is installed, exact otherwise.
         index_settings: the approximate index's parameters (their defaults when None).
+        rerank: ``csls`` re-ranks the exact search, lowering the gallery's hubs as told by the
+            queries (at least ``rerank_k`` of them: a folder) and scores matches by CSLS
+            (:mod:`~lightning_siamese.retrieval.reranking`); ``none``: plain cosine.
+        rerank_k: CSLS's nearest queries per gallery image.
 
     Raises:
         InputError: a missing gallery or query, or no readable image in one.
@@ -148,6 +155,9 @@ def search(
     """
     if not (isinstance(top_k_matches, int) and top_k_matches >= 1):
         raise ConfigError(f"top_k_matches must be an integer >= 1, got {top_k_matches!r}")
+    check_rerank(rerank, rerank_k)
+    if rerank != "none" and index not in ("auto", "exact"):
+        raise ConfigError(f"re-ranking runs on exact search: drop --index {index}, or --rerank")
     gallery, query = Path(gallery), Path(query)
     pick_device(device)  # a device that is not there, named before any work
     # Wrong or empty folders are reported before the model is loaded.
@@ -163,11 +173,20 @@ def search(
     if not queries.paths:
         raise InputError(f"query {query}: {_none_readable(queries.unreadable)}")
     exclude = None if include_self else queries.gallery_rows
-    kind, note = resolve_kind(index, len(found.paths)), ""
+    kind = "exact" if rerank != "none" else resolve_kind(index, len(found.paths))
+    note = "" if rerank == "none" else f"re-ranked by {rerank} (k={rerank_k}); scores are CSLS"
     if kind == "exact":
+        offset = gallery_offset(rerank, queries.embeddings, found.embeddings, rerank_k)
         scores, indices = top_k(
-            queries.embeddings, found.embeddings, top_k_matches, exclude, device=pick_device(device)
+            queries.embeddings,
+            found.embeddings,
+            top_k_matches,
+            exclude,
+            device=pick_device(device),
+            gallery_offset=offset,
         )
+        if offset is not None:
+            scores = csls_scores(scores.cpu(), queries.embeddings, found.embeddings, rerank_k)
     else:
         approximate = gallery_index(found, replace(index_settings or IndexSettings(), kind=kind))
         scores, indices = approximate.search(

@@ -183,13 +183,14 @@ def reconcile(
     hparams = {k: v for k, v in saved.items() if k not in ("_instantiator", "_class_path")}
     refused, ignored = [], []
     for key, value in given.items():
-        if key not in saved or key in ("optimizer", "scheduler"):
+        # (A runtime setting newer than the checkpoint still applies.)
+        if key in ("optimizer", "scheduler") or (key not in saved and key not in RUNTIME):
             continue
         if key == "image_size":
             explicit = data_image_size is not None
         else:
             explicit = value != defaults.get(key)
-        if not explicit or _same(value, saved[key]):
+        if not explicit or _same(value, saved.get(key)):
             continue
         if key in RUNTIME:
             hparams[key] = value

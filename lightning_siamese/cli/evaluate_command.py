@@ -34,6 +34,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"{metrics['root']}: {metrics['pairs']} pairs ({metrics['images']} images, "
         f"{metrics['skipped_files']} files skipped) in {metrics['seconds']:.1f} s"
     ]
+    if metrics.get("rerank", "none") != "none":
+        lines.append(f"retrieval re-ranked: {metrics['rerank']}")
     width = max(len(name) for name in SHOWN)
     lines += [f"  {name:<{width}}  {metrics[name]:.4f}" for name in SHOWN]
     calibration = metrics.get("match_threshold")
@@ -66,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--top-k", type=positive_int, default=5, help="results per query in the table"
     )
+    parser.add_argument(
+        "--rerank",
+        choices=("none", "csls"),
+        default="none",
+        help="csls: re-rank retrieval, lowering the gallery's hubs (none: plain cosine)",
+    )
+    parser.add_argument(
+        "--rerank-k", type=positive_int, default=10, help="CSLS's nearest queries per image"
+    )
     parser.add_argument("--strict", action="store_true", help="fail on any bad file")
     parser.add_argument(
         "--force",
@@ -91,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.top_k,
         args.strict,
         force=args.force,
+        rerank=args.rerank,
+        rerank_k=args.rerank_k,
     )
     if metrics["problems"]:
         shown = "\n".join(f"  {p['path']}: {p['reason']}" for p in metrics["problems"][:10])

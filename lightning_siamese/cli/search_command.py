@@ -122,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-cache", action="store_true", help="embed the whole gallery anew")
     parser.add_argument(
+        "--rerank",
+        choices=("none", "csls"),
+        default="none",
+        help="csls: re-rank (exact search), lowering the gallery images that are near most "
+        "queries; needs at least --rerank-k queries (a folder)",
+    )
+    parser.add_argument(
+        "--rerank-k", type=positive_int, default=10, help="CSLS's nearest queries per image"
+    )
+    parser.add_argument(
         "--index",
         choices=KINDS,
         default="auto",
@@ -172,6 +182,8 @@ def main(args: Sequence[str] | None = None) -> int:
             neighbors=parsed.neighbors,
             ef_search=parsed.ef_search,
         ),
+        rerank=parsed.rerank,
+        rerank_k=parsed.rerank_k,
     )
     for line in warning_lines(result, parsed.gallery):
         print(line, file=sys.stderr)

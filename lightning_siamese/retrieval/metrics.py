@@ -17,6 +17,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from lightning_siamese.models.distances import Distance, paired_distance
 from lightning_siamese.retrieval.ranks import rank_metrics, retrieval_ranks
+from lightning_siamese.retrieval.reranking import gallery_offset
 from lightning_siamese.retrieval.verification import FMR_TARGETS, Verification, verification
 
 
@@ -45,6 +46,8 @@ def split_metrics(
     fmr_targets: Sequence[float] = FMR_TARGETS,
     threshold: float | None = None,
     verified: Verification | None = None,
+    rerank: str = "none",
+    rerank_k: int = 10,
 ) -> dict[str, float]:
     """The figures of a split, row ``i`` its pair ``i``: left -> right retrieval
     (:func:`~lightning_siamese.retrieval.ranks.rank_metrics`: recall@k, MRR, median rank),
@@ -53,8 +56,11 @@ def split_metrics(
     split, its ``tmr@val_threshold`` and ``fmr@val_threshold`` here; ``verified``: these counts,
     computed already), the triplet statistics (:func:`triplet_statistics`) and the number of
     ``pairs``. The one place they are computed: validation and test (:class:`SplitMetrics`),
-    ``evaluate``, the notebook."""
-    metrics = rank_metrics(retrieval_ranks(anchor, positive, block_size))
+    ``evaluate``, the notebook. ``rerank`` (``csls``, with ``rerank_k``:
+    :mod:`~lightning_siamese.retrieval.reranking`) re-ranks retrieval; verification stays on the
+    pairs' cosine similarities."""
+    offset = gallery_offset(rerank, anchor, positive, rerank_k)
+    metrics = rank_metrics(retrieval_ranks(anchor, positive, block_size, offset))
     thresholds = () if threshold is None else (threshold,)
     counts = verified or verification(anchor, positive, fmr_targets, thresholds)
     metrics.update(counts.metrics(fmr_targets))
@@ -100,6 +106,8 @@ class SplitMetrics(Metric):
         self.fmr_targets = tuple(fmr_targets)
         # A threshold chosen on another split (the calibration's): its rates on this one.
         self.threshold: float | None = None
+        # A re-ranking of retrieval (reranking.RERANKS) and its k: set by the model per split.
+        self.rerank, self.rerank_k = "none", 10
         for name in ("index", "anchor", "positive", "negative"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.last_gathered: dict[str, torch.Tensor] = {}
@@ -147,6 +155,8 @@ class SplitMetrics(Metric):
             self.fmr_targets,
             self.threshold,
             counts,
+            self.rerank,
+            self.rerank_k,
         )
         if self.triplet_loss is not None:
             metrics["loss"] = self.triplet_loss(anchor, positive, negative).mean().item()

@@ -10,7 +10,8 @@ from types import ModuleType
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
+
+from lightning_siamese.retrieval.ranks import with_offset
 
 Backend = Literal["auto", "faiss", "torch"]
 #: ``auto`` takes faiss from this many scores (queries x gallery) on, a round figure between
@@ -35,6 +36,7 @@ def top_k(
     block_elements: int = 1 << 24,
     device: torch.device | str | None = None,
     backend: Backend = "auto",
+    gallery_offset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` gallery rows most cosine-similar to each query: ``(scores, indices)``, (Q, k)
     each, best first, on ``device`` (default: the gallery's, so CUDA tensors stay on the GPU).
@@ -46,11 +48,12 @@ def top_k(
     (not on macOS), torch otherwise (and on a GPU). Both give the same neighbours (tied
     scores may come in another order). ``k`` is capped at the gallery size. ``exclude[i]`` is
     a gallery row left out of query ``i``'s results (the query itself) or None; an excluded
-    row that still has to fill the top ``k`` scores ``-inf``.
+    row that still has to fill the top ``k`` scores ``-inf``. ``gallery_offset`` (one value a
+    gallery row, a re-ranking's: :mod:`~lightning_siamese.retrieval.reranking`) is taken off
+    each gallery row's scores.
     """
     device = torch.device(device) if device is not None else gallery.device
-    gallery = F.normalize(gallery.to(device, torch.float32), dim=1)
-    queries = F.normalize(queries.to(device, torch.float32), dim=1)
+    queries, gallery = with_offset(queries.to(device), gallery.to(device), gallery_offset)
     count = min(k, gallery.shape[0])
     if backend not in ("auto", "faiss", "torch"):
         raise ValueError(f"backend must be auto, faiss or torch, got {backend!r}")

@@ -46,11 +46,31 @@ class Ranks:
         return cls(ranks - 1, torch.zeros_like(ranks))
 
 
-def retrieval_ranks(queries: torch.Tensor, gallery: torch.Tensor, block_size: int = 1024) -> Ranks:
-    """Where ``gallery[i]`` stands among all gallery items for ``queries[i]``, by cosine
-    similarity (see :class:`Ranks`); in blocks of ``block_size`` queries."""
+def with_offset(
+    queries: torch.Tensor, gallery: torch.Tensor, gallery_offset: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit rows, with one more column when ``gallery_offset`` is given (1 for the queries,
+    minus the offset for the gallery), so their products are ``cos(q, g) - offset[g]``."""
     queries = F.normalize(queries.float(), dim=1)
     gallery = F.normalize(gallery.float(), dim=1)
+    if gallery_offset is None:
+        return queries, gallery
+    offset = gallery_offset.to(gallery.device, torch.float32)[:, None]
+    return torch.cat([queries, torch.ones_like(queries[:, :1])], 1), torch.cat(
+        [gallery, -offset], 1
+    )
+
+
+def retrieval_ranks(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    block_size: int = 1024,
+    gallery_offset: torch.Tensor | None = None,
+) -> Ranks:
+    """Where ``gallery[i]`` stands among all gallery items for ``queries[i]``, by cosine
+    similarity less ``gallery_offset`` (a re-ranking's, :mod:`~.reranking`; default none) (see
+    :class:`Ranks`); in blocks of ``block_size`` queries."""
+    queries, gallery = with_offset(queries, gallery, gallery_offset)
     above, tied = [], []
     for start in range(0, len(queries), block_size):
         block = queries[start : start + block_size]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from lightning_siamese.retrieval.plots import (
     plot_retrieval,
 )
 from lightning_siamese.retrieval.ranks import Ranks, retrieval_ranks
+from lightning_siamese.retrieval.reranking import csls_scores, gallery_offset
 
 TABLE_COLUMNS = ["query", "true_match", "rank", "true_match_score", "top_k"]
 
@@ -37,6 +38,8 @@ class SplitEmbeddings:
 
     ``anchor`` embeds ``left[i]``, ``positive`` embeds ``right[i]`` and ``negative`` the image
     drawn as pair ``i``'s negative. Every left image is a query; the right images are the gallery.
+    ``rerank`` (with ``rerank_k``) re-ranks retrieval (:mod:`~.reranking`): ranks, tables and
+    pictures, whose scores are then CSLS scores.
     """
 
     left: Sequence[Path]
@@ -44,11 +47,24 @@ class SplitEmbeddings:
     anchor: torch.Tensor
     positive: torch.Tensor
     negative: torch.Tensor
+    rerank: str = "none"
+    rerank_k: int = 10
+    _offset: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         sizes = {len(self.left), len(self.right), *(len(t) for t in self.tensors())}
         if len(sizes) != 1:
             raise ValueError(f"paths and embeddings of a split differ in length: {sorted(sizes)}")
+        self._offset = gallery_offset(self.rerank, self.anchor, self.positive, self.rerank_k)
+
+    def top_k(self, rows: Sequence[int] | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k`` best gallery rows of the queries ``rows`` (all: None), as ranked: scores
+        (cosine, or CSLS when re-ranked) and indices."""
+        queries = self.anchor if rows is None else self.anchor[list(rows)]
+        scores, indices = top_k(queries, self.positive, k, gallery_offset=self._offset)
+        if self._offset is not None:
+            scores = csls_scores(scores, queries, self.positive, self.rerank_k)
+        return scores, indices
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.anchor, self.positive, self.negative
@@ -57,7 +73,7 @@ class SplitEmbeddings:
         return len(self.left)
 
     def ranks(self, block_size: int = 1024) -> Ranks:
-        return retrieval_ranks(self.anchor, self.positive, block_size)
+        return retrieval_ranks(self.anchor, self.positive, block_size, self._offset)
 
     def metrics(
         self, distance: Distance = "squared_l2", threshold: float | None = None
@@ -66,7 +82,13 @@ class SplitEmbeddings:
         ``threshold``), triplet accuracy, mean distances and cosine similarities of positives
         and negatives, and the number of pairs
         (:func:`~lightning_siamese.retrieval.metrics.split_metrics`)."""
-        return split_metrics(*self.tensors(), distance, threshold=threshold)
+        return split_metrics(
+            *self.tensors(),
+            distance,
+            threshold=threshold,
+            rerank=self.rerank,
+            rerank_k=self.rerank_k,
+        )
 
     def table(self, k: int = 5) -> list[dict[str, Any]]:
         """One row per query: file names, rank and score of the true match, the top-k.
@@ -74,7 +96,7 @@ class SplitEmbeddings:
         ``rank`` is the expected rank under a random order of tied items (2.5: tied with one
         other for second place), a whole number when there is no tie."""
         ranks = self.ranks().expected().tolist()
-        scores, indices = top_k(self.anchor, self.positive, k)
+        scores, indices = self.top_k(None, k)
         true_scores = torch.nn.functional.cosine_similarity(self.anchor, self.positive)
         rows = []
         for query in range(len(self)):
@@ -108,7 +130,7 @@ class SplitEmbeddings:
         """``retrieval`` (fixed example queries with their top-k, the true match framed),
         ``distances`` (histograms with the margin) and ``projection`` (PCA)."""
         queries = self.example_queries(examples)
-        scores, indices = top_k(self.anchor[queries], self.positive, k)
+        scores, indices = self.top_k(queries, k)
         ranks = self.ranks().expected().tolist()
 
         def thumb(path: Path) -> Image.Image:

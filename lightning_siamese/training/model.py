@@ -22,6 +22,7 @@ from lightning_siamese.models.embedding import SKIP_PRETRAINED, EmbeddingNet
 from lightning_siamese.models.frozen_graph import FrozenGraphMode
 from lightning_siamese.models.losses import LossName, Mining, make_loss
 from lightning_siamese.retrieval.metrics import SplitMetrics, triplet_statistics
+from lightning_siamese.retrieval.reranking import Rerank
 from lightning_siamese.retrieval.verification import FMR_TARGETS
 from lightning_siamese.training import calibration, random_state
 from lightning_siamese.training.checkpoint_files import check_checkpoint, checkpoint_problem
@@ -94,17 +95,17 @@ class SiameseModel(pl.LightningModule):
         retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
         match_fmr: the false-match rate the match threshold is calibrated for on the validation
             split (kept in the checkpoint; ``test``, ``evaluate`` and ``compare`` use it).
+        rerank: ``csls`` re-ranks test retrieval (and ``validate``'s; a fit's validation, which
+            picks the best checkpoint, stays on cosine) by lowering the gallery's hubs
+            (``retrieval.reranking``); ``none``: plain cosine.
+        rerank_k: the nearest queries that tell how much of a hub a gallery image is (CSLS).
     """
 
     #: Settings of how the model computes, not what it computes: a checkpoint's model takes
     #: them from the command line, and they do not name a gallery's embedding cache.
-    RUNTIME_SETTINGS = (
-        "frozen_graph",
-        "retrieval_block_size",
-        "cache_frozen_features",
-        "feature_cache_dir",
-        "channels_last",
-    )
+    RUNTIME_SETTINGS: tuple[str, ...] = ("frozen_graph", "retrieval_block_size", "rerank")
+    RUNTIME_SETTINGS += ("cache_frozen_features", "feature_cache_dir", "channels_last")
+    RUNTIME_SETTINGS += ("rerank_k", "match_fmr")
 
     def __init__(
         self,
@@ -135,6 +136,8 @@ class SiameseModel(pl.LightningModule):
         frozen_graph: FrozenGraphMode = "auto",
         retrieval_block_size: int = 1024,
         match_fmr: float = 1e-2,
+        rerank: Rerank = "none",
+        rerank_k: int = 10,
     ) -> None:
         super().__init__()
         image_size = resolve_image_size(image_size, backbone)  # hparams hold the size used
@@ -156,10 +159,8 @@ class SiameseModel(pl.LightningModule):
             channels_last=channels_last,
         )
         fmrs = sorted({*FMR_TARGETS, match_fmr}, reverse=True)
-        split_metrics = partial(
-            SplitMetrics, distance, retrieval_block_size, self.loss.per_triplet, fmrs
-        )
-        self.metrics = torch.nn.ModuleDict({"val": split_metrics(), "test": split_metrics()})
+        split = partial(SplitMetrics, distance, retrieval_block_size, self.loss.per_triplet, fmrs)
+        self.metrics = torch.nn.ModuleDict({"val": split(), "test": split()})
         # LightningCLI saves the parsed config as hparams; the callables themselves live here.
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -203,8 +204,6 @@ class SiameseModel(pl.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
-
-    # Steps -----------------------------------------------------------------------------------
 
     def configure_callbacks(self) -> list[pl.Callback]:
         callbacks = getattr(self._trainer, "callbacks", [])
@@ -275,6 +274,9 @@ class SiameseModel(pl.LightningModule):
     def _eval_epoch_end(self, split: str) -> None:
         split_metrics, known = self._split_metrics(split), self.calibration
         split_metrics.threshold = known["threshold"] if known and split == "test" else None
+        rerank = split == "test" or self.trainer.state.fn != "fit"  # not the model choice
+        split_metrics.rerank = self.hparams["rerank"] if rerank else "none"
+        split_metrics.rerank_k = self.hparams["rerank_k"]
         metrics = split_metrics.compute()  # with the loss of the split's fixed triplets
         counts, trainer = split_metrics.last_verification, self.trainer
         split_metrics.reset()
@@ -313,8 +315,6 @@ class SiameseModel(pl.LightningModule):
             "indices": batch["index"][rows].tolist(),
             "skipped": [(batch["path"][row], reason) for row, reason in bad],
         }
-
-    # Optimisation ----------------------------------------------------------------------------
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
         return optimizers(self, self.optimizer, self.scheduler)

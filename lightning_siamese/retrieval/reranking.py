@@ -1,0 +1,69 @@
+"""Gallery-aware re-ranking: CSLS (cross-domain similarity local scaling, Conneau et al., ICLR
+2018), which lowers the gallery's hubs. Pure torch.
+
+Some gallery images (hubs) are near many queries and crowd every query's top ranks. CSLS scores
+a query ``q`` and a gallery image ``g`` by ``2 cos(q, g) - r(q) - r(g)``: ``r(g)`` is the mean
+cosine of ``g`` to its ``k`` most similar queries (how much of a hub it is), ``r(q)`` the mean
+cosine of ``q`` to its ``k`` most similar gallery images. ``r(q)`` is the same for all of a
+query's candidates, so a query's ranking is that of ``cos(q, g) - r(g) / 2``: a per-gallery
+offset, which :func:`~lightning_siamese.retrieval.ranks.retrieval_ranks` and
+:func:`~lightning_siamese.retrieval.nearest.top_k` take as ``gallery_offset``. Exact: the
+``k`` nearest queries of every gallery image come from the one batched
+:func:`~lightning_siamese.retrieval.nearest.top_k`. The queries must be many (a split's left
+images, a folder of queries): ``r(g)`` is estimated from them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from lightning_siamese.errors import ConfigError
+from lightning_siamese.retrieval.nearest import top_k
+
+Rerank = Literal["none", "csls"]
+RERANKS = ("none", "csls")
+
+
+def hubness(gallery: torch.Tensor, queries: torch.Tensor, k: int) -> torch.Tensor:
+    """``r(g)``: each gallery row's mean cosine similarity to its ``k`` most similar queries."""
+    scores, _ = top_k(gallery, queries, k, device="cpu", backend="torch")
+    return scores.mean(dim=1)
+
+
+def check_rerank(rerank: str, k: int) -> None:
+    """Raise :class:`ConfigError` for an unknown method or a ``k`` below 1."""
+    if rerank not in RERANKS:
+        raise ConfigError(f"rerank must be one of {', '.join(RERANKS)}; got {rerank!r}")
+    if not (isinstance(k, int) and k >= 1):
+        raise ConfigError(f"rerank_k must be an integer >= 1, got {k!r}")
+
+
+def gallery_offset(
+    rerank: str, queries: torch.Tensor, gallery: torch.Tensor, k: int
+) -> torch.Tensor | None:
+    """What each gallery row's score loses under ``rerank`` (None for ``none``): ``r(g) / 2``
+    for ``csls``.
+
+    Raises:
+        ConfigError: an unknown method, ``k`` below 1, or fewer than ``k`` queries.
+    """
+    check_rerank(rerank, k)
+    if rerank == "none":
+        return None
+    if len(queries) < k:
+        raise ConfigError(
+            f"CSLS needs at least rerank_k = {k} queries to tell the gallery's hubs, got "
+            f"{len(queries)}: give more queries or a smaller rerank_k"
+        )
+    return hubness(gallery, queries, k) / 2
+
+
+def csls_scores(
+    ranking_scores: torch.Tensor, queries: torch.Tensor, gallery: torch.Tensor, k: int
+) -> torch.Tensor:
+    """The CSLS scores ``2 cos - r(q) - r(g)`` from scores ranked with :func:`gallery_offset`
+    (``cos - r(g) / 2``), for display: row ``i`` is query ``i``'s."""
+    scores, _ = top_k(queries, gallery, k, device="cpu", backend="torch")
+    return 2 * ranking_scores - scores.mean(dim=1, keepdim=True)
