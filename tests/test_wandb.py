@@ -147,6 +147,14 @@ def test_offline_wandb_run_holds_config_metrics_pictures_artifact_and_table(
             assert image["_type"] == "image-file", image
             assert files[image["path"]].is_file() and files[image["path"]].stat().st_size > 0
     assert (run / "media" / "test" / "retrieval.csv").is_file()
+    # The results page, as HTML: the page itself, unchanged.
+    (page,) = [
+        r["history"]["item"]["test/report.path"]
+        for r in records
+        if r["type"] == "history" and "test/report.path" in r["history"]["item"]
+    ]
+    logged = (test_run / "files" / page).read_text(encoding="utf-8")
+    assert logged == (run / "media" / "test" / "report.html").read_text(encoding="utf-8")
 
 
 def test_wandb_files_follow_wandb_dir(tmp_path: Path) -> None:

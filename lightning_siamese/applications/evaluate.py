@@ -1,8 +1,10 @@
 """Evaluate a checkpoint against any pair folder (``lightning-siamese evaluate``).
 
 Every pair of the folder is a query: its left image is searched among all right images by cosine
-similarity. Writes ``metrics.json``, ``retrieval.csv`` (one row per query) and the pictures of a
-validation (retrieval examples, distance histograms, PCA), and returns the metrics.
+similarity; every pair is also judged as a look-alike or not against all non-matching pairs
+(verification, at the checkpoint's calibrated threshold). Writes ``metrics.json``,
+``retrieval.csv`` (one row per query), ``report.html`` (the results page, to browse) and the
+pictures of a validation (retrieval examples, distance histograms, PCA), and returns the metrics.
 
 The output folder is claimed before anything is computed: a new or empty folder, or one an
 earlier evaluation wrote (its ``metrics.json`` says so); another folder only with ``force``.
@@ -21,9 +23,11 @@ from lightning_siamese.data.negatives import draw_negatives
 from lightning_siamese.data.pairs import PairDataError, Problem, discover_pairs, require_pairs
 from lightning_siamese.files import atomic_write, content_digest, display_path
 from lightning_siamese.outputs import claim_folder
+from lightning_siamese.retrieval.html_report import REPORT_FILE, write_html_report
 from lightning_siamese.retrieval.plots import save_figure
 from lightning_siamese.retrieval.report import SplitEmbeddings, write_table_csv
 from lightning_siamese.retrieval.reranking import check_rerank
+from lightning_siamese.training.calibration import measured
 
 METRICS_FILE = "metrics.json"
 #: ``metrics.json``'s mark that this command wrote the folder.
@@ -131,7 +135,8 @@ def evaluate(
     )
     hparams, calibration = model.hparams, model.calibration
     threshold = calibration["threshold"] if calibration else None
-    metrics: dict[str, Any] = split.metrics(hparams["distance"], threshold)
+    counts = split.verification(threshold)
+    metrics: dict[str, Any] = split.metrics(hparams["distance"], threshold, counts)
     metrics.update(
         {
             "images": len(files),
@@ -153,7 +158,21 @@ def evaluate(
     # the metrics last.
     mark = {"root_path": str(root.resolve())}
     _write_metrics(folder, {"complete": False}, mark)
-    written = [write_table_csv(split.table(top_k), folder / "retrieval.csv")]
+    table = split.table(top_k)
+    written = [write_table_csv(table, folder / "retrieval.csv")]
+    notes = [f"checkpoint {display_path(checkpoint)}", f"pairs of {display_path(root)}"]
+    if calibration:
+        rates = metrics["tmr@val_threshold"], metrics["fmr@val_threshold"]
+        notes.append(measured(calibration, "these pairs", *rates))
+    if rerank != "none":
+        notes.append(f"retrieval re-ranked by {rerank} (k={rerank_k}): top-k scores are CSLS")
+    shown = {key: value for key, value in metrics.items() if isinstance(value, int | float)}
+    title = f"lightning-siamese evaluate: {display_path(root.resolve().name or root)}"
+    written.append(
+        write_html_report(
+            folder / REPORT_FILE, split, table, shown, title, counts, threshold, notes
+        )
+    )
     for name, figure in split.figures(
         hparams["margin"], hparams["distance"], examples=min(examples, len(split)), k=top_k
     ).items():

@@ -224,3 +224,41 @@ def plot_projection(left: torch.Tensor, right: torch.Tensor, links: int = 25) ->
     axis.set_xticks([])
     axis.set_yticks([])
     return figure
+
+
+def plot_roc(
+    fmr: torch.Tensor, tmr: torch.Tensor, marks: Sequence[tuple[str, float, float]] = ()
+) -> Figure:
+    """The ROC curve (true-match rate against false-match rate, log scale from 1e-4) through
+    its exact corners, with ``marks`` ``(label, fmr, tmr)`` (operating points) drawn on it."""
+    figure = Figure(figsize=(5, 4), layout="constrained")
+    axis = figure.subplots()
+    floor = 1e-4
+    axis.step(fmr.clamp(min=floor).numpy(), tmr.numpy(), where="post", color="tab:blue")
+    for label, x, y in marks:
+        axis.plot([max(x, floor)], [y], "o", label=f"{label}: TMR {y:.3f} at FMR {x:.4f}")
+    axis.set(xscale="log", xlim=(floor, 1), ylim=(0, 1.01))
+    axis.set(xlabel="false-match rate (non-matching pairs above the threshold)")
+    axis.set(ylabel="true-match rate", title="ROC: every matching vs. non-matching pair")
+    axis.grid(alpha=0.3)
+    if marks:
+        axis.legend(loc="lower right", fontsize=8)
+    return figure
+
+
+def plot_similarities(
+    genuine: torch.Tensor, impostor: torch.Tensor, threshold: float | None = None
+) -> Figure:
+    """Histograms (counts in equal bins over [-1, 1], each as a share of its pairs) of the
+    matching and non-matching pairs' cosine similarities, with the match threshold."""
+    figure = Figure(figsize=(5, 4), layout="constrained")
+    axis = figure.subplots()
+    edges = np.linspace(-1, 1, len(genuine) + 1)
+    for counts, label in ((impostor, "non-matching pairs"), (genuine, "matching pairs")):
+        share = (counts / max(1.0, float(counts.sum()))).numpy()
+        axis.stairs(share, edges, fill=True, alpha=0.5, label=f"{label} ({int(counts.sum()):,})")
+    if threshold is not None and np.isfinite(threshold):
+        axis.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    axis.set(xlabel="cosine similarity", ylabel="share of pairs", title="Similarities")
+    axis.legend(fontsize=8)
+    return figure

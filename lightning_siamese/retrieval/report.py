@@ -28,6 +28,7 @@ from lightning_siamese.retrieval.plots import (
 )
 from lightning_siamese.retrieval.ranks import Ranks, retrieval_ranks
 from lightning_siamese.retrieval.reranking import csls_scores, gallery_offset
+from lightning_siamese.retrieval.verification import FMR_TARGETS, Verification, verification
 
 TABLE_COLUMNS = ["query", "true_match", "rank", "true_match_score", "top_k"]
 
@@ -75,8 +76,18 @@ class SplitEmbeddings:
     def ranks(self, block_size: int = 1024) -> Ranks:
         return retrieval_ranks(self.anchor, self.positive, block_size, self._offset)
 
+    def verification(self, threshold: float | None = None) -> Verification:
+        """The verification counts of the split's pairs (:mod:`~.verification`), with the
+        non-matching pairs above ``threshold`` counted."""
+        return verification(
+            self.anchor, self.positive, FMR_TARGETS, () if threshold is None else (threshold,)
+        )
+
     def metrics(
-        self, distance: Distance = "squared_l2", threshold: float | None = None
+        self,
+        distance: Distance = "squared_l2",
+        threshold: float | None = None,
+        verified: Verification | None = None,
     ) -> dict[str, float]:
         """recall@1/5/10/20, MRR, median rank, ROC AUC, EER, TMR at FMR 1e-2 and 1e-3 (and at
         ``threshold``), triplet accuracy, mean distances and cosine similarities of positives
@@ -86,15 +97,19 @@ class SplitEmbeddings:
             *self.tensors(),
             distance,
             threshold=threshold,
+            verified=verified,
             rerank=self.rerank,
             rerank_k=self.rerank_k,
         )
 
     def table(self, k: int = 5) -> list[dict[str, Any]]:
-        """One row per query: file names, rank and score of the true match, the top-k.
+        """One row per query: file names, rank and score of the true match, the top-k
+        (``top_k``: names and scores; ``top_k_rows``: their gallery rows).
 
         ``rank`` is the expected rank under a random order of tied items (2.5: tied with one
-        other for second place), a whole number when there is no tie."""
+        other for second place), a whole number when there is no tie. ``true_match_score`` is
+        the pair's cosine similarity; the top-k's scores are the ranking's (CSLS when
+        re-ranked)."""
         ranks = self.ranks().expected().tolist()
         scores, indices = self.top_k(None, k)
         true_scores = torch.nn.functional.cosine_similarity(self.anchor, self.positive)
@@ -110,6 +125,7 @@ class SplitEmbeddings:
                         (display_path(self.right[int(index)].name), round(float(score), 4))
                         for score, index in zip(scores[query], indices[query], strict=True)
                     ],
+                    "top_k_rows": indices[query].tolist(),
                 }
             )
         return rows
@@ -163,7 +179,7 @@ def _number(value: float) -> int | float:
 def write_table_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """The retrieval table as CSV, written whole; ``top_k`` becomes ``name (score); ...``."""
     with atomic_write(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             top = "; ".join(f"{name} ({score:.4f})" for name, score in row["top_k"])

@@ -5,7 +5,9 @@
   true match framed), histograms of positive and negative distances with the margin, and a PCA
   projection of the embeddings;
 - test: a per-query table (file names, rank of the true match, the top-k), as CSV and, with
-  W&B, as a ``wandb.Table``.
+  W&B, as a ``wandb.Table``; and the results page ``report.html``
+  (:mod:`~lightning_siamese.retrieval.html_report`: metrics, ROC curve, similarity histograms,
+  every query's top-k with thumbnails, filtered and searched in the browser), with W&B as HTML.
 
 PNG files go to ``<default_root_dir>/media/<split>/<name>-step<global step>.png`` whatever the
 logger; W&B gets them under ``<split>/<name>``, TensorBoard as images.
@@ -13,6 +15,7 @@ logger; W&B gets them under ``<split>/<name>``, TensorBoard as images.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +31,10 @@ from lightning_siamese.data.sampling import TripletSampler
 from lightning_siamese.data.transforms import denormalize
 from lightning_siamese.data.triplets import TripletDataset
 from lightning_siamese.files import display_path
+from lightning_siamese.retrieval.html_report import REPORT_FILE, write_html_report
 from lightning_siamese.retrieval.plots import plot_triplets, save_figure
 from lightning_siamese.retrieval.report import SplitEmbeddings, write_table_csv
+from lightning_siamese.training.calibration import measured
 
 
 class LogMedia(pl.Callback):
@@ -112,8 +117,10 @@ class LogMedia(pl.Callback):
         dataset = _dataset(loaders)
         if not gathered or dataset is None:
             return
-        embeddings = split_embeddings(dataset, gathered)
         hparams = pl_module.hparams
+        reranked = split == "test" or trainer.state.fn != "fit"  # as the model's metrics
+        rerank = hparams.get("rerank", "none") if reranked else "none"
+        embeddings = split_embeddings(dataset, gathered, rerank, hparams.get("rerank_k", 10))
         figures = embeddings.figures(
             hparams.get("margin"), hparams.get("distance", "squared_l2"), self.examples, self.top_k
         )
@@ -124,6 +131,8 @@ class LogMedia(pl.Callback):
             self.written.append(path)
             self._log_table(trainer, f"{split}/retrieval_table", rows, embeddings)
             rank_zero_info(f"test retrieval table ({len(rows)} queries): {path}")
+            page = self._write_page(trainer, pl_module, embeddings, rows)
+            rank_zero_info(f"test results page: {page}")
 
     def _emit(self, trainer: pl.Trainer, split: str, figures: dict[str, Figure]) -> None:
         step = trainer.global_step
@@ -137,6 +146,50 @@ class LogMedia(pl.Callback):
                 elif isinstance(logger, TensorBoardLogger):
                     pixels = np.asarray(Image.open(path).convert("RGB"))
                     logger.experiment.add_image(key, pixels, step, dataformats="HWC")
+
+    def _write_page(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        split: SplitEmbeddings,
+        rows: list[dict[str, Any]],
+    ) -> Path:
+        """``media/test/report.html``, and to W&B as HTML."""
+        calibration = getattr(pl_module, "calibration", None)
+        threshold = calibration["threshold"] if calibration else None
+        metrics = {
+            key.split("/", 1)[1]: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if key.startswith("test/")
+        }
+        notes = [f"run folder {display_path(trainer.default_root_dir)}"]
+        if calibration:
+            rates = (
+                metrics.get("tmr@val_threshold", math.nan),
+                metrics.get("fmr@val_threshold", math.nan),
+            )
+            pairs = "the test split (pairs not used to choose it)"
+            notes.append(measured(calibration, pairs, *rates))
+        if split.rerank != "none":
+            notes.append(
+                f"retrieval re-ranked by {split.rerank} (k={split.rerank_k}): top-k scores are CSLS"
+            )
+        path = _folder(trainer, "test") / REPORT_FILE
+        counts = split.verification(threshold)
+        title = f"lightning-siamese test: {Path(trainer.default_root_dir).name}"
+        write_html_report(path, split, rows, metrics, title, counts, threshold, notes)
+        self.written.append(path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                with path.open(encoding="utf-8") as handle:
+                    page = wandb.Html(handle, inject=False)
+                # As Lightning logs: W&B drops a step below its own count (a test after fit).
+                logger.experiment.log(
+                    {"test/report": page, "trainer/global_step": trainer.global_step}
+                )
+        return path
 
     def _log_table(
         self, trainer: pl.Trainer, key: str, rows: list[dict[str, Any]], split: SplitEmbeddings
@@ -181,7 +234,9 @@ class LogMedia(pl.Callback):
             logger.experiment.log_artifact(artifact)
 
 
-def split_embeddings(dataset: TripletDataset, gathered: dict[str, Any]) -> SplitEmbeddings:
+def split_embeddings(
+    dataset: TripletDataset, gathered: dict[str, Any], rerank: str = "none", rerank_k: int = 10
+) -> SplitEmbeddings:
     """A :class:`SplitEmbeddings` from a split's dataset and its gathered metric states."""
     pairs = [dataset.pairs[int(i)] for i in gathered["index"]]
     return SplitEmbeddings(
@@ -190,6 +245,8 @@ def split_embeddings(dataset: TripletDataset, gathered: dict[str, Any]) -> Split
         anchor=gathered["anchor"],
         positive=gathered["positive"],
         negative=gathered["negative"],
+        rerank=rerank,
+        rerank_k=rerank_k,
     )
 
 
