@@ -140,22 +140,24 @@ PAGE = """<!doctype html>
 <style>
 body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.3em; } .notes { color: #555; }
-#metrics { border-collapse: collapse; margin: 1em 0; }
-#metrics td { padding: 2px 12px 2px 0; border-bottom: 1px solid #eee; }
+#metrics { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr));
+  gap: 2px 16px; margin: 1em 0; }
+.metric { display: flex; justify-content: space-between; border-bottom: 1px solid #eee; }
 .plot { max-width: 48%; margin-right: 1%; border: 1px solid #ddd; }
 .controls { position: sticky; top: 0; background: #fff; padding: .5em 0; display: flex;
   gap: 1em; align-items: center; flex-wrap: wrap; border-bottom: 1px solid #ccc; }
 #rows { border-collapse: collapse; width: 100%; }
 #rows td { vertical-align: top; padding: 4px; border-bottom: 1px solid #eee; }
 figure { display: inline-block; margin: 0 4px 0 0; width: 72px; text-align: center;
-  font-size: 11px; overflow-wrap: anywhere; }
+  font-size: 11px; overflow-wrap: anywhere; white-space: pre-line; }
+#rows td:nth-child(-n+2) { width: 90px; }
 figure img { width: 64px; height: 64px; object-fit: contain; border: 3px solid transparent; }
 figure.true img { border-color: #2a2; } .rank { font-weight: bold; }
 .fail .rank { color: #c22; }
 </style></head>
 <body>
 <h1 id="title"></h1><div class="notes" id="notes"></div>
-<table id="metrics"></table>
+<div id="metrics"></div>
 <div>%PLOTS%</div>
 <h2>Queries</h2>
 <div class="controls">
@@ -196,7 +198,7 @@ function element(tag, attributes, text) {
 }
 function figure(image, caption, isTrue) {
   const node = element("figure", isTrue ? { class: "true" } : {});
-  node.append(element("img", { src: data.images[image], alt: name(image), loading: "lazy" }));
+  node.append(element("img", { src: data.images[image], alt: name(image) }));
   node.append(element("figcaption", {}, caption));
   return node;
 }
@@ -225,7 +227,7 @@ function render() {
     truth.append(element("div", {}, row.s.toFixed(4)));
     const top = element("td");
     for (const [image, score] of row.k)
-      top.append(figure(image, name(image) + " " + score.toFixed(3), image === count + row.i));
+      top.append(figure(image, name(image) + "\\n" + score.toFixed(3), image === count + row.i));
     line.append(query, truth, top);
     body.append(line);
   }
@@ -239,8 +241,8 @@ function render() {
 document.getElementById("title").textContent = data.title;
 for (const note of data.notes) document.getElementById("notes").append(element("div", {}, note));
 for (const [key, value] of data.metrics) {
-  const line = element("tr");
-  line.append(element("td", {}, key), element("td", {}, value));
+  const line = element("div", { class: "metric" });
+  line.append(element("span", { class: "name" }, key), element("span", { class: "value" }, value));
   document.getElementById("metrics").append(line);
 }
 document.getElementById("rank-filter").addEventListener("change", (event) => {

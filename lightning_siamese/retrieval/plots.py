@@ -234,7 +234,8 @@ def plot_roc(
     figure = Figure(figsize=(5, 4), layout="constrained")
     axis = figure.subplots()
     floor = 1e-4
-    axis.step(fmr.clamp(min=floor).numpy(), tmr.numpy(), where="post", color="tab:blue")
+    # Corners from (1, 1) down: the curve drops to the next corner's TMR, then runs left.
+    axis.step(fmr.clamp(min=floor).numpy(), tmr.numpy(), where="pre", color="tab:blue")
     for label, x, y in marks:
         axis.plot([max(x, floor)], [y], "o", label=f"{label}: TMR {y:.3f} at FMR {x:.4f}")
     axis.set(xscale="log", xlim=(floor, 1), ylim=(0, 1.01))
