@@ -108,7 +108,7 @@ def write_html_report(
     if verification is not None and verification.impostors:
         fmr, tmr = verification.roc()
         marks = []
-        if threshold is not None:
+        if threshold is not None and threshold in verification.above:
             tmr_at, fmr_at = verification.rates(threshold)
             marks.append(("match threshold", fmr_at, tmr_at))
         figures.append(("ROC curve", _figure_uri(plot_roc(fmr, tmr, marks))))
@@ -237,6 +237,7 @@ function render() {
     : `no query matches (of ${data.rows.length})`;
   document.getElementById("prev").disabled = state.page === 0;
   document.getElementById("next").disabled = state.page >= pages - 1;
+  document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
 }
 document.getElementById("title").textContent = data.title;
 for (const note of data.notes) document.getElementById("notes").append(element("div", {}, note));
