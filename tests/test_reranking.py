@@ -97,10 +97,16 @@ def test_evaluate_and_test_rerank_exactly(
         assert metrics[key] == pytest.approx(value), key
     table = list(csv.DictReader((out / "retrieval.csv").open(encoding="utf-8")))
     assert sum(row["rank"] == "1" for row in table) / 40 == pytest.approx(metrics["recall@1"])
-    # test: the run's test split, through the CLI's runtime option.
+    # test: the run's test split, through the CLI's runtime option, also with a checkpoint
+    # written before the option existed.
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    test = ["test", *tiny_args(root, copy), f"--ckpt_path={checkpoint}", "--model.rerank=csls"]
+    saved = torch.load(checkpoint, weights_only=True)
+    for key in ("rerank", "rerank_k"):
+        del saved["hyper_parameters"][key]
+    older = tmp_path / "older.ckpt"
+    torch.save(saved, older)
+    test = ["test", *tiny_args(root, copy), f"--ckpt_path={older}", "--model.rerank=csls"]
     assert main([*test, "--model.rerank_k=2"]) == 0
     logged = {
         k: v
