@@ -79,6 +79,8 @@ COVERED = {
             "gpu_check.py --accelerator cpu",
             "frozen_graph.py",
             "fingerprint_cost.py",
+            "report_page.py",
+            "rerank.py",
         )
     },
     "torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint node0:29500 -m "
