@@ -53,6 +53,13 @@ def _rounded(scores: torch.Tensor) -> torch.Tensor:
     return (torch.round(scores * SCALE) / SCALE).float()
 
 
+def _histogram(scores: torch.Tensor) -> torch.Tensor:
+    """Counts in :data:`HISTOGRAM_BINS` equal bins over [-1, 1] (1 in the last): a bincount,
+    which, unlike ``torch.histc``, CUDA runs under deterministic algorithms."""
+    bins = ((scores.double() + 1) / 2 * HISTOGRAM_BINS).long().clamp(0, HISTOGRAM_BINS - 1)
+    return torch.bincount(bins, minlength=HISTOGRAM_BINS)
+
+
 def pair_scores(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """The cosine similarity of each row pair ``(left[i], right[i])``, as :func:`verification`
     scores them (float64, rounded to a multiple of 2^-24)."""
@@ -165,8 +172,7 @@ def verification(
     counts = torch.zeros(count + 1, dtype=torch.long, device=genuine.device)
     greater = equal = 0
     above = dict.fromkeys(thresholds, 0)
-    histograms = [genuine.new_zeros(HISTOGRAM_BINS), genuine.new_zeros(HISTOGRAM_BINS)]
-    histograms[0] += torch.histc(genuine, HISTOGRAM_BINS, -1, 1)
+    histograms = [_histogram(genuine), torch.zeros_like(_histogram(genuine))]
     block = max(1, block_elements // max(1, count))
     for start in range(0, count, block):
         rows = left[start : start + block]
@@ -182,7 +188,7 @@ def verification(
         counts += torch.bincount(at_most, minlength=count + 1)
         for threshold in above:
             above[threshold] += int((scores > threshold).sum())
-        histograms[1] += torch.histc(scores, HISTOGRAM_BINS, -1, 1)
+        histograms[1] += _histogram(scores)
         if keep:
             top = torch.topk(torch.cat([top, scores]), min(keep, len(top) + len(scores))).values
     # impostors_from[j] = #{non-matching s : at_most(s) > j}, i.e. s >= genuine[j].
