@@ -2,9 +2,9 @@
 ``evaluate`` wrote, filters by rank, searches by file name and turns pages; the rows it renders
 must be ``retrieval.csv``'s. A screenshot is written for the test log.
 
-Chromium is the system's (Debian's ``chromium``; ``$CHROMIUM`` names another). Without it or
-Playwright the test is skipped, except under ``CI=true``, where ``.ci/run`` installs both and a
-missing browser is a failure.
+Chromium is the system's (Debian's ``chromium``; ``$CHROMIUM`` names another); Playwright comes
+with the test extra. Without either the test is skipped, except under ``CI=true``, where
+``.ci/run`` installs Chromium and a missing browser is a failure.
 """
 
 from __future__ import annotations

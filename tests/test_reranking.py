@@ -22,14 +22,21 @@ from lightning_siamese.retrieval.report import SplitEmbeddings
 from lightning_siamese.retrieval.reranking import gallery_offset
 
 
-def csls_matrix(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> list[list[float]]:
-    """2 cos(q, g) - r(q) - r(g), every term from its definition, in float64."""
+def csls_matrix(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, own: dict[int, int] | None = None
+) -> list[list[float]]:
+    """2 cos(q, g) - r(q) - r(g), every term from its definition, in float64; ``own[i]``: query
+    i's own gallery row, which counts in neither r(q_i) nor r(g)."""
+    own = own or {}
     cos = [
         [float(F.cosine_similarity(q.double(), g.double(), dim=0)) for g in gallery]
         for q in queries
     ]
-    r_query = [sum(sorted(row, reverse=True)[:k]) / k for row in cos]
-    columns = [[row[j] for row in cos] for j in range(len(gallery))]
+    rows = [[c for j, c in enumerate(row) if own.get(i) != j] for i, row in enumerate(cos)]
+    r_query = [sum(sorted(row, reverse=True)[:k]) / k for row in rows]
+    columns = [
+        [cos[i][j] for i in range(len(queries)) if own.get(i) != j] for j in range(len(gallery))
+    ]
     r_gallery = [sum(sorted(column, reverse=True)[:k]) / k for column in columns]
     return [
         [2 * cos[i][j] - r_query[i] - r_gallery[j] for j in range(len(gallery))]
@@ -123,24 +130,32 @@ def test_evaluate_and_test_rerank_exactly(
 def test_search_reranks_with_its_queries(
     trained_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The gallery holds the queries themselves: each is left out of its own results and of
+    the hubness terms (r(q), r(g)) of its own pair of rows."""
     root, _, checkpoint = trained_run
     gallery = tmp_path / "gallery"
-    shutil.copytree(root / "right", gallery)
-    base = ["search", f"--ckpt={checkpoint}", f"--gallery={gallery}", f"--query={root / 'left'}"]
-    base += ["--num-workers=0", "--device=cpu", f"--out={tmp_path / 'm.png'}", "--top-k=3"]
-    assert main([*base, "--json", "--rerank=csls", "--rerank-k=4"]) == 0
+    shutil.copytree(root, gallery)
+    base = ["search", f"--ckpt={checkpoint}", f"--gallery={gallery}"]
+    base += [f"--query={gallery / 'left'}", "--num-workers=0", "--device=cpu"]
+    base += [f"--out={tmp_path / 'm.png'}", "--top-k=3"]
+    assert main([*base, "--json", "--rerank=csls", "--rerank-k=4", "--no-cache"]) == 0
     document = json.loads(capsys.readouterr().out)
     model = load_model(checkpoint, "cpu")
     queries = embed_paths(model, sorted((root / "left").iterdir()))
-    files = sorted(gallery.glob("*.png"))
-    expected = csls_matrix(queries, embed_paths(model, files), 4)
-    for query, row in zip(document["queries"], expected, strict=True):
-        best = sorted(range(len(files)), key=lambda j: -row[j])[:3]
-        assert [m["path"] for m in query["matches"]] == [files[j].name for j in best]
+    files = sorted(p for p in gallery.rglob("*") if p.suffix in (".jpg", ".png"))
+    names = [path.relative_to(gallery).as_posix() for path in files]
+    own = {
+        i: names.index(f"left/{path.name}")
+        for i, path in enumerate(sorted((root / "left").iterdir()))
+    }
+    expected = csls_matrix(queries, embed_paths(model, files), 4, own)
+    for i, (query, row) in enumerate(zip(document["queries"], expected, strict=True)):
+        best = sorted((j for j in range(len(files)) if j != own[i]), key=lambda j: -row[j])[:3]
+        assert [m["path"] for m in query["matches"]] == [names[j] for j in best]
         assert [m["score"] for m in query["matches"]] == pytest.approx(
             [row[j] for j in best], abs=1e-5
         )
-    one = root / "left" / "pair0001.jpg"
+    one = gallery / "left" / "pair0001.jpg"
     assert main([*base[:3], f"--query={one}", *base[4:], "--rerank=csls"]) == 2
     assert "at least rerank_k = 10 queries" in capsys.readouterr().err
     assert main([*base, "--rerank=csls", "--index=hnsw"]) == 2

@@ -14,9 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_args
+from conftest import tiny_args, tiny_model
 from lightning_siamese.cli.main import main
 from lightning_siamese.data.splits import read_split
+from lightning_siamese.errors import ConfigError
 from lightning_siamese.retrieval.metrics import split_metrics
 from lightning_siamese.retrieval.verification import pair_scores, verification
 
@@ -157,3 +158,16 @@ def test_fit_calibrates_on_validation_and_test_measures_it(
     assert float(logged["test/fmr@val_threshold"]) == pytest.approx(fmr)
     assert "chosen on the validation split" in caplog.text
     assert "measured on the test split (pairs not used to choose it)" in caplog.text
+
+
+def test_two_pairs_and_settings_out_of_range() -> None:
+    left, right = embeddings("gaussian", 5, count=2)
+    metrics = verification(left, right, FMRS).metrics(FMRS)
+    expected = reference(left, right)
+    for name in ("roc_auc", "eer", "tmr@fmr0.1"):
+        assert metrics[name] == pytest.approx(expected[name]), name
+    for fmr in (0, 1, -0.5, math.nan):
+        with pytest.raises(ConfigError, match="match_fmr"):
+            tiny_model(match_fmr=fmr)
+    with pytest.raises(ConfigError, match="rerank_k"):
+        tiny_model(rerank="csls", rerank_k=0)

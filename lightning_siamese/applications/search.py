@@ -176,7 +176,7 @@ def search(
     kind = "exact" if rerank != "none" else resolve_kind(index, len(found.paths))
     note = "" if rerank == "none" else f"re-ranked by {rerank} (k={rerank_k}); scores are CSLS"
     if kind == "exact":
-        offset = gallery_offset(rerank, queries.embeddings, found.embeddings, rerank_k)
+        offset = gallery_offset(rerank, queries.embeddings, found.embeddings, rerank_k, exclude)
         scores, indices = top_k(
             queries.embeddings,
             found.embeddings,
@@ -186,7 +186,9 @@ def search(
             gallery_offset=offset,
         )
         if offset is not None:
-            scores = csls_scores(scores.cpu(), queries.embeddings, found.embeddings, rerank_k)
+            scores = csls_scores(
+                scores.cpu(), queries.embeddings, found.embeddings, rerank_k, exclude
+            )
     else:
         approximate = gallery_index(found, replace(index_settings or IndexSettings(), kind=kind))
         scores, indices = approximate.search(

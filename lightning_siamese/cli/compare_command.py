@@ -32,8 +32,8 @@ def threshold_line(result: Comparisons) -> str:
             "validation split is not known)"
         )
     return (
-        "no match threshold: this checkpoint has none (its fit had no validation split); "
-        "pass --threshold to decide"
+        "no match threshold: this checkpoint has none (written before calibration, or its fit "
+        "never validated); pass --threshold to decide"
     )
 
 

@@ -45,7 +45,10 @@ def format_table(metrics: dict[str, Any]) -> str:
         tmr, fmr = metrics["tmr@val_threshold"], metrics["fmr@val_threshold"]
         lines.append(measured(calibration, "these pairs", tmr, fmr))
     else:
-        lines.append("no match threshold in this checkpoint (its fit had no validation split)")
+        lines.append(
+            "no match threshold in this checkpoint (written before calibration, or its fit "
+            "never validated)"
+        )
     lines.append(f"written to {metrics['output']}")
     return "\n".join(lines)
 

@@ -47,6 +47,11 @@ def thumbnail_uri(path: Path, size: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _finite(value: float) -> float | None:
+    """A number for JSON: NaN and infinities (a diverged model's scores) become null."""
+    return value if math.isfinite(value) else None
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if math.isfinite(value) else str(value)
@@ -78,9 +83,9 @@ def page_data(
             {
                 "i": query,
                 "r": row["rank"],
-                "s": row["true_match_score"],
+                "s": _finite(row["true_match_score"]),
                 "k": [
-                    [count + gallery, score]
+                    [count + gallery, _finite(score)]
                     for gallery, (_, score) in zip(row["top_k_rows"], row["top_k"], strict=True)
                 ],
             }
@@ -115,7 +120,7 @@ def write_html_report(
         histograms = (verification.genuine_histogram, verification.impostor_histogram)
         figures.append(("similarities", _figure_uri(plot_similarities(*histograms, threshold))))
     # Inside <script>, "<" is written as \u003c: no "</script>" can close it early.
-    payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+    payload = json.dumps(data, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
     pictures = "".join(
         f'<img class="plot" alt="{html.escape(name)}" src="{uri}">' for name, uri in figures
     )
@@ -196,6 +201,7 @@ function element(tag, attributes, text) {
   if (text !== undefined) node.textContent = text;
   return node;
 }
+const fixed = (value, digits) => value === null ? "not a number" : value.toFixed(digits);
 function figure(image, caption, isTrue) {
   const node = element("figure", isTrue ? { class: "true" } : {});
   node.append(element("img", { src: data.images[image], alt: name(image) }));
@@ -224,10 +230,10 @@ function render() {
     const truth = element("td");
     truth.append(figure(count + row.i, data.right[row.i], true));
     truth.append(element("div", { class: "rank" }, "rank " + row.r));
-    truth.append(element("div", {}, row.s.toFixed(4)));
+    truth.append(element("div", {}, fixed(row.s, 4)));
     const top = element("td");
     for (const [image, score] of row.k)
-      top.append(figure(image, name(image) + "\\n" + score.toFixed(3), image === count + row.i));
+      top.append(figure(image, name(image) + "\\n" + fixed(score, 3), image === count + row.i));
     line.append(query, truth, top);
     body.append(line);
   }

@@ -15,6 +15,7 @@ images, a folder of queries): ``r(g)`` is estimated from them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -26,10 +27,30 @@ Rerank = Literal["none", "csls"]
 RERANKS = ("none", "csls")
 
 
-def hubness(gallery: torch.Tensor, queries: torch.Tensor, k: int) -> torch.Tensor:
-    """``r(g)``: each gallery row's mean cosine similarity to its ``k`` most similar queries."""
-    scores, _ = top_k(gallery, queries, k, device="cpu", backend="torch")
-    return scores.mean(dim=1)
+def _mean_top(
+    rows: torch.Tensor, others: torch.Tensor, k: int, exclude: Sequence[int | None] | None
+) -> torch.Tensor:
+    """Each row's mean cosine similarity to its ``k`` most similar ``others`` (``exclude[i]``
+    left out of row ``i``'s: a query that is itself a gallery image)."""
+    scores, _ = top_k(rows, others, k, exclude, device="cpu", backend="torch")
+    return scores.masked_fill(~torch.isfinite(scores), torch.nan).nanmean(dim=1)
+
+
+def hubness(
+    gallery: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    exclude: Sequence[int | None] | None = None,
+) -> torch.Tensor:
+    """``r(g)``: each gallery row's mean cosine similarity to its ``k`` most similar queries;
+    ``exclude[i]``, a gallery row that is query ``i`` itself, does not count that query."""
+    query_of: list[int | None] | None = None
+    if exclude is not None:
+        query_of = [None] * len(gallery)
+        for query, row in enumerate(exclude):
+            if row is not None:
+                query_of[row] = query
+    return _mean_top(gallery, queries, k, query_of)
 
 
 def check_rerank(rerank: str, k: int) -> None:
@@ -41,10 +62,14 @@ def check_rerank(rerank: str, k: int) -> None:
 
 
 def gallery_offset(
-    rerank: str, queries: torch.Tensor, gallery: torch.Tensor, k: int
+    rerank: str,
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    exclude: Sequence[int | None] | None = None,
 ) -> torch.Tensor | None:
     """What each gallery row's score loses under ``rerank`` (None for ``none``): ``r(g) / 2``
-    for ``csls``.
+    for ``csls`` (``exclude``: see :func:`hubness`).
 
     Raises:
         ConfigError: an unknown method, ``k`` below 1, or fewer than ``k`` queries.
@@ -57,13 +82,17 @@ def gallery_offset(
             f"CSLS needs at least rerank_k = {k} queries to tell the gallery's hubs, got "
             f"{len(queries)}: give more queries or a smaller rerank_k"
         )
-    return hubness(gallery, queries, k) / 2
+    return hubness(gallery, queries, k, exclude) / 2
 
 
 def csls_scores(
-    ranking_scores: torch.Tensor, queries: torch.Tensor, gallery: torch.Tensor, k: int
+    ranking_scores: torch.Tensor,
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    exclude: Sequence[int | None] | None = None,
 ) -> torch.Tensor:
     """The CSLS scores ``2 cos - r(q) - r(g)`` from scores ranked with :func:`gallery_offset`
-    (``cos - r(g) / 2``), for display: row ``i`` is query ``i``'s."""
-    scores, _ = top_k(queries, gallery, k, device="cpu", backend="torch")
-    return 2 * ranking_scores - scores.mean(dim=1, keepdim=True)
+    (``cos - r(g) / 2``), for display: row ``i`` is query ``i``'s (``exclude[i]``, its own
+    gallery row, left out of ``r(q)``)."""
+    return 2 * ranking_scores - _mean_top(queries, gallery, k, exclude)[:, None]

@@ -13,10 +13,12 @@ is called a look-alike when its cosine similarity is above a threshold ``t``; th
   (floor(f M) + 1)-th highest non-matching score (M non-matching pairs), and it is the one a
   calibration for FMR f stores.
 
-The N x N scores are computed in row blocks (memory O(block x N): a split of 10,000 pairs needs
-no 10^8-score matrix), in float64 and rounded to a multiple of 2^-24 (float32's spacing just
-below 1; exact in float32), so one pair of vectors gets one score wherever it stands, even an
-orthogonal pair whose float64 product is 1e-17 in one place and 0 in another, and ties are equal
+The N x N scores are computed in row blocks: a split of 10,000 pairs needs no 10^8-score matrix,
+only a block and the highest f M non-matching scores for the largest calibrated FMR f (10^6
+at f = 0.01). Scores are computed in float64 and rounded to a multiple of 2^-24 (float32's
+spacing just below 1; exact in float32), so one pair of vectors gets the same score wherever it
+stands (an orthogonal pair's float64 product is 1e-17 in one place and 0 in another; only a
+product within 1e-16 of a rounding midpoint could still round two ways), and ties are equal
 scores.
 """
 
@@ -51,6 +53,12 @@ def _unit(embeddings: torch.Tensor) -> torch.Tensor:
 def _rounded(scores: torch.Tensor) -> torch.Tensor:
     """float64 scores on the grid of 2^-24, as float32 (every grid point in [-1, 1] is one)."""
     return (torch.round(scores * SCALE) / SCALE).float()
+
+
+def _allowed(fmr: float, impostors: int) -> int:
+    """floor(fmr x impostors), the false matches an FMR allows, with the product's rounding
+    (0.29 x 100 is 28.999999999999996 in floating point) taken back."""
+    return math.floor(fmr * impostors * (1 + 1e-12))
 
 
 def _histogram(scores: torch.Tensor) -> torch.Tensor:
@@ -122,7 +130,7 @@ class Verification:
         """The threshold whose FMR on this split is at most ``fmr`` and whose TMR is highest:
         the (floor(fmr M) + 1)-th highest non-matching score (a pair above it is a look-alike);
         -inf when every non-matching pair may match."""
-        allowed = math.floor(fmr * self.impostors + 1e-9)  # 0.01 * 100 is 1 despite rounding
+        allowed = _allowed(fmr, self.impostors)
         if allowed >= self.impostors:
             return -math.inf
         if allowed >= len(self.top_impostors):
@@ -167,7 +175,7 @@ def verification(
     left, right = _unit(left), _unit(right)
     genuine = torch.sort(_rounded((left * right).sum(dim=1))).values
     impostors = count * (count - 1)
-    keep = min(impostors, math.floor(max(fmr_targets, default=0) * impostors + 1e-9) + 1)
+    keep = min(impostors, _allowed(max(fmr_targets, default=0), impostors) + 1)
     top = genuine.new_empty(0)
     counts = torch.zeros(count + 1, dtype=torch.long, device=genuine.device)
     greater = equal = 0
@@ -189,7 +197,8 @@ def verification(
         for threshold in above:
             above[threshold] += int((scores > threshold).sum())
         histograms[1] += _histogram(scores)
-        if keep:
+        if keep:  # the block's own highest first: the merge then sorts at most 2 keep
+            scores = torch.topk(scores, min(keep, len(scores))).values
             top = torch.topk(torch.cat([top, scores]), min(keep, len(top) + len(scores))).values
     # impostors_from[j] = #{non-matching s : at_most(s) > j}, i.e. s >= genuine[j].
     impostors_from = counts.flip(0).cumsum(0).flip(0) - counts

@@ -12,9 +12,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lightning_siamese.errors import ConfigError
 from lightning_siamese.retrieval.verification import Verification
 
 KEY = "match_threshold"
+
+
+def check_fmr(fmr: float) -> None:
+    """Raise :class:`ConfigError` unless ``fmr`` is a false-match rate a threshold can be
+    calibrated for: above 0 and below 1."""
+    if not (isinstance(fmr, int | float) and 0 < fmr < 1):
+        raise ConfigError(f"match_fmr must be a false-match rate above 0 and below 1, got {fmr!r}")
 
 
 def calibrate(counts: Verification, fmr: float, epoch: int, step: int) -> dict[str, Any] | None:

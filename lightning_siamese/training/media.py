@@ -118,8 +118,7 @@ class LogMedia(pl.Callback):
         if not gathered or dataset is None:
             return
         hparams = pl_module.hparams
-        reranked = split == "test" or trainer.state.fn != "fit"  # as the model's metrics
-        rerank = hparams.get("rerank", "none") if reranked else "none"
+        rerank = hparams.get("rerank", "none") if split == "test" else "none"  # as the metrics
         embeddings = split_embeddings(dataset, gathered, rerank, hparams.get("rerank_k", 10))
         figures = embeddings.figures(
             hparams.get("margin"), hparams.get("distance", "squared_l2"), self.examples, self.top_k
@@ -176,7 +175,7 @@ class LogMedia(pl.Callback):
             )
         path = _folder(trainer, "test") / REPORT_FILE
         counts = split.verification(threshold)
-        title = f"lightning-siamese test: {Path(trainer.default_root_dir).name}"
+        title = f"lightning-siamese test: {display_path(Path(trainer.default_root_dir).name)}"
         write_html_report(path, split, rows, metrics, title, counts, threshold, notes)
         self.written.append(path)
         for logger in trainer.loggers:

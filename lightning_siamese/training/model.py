@@ -22,7 +22,7 @@ from lightning_siamese.models.embedding import SKIP_PRETRAINED, EmbeddingNet
 from lightning_siamese.models.frozen_graph import FrozenGraphMode
 from lightning_siamese.models.losses import LossName, Mining, make_loss
 from lightning_siamese.retrieval.metrics import SplitMetrics, triplet_statistics
-from lightning_siamese.retrieval.reranking import Rerank
+from lightning_siamese.retrieval.reranking import Rerank, check_rerank
 from lightning_siamese.retrieval.verification import FMR_TARGETS
 from lightning_siamese.training import calibration, random_state
 from lightning_siamese.training.checkpoint_files import check_checkpoint, checkpoint_problem
@@ -93,11 +93,11 @@ class SiameseModel(pl.LightningModule):
             ``torch.compile`` on the CPU when the pass is long enough to repay the compile),
             ``inductor`` (always compiled; ``jit`` is its older name) or ``eager``.
         retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
-        match_fmr: the false-match rate the match threshold is calibrated for on the validation
-            split (kept in the checkpoint; ``test``, ``evaluate`` and ``compare`` use it).
-        rerank: ``csls`` re-ranks test retrieval (and ``validate``'s; a fit's validation, which
-            picks the best checkpoint, stays on cosine) by lowering the gallery's hubs
-            (``retrieval.reranking``); ``none``: plain cosine.
+        match_fmr: the false-match rate (0 to 1) each validation calibrates the match threshold
+            for; every checkpoint keeps it, and ``test``, ``evaluate``, ``compare`` use it.
+        rerank: ``csls`` re-ranks test retrieval by lowering the gallery's hubs
+            (``retrieval.reranking``; validation, which picks checkpoints, stays on cosine);
+            ``none``: plain cosine.
         rerank_k: the nearest queries that tell how much of a hub a gallery image is (CSLS).
     """
 
@@ -142,6 +142,8 @@ class SiameseModel(pl.LightningModule):
         super().__init__()
         image_size = resolve_image_size(image_size, backbone)  # hparams hold the size used
         distance = "cosine" if loss == "infonce" else distance
+        check_rerank(rerank, rerank_k)
+        calibration.check_fmr(match_fmr)
         self.save_hyperparameters()
         memory = CrossBatchMemory(memory_size, memory_start) if memory_size else None
         settings = (margin, distance, soft_margin, mining, symmetric, temperature, memory)
@@ -161,8 +163,7 @@ class SiameseModel(pl.LightningModule):
         fmrs = sorted({*FMR_TARGETS, match_fmr}, reverse=True)
         split = partial(SplitMetrics, distance, retrieval_block_size, self.loss.per_triplet, fmrs)
         self.metrics = torch.nn.ModuleDict({"val": split(), "test": split()})
-        # LightningCLI saves the parsed config as hparams; the callables themselves live here.
-        self.optimizer = optimizer
+        self.optimizer = optimizer  # (the config's hparams hold their settings)
         self.scheduler = scheduler
         self._random_state: dict[str, torch.Tensor] | None = None
         self.calibration: dict[str, Any] | None = None  # the last validation's match threshold
@@ -274,8 +275,7 @@ class SiameseModel(pl.LightningModule):
     def _eval_epoch_end(self, split: str) -> None:
         split_metrics, known = self._split_metrics(split), self.calibration
         split_metrics.threshold = known["threshold"] if known and split == "test" else None
-        rerank = split == "test" or self.trainer.state.fn != "fit"  # not the model choice
-        split_metrics.rerank = self.hparams["rerank"] if rerank else "none"
+        split_metrics.rerank = self.hparams["rerank"] if split == "test" else "none"
         split_metrics.rerank_k = self.hparams["rerank_k"]
         metrics = split_metrics.compute()  # with the loss of the split's fixed triplets
         counts, trainer = split_metrics.last_verification, self.trainer
