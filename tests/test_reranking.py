@@ -104,6 +104,35 @@ def test_evaluate_and_test_rerank_exactly(
         assert metrics[key] == pytest.approx(value), key
     table = list(csv.DictReader((out / "retrieval.csv").open(encoding="utf-8")))
     assert sum(row["rank"] == "1" for row in table) / 40 == pytest.approx(metrics["recall@1"])
+    # A checkpoint trained with --model.rerank csls: evaluate follows it unless told otherwise;
+    # search of one image cannot estimate hubs from one query and says it ranks by cosine.
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["hyper_parameters"].update(rerank="csls", rerank_k=3)
+    reranking = tmp_path / "csls.ckpt"
+    torch.save(saved, reranking)
+    own = [
+        "evaluate",
+        "--ckpt",
+        str(reranking),
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "own"),
+    ]
+    assert main(own) == 0
+    assert (
+        json.loads((tmp_path / "own" / "metrics.json").read_text())["recall@1"]
+        == metrics["recall@1"]
+    )
+    assert main([*own[:-1], str(tmp_path / "plain"), "--rerank", "none"]) == 0
+    plain = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    cosine = (F.normalize(left.double(), dim=1) @ F.normalize(right.double(), dim=1).T).tolist()
+    assert plain["rerank"] == "none"
+    assert plain["recall@1"] == pytest.approx(brute_force_rank_metrics(cosine)["recall@1"])
+    one = ["search", f"--ckpt={reranking}", f"--gallery={root / 'right'}", f"--query={files[0]}"]
+    one += [f"--cache-dir={tmp_path / 'cache'}", f"--out={tmp_path / 'one.png'}", "--device=cpu"]
+    assert main(one) == 0
+    assert "csls re-ranking skipped" in capsys.readouterr().out
     # test: the run's test split, through the CLI's runtime option, also with a checkpoint
     # written before the option existed.
     copy = tmp_path / "run"

@@ -26,7 +26,7 @@ from lightning_siamese.outputs import claim_folder
 from lightning_siamese.retrieval.html_report import REPORT_FILE, write_html_report
 from lightning_siamese.retrieval.plots import save_figure
 from lightning_siamese.retrieval.report import SplitEmbeddings, write_table_csv
-from lightning_siamese.retrieval.reranking import check_rerank
+from lightning_siamese.retrieval.reranking import check_rerank, resolve_rerank
 from lightning_siamese.training.calibration import measured
 
 METRICS_FILE = "metrics.json"
@@ -70,15 +70,16 @@ def evaluate(
     strict: bool = False,
     examples: int = 6,
     force: bool = False,
-    rerank: str = "none",
-    rerank_k: int = 10,
+    rerank: str | None = None,
+    rerank_k: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on every pair of ``root``; write the files into ``out``
     (default :func:`default_output`); return the metrics.
 
     ``force`` writes into an ``out`` that holds files of somebody else's (files of the same
     names are replaced). ``rerank`` ``csls`` re-ranks retrieval with ``rerank_k``
-    (:mod:`~lightning_siamese.retrieval.reranking`); verification stays on cosine.
+    (:mod:`~lightning_siamese.retrieval.reranking`), ``none`` does not; None (each): the
+    checkpoint's own setting (``model.rerank``). Verification stays on cosine.
 
     Raises:
         CheckpointError: the checkpoint cannot be loaded.
@@ -88,7 +89,7 @@ def evaluate(
         DeviceError: ``device`` is not on this machine.
     """
     started = time.perf_counter()
-    check_rerank(rerank, rerank_k)
+    check_rerank(rerank or "none", 1 if rerank_k is None else rerank_k)  # as given, at once
     checkpoint, root = Path(checkpoint), Path(root)
     folder = Path(out) if out is not None else default_output(checkpoint, root)
     # The default folder is named by the pair folder's name alone: another folder of that name
@@ -101,6 +102,7 @@ def evaluate(
     if len(pairs) < 2:
         raise PairDataError(f"{root} has 1 usable pair: retrieval needs at least 2")
     model = load_model(checkpoint, device)
+    rerank, rerank_k = resolve_rerank(rerank, rerank_k, model.hparams)
     files = [path for pair in pairs for path in (pair.left, pair.right)]
     result = embed_files(model, files, batch_size, num_workers)
     if result.unreadable and strict:

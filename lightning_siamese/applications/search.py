@@ -24,7 +24,12 @@ from lightning_siamese.retrieval.ann_index import ApproximateIndex, index_path, 
 from lightning_siamese.retrieval.index_settings import IndexSettings
 from lightning_siamese.retrieval.nearest import top_k
 from lightning_siamese.retrieval.plots import plot_retrieval, save_figure
-from lightning_siamese.retrieval.reranking import check_rerank, csls_scores, gallery_offset
+from lightning_siamese.retrieval.reranking import (
+    check_rerank,
+    csls_scores,
+    gallery_offset,
+    resolve_rerank,
+)
 from lightning_siamese.training.model import SiameseModel
 
 #: Most queries (rows) and matches (columns) drawn in the montage.
@@ -122,8 +127,8 @@ def search(
     device: str | None = None,
     index: str = "auto",
     index_settings: IndexSettings | None = None,
-    rerank: str = "none",
-    rerank_k: int = 10,
+    rerank: str | None = None,
+    rerank_k: int | None = None,
 ) -> SearchResult:
     """The ``top_k_matches`` gallery images most similar to each query image by cosine: exact,
     or through an approximate index for large galleries.
@@ -145,8 +150,10 @@ def search(
         index_settings: the approximate index's parameters (their defaults when None).
         rerank: ``csls`` re-ranks the exact search, lowering the gallery's hubs as told by the
             queries (at least ``rerank_k`` of them: a folder) and scores matches by CSLS
-            (:mod:`~lightning_siamese.retrieval.reranking`); ``none``: plain cosine.
-        rerank_k: CSLS's nearest queries per gallery image.
+            (:mod:`~lightning_siamese.retrieval.reranking`); ``none``: plain cosine; None:
+            the checkpoint's own setting (``model.rerank``), skipped with a note where it
+            cannot run (fewer queries than ``rerank_k``, an approximate index asked for).
+        rerank_k: CSLS's nearest queries per gallery image (None: the checkpoint's).
 
     Raises:
         InputError: a missing gallery or query, or no readable image in one.
@@ -155,8 +162,8 @@ def search(
     """
     if not (isinstance(top_k_matches, int) and top_k_matches >= 1):
         raise ConfigError(f"top_k_matches must be an integer >= 1, got {top_k_matches!r}")
-    check_rerank(rerank, rerank_k)
-    if rerank != "none" and index not in ("auto", "exact"):
+    check_rerank(rerank or "none", 1 if rerank_k is None else rerank_k)  # as given, at once
+    if rerank not in (None, "none") and index not in ("auto", "exact"):
         raise ConfigError(f"re-ranking runs on exact search: drop --index {index}, or --rerank")
     gallery, query = Path(gallery), Path(query)
     pick_device(device)  # a device that is not there, named before any work
@@ -173,6 +180,16 @@ def search(
     if not queries.paths:
         raise InputError(f"query {query}: {_none_readable(queries.unreadable)}")
     exclude = None if include_self else queries.gallery_rows
+    asked = rerank is not None
+    rerank, rerank_k = resolve_rerank(rerank, rerank_k, model.hparams)
+    skipped = ""
+    cannot = index not in ("auto", "exact") or len(queries.paths) < rerank_k
+    if not asked and rerank != "none" and cannot:
+        skipped = (
+            f"; the checkpoint's {rerank} re-ranking skipped (it needs exact search and "
+            f"{rerank_k} or more queries)"
+        )
+        rerank = "none"
     kind = "exact" if rerank != "none" else resolve_kind(index, len(found.paths))
     note = "" if rerank == "none" else f"re-ranked by {rerank} (k={rerank_k}); scores are CSLS"
     if kind == "exact":
@@ -195,6 +212,7 @@ def search(
             queries.embeddings, top_k_matches, found.paths, exclude
         )
         note = approximate.note
+    note = (note + skipped).lstrip("; ")
     matches = [
         [
             (found.paths[index], score)

@@ -74,11 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rerank",
         choices=("none", "csls"),
-        default="none",
-        help="csls: re-rank retrieval, lowering the gallery's hubs (none: plain cosine)",
+        help="csls: re-rank retrieval, lowering the gallery's hubs; none: plain cosine "
+        "(default: the checkpoint's model.rerank)",
     )
     parser.add_argument(
-        "--rerank-k", type=positive_int, default=10, help="CSLS's nearest queries per image"
+        "--rerank-k", type=positive_int, help="CSLS's nearest queries (default: the checkpoint's)"
     )
     parser.add_argument("--strict", action="store_true", help="fail on any bad file")
     parser.add_argument(

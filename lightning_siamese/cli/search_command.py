@@ -124,12 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rerank",
         choices=("none", "csls"),
-        default="none",
         help="csls: re-rank (exact search), lowering the gallery images that are near most "
-        "queries; needs at least --rerank-k queries (a folder)",
+        "queries; needs at least --rerank-k queries (a folder); none: plain cosine (default: "
+        "the checkpoint's model.rerank, where it can run)",
     )
     parser.add_argument(
-        "--rerank-k", type=positive_int, default=10, help="CSLS's nearest queries per image"
+        "--rerank-k", type=positive_int, help="CSLS's nearest queries (default: the checkpoint's)"
     )
     parser.add_argument(
         "--index",

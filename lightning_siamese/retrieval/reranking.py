@@ -15,8 +15,8 @@ images, a folder of queries): ``r(g)`` is estimated from them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 
@@ -59,6 +59,17 @@ def check_rerank(rerank: str, k: int) -> None:
         raise ConfigError(f"rerank must be one of {', '.join(RERANKS)}; got {rerank!r}")
     if not (isinstance(k, int) and k >= 1):
         raise ConfigError(f"rerank_k must be an integer >= 1, got {k!r}")
+
+
+def resolve_rerank(
+    rerank: str | None, k: int | None, hparams: Mapping[str, Any]
+) -> tuple[str, int]:
+    """The re-ranking asked (``rerank``, ``k``), or where None the model's own setting
+    (``hparams``' ``rerank`` and ``rerank_k``; plain cosine for a model without them), checked."""
+    rerank = rerank if rerank is not None else str(hparams.get("rerank", "none"))
+    k = k if k is not None else int(hparams.get("rerank_k", 10))
+    check_rerank(rerank, k)
+    return rerank, k
 
 
 def gallery_offset(
