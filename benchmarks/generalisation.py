@@ -3,6 +3,7 @@ pairs unlike their training data?
 
     .venv/bin/python benchmarks/generalisation.py runs/demo-results/demo-seed0 [more runs]
     .venv/bin/python benchmarks/generalisation.py RUN --wise 0.5 0.75
+    .venv/bin/python benchmarks/generalisation.py RUN --csls 1 10 --only glyphs
 
 A run is a ``fit`` folder of the demo config (``benchmarks/demo_results.py`` leaves one per data
 seed): its best checkpoint and its ``split.csv``. The checks, left -> right retrieval by cosine:
@@ -48,12 +49,13 @@ from lightning_siamese.models.embedding import EmbeddingNet  # noqa: E402
 from lightning_siamese.models.pooling import GridPool  # noqa: E402
 from lightning_siamese.models.wise_ft import interpolate_backbone  # noqa: E402
 from lightning_siamese.retrieval.ranks import rank_metrics, retrieval_ranks  # noqa: E402
+from lightning_siamese.retrieval.reranking import gallery_offset  # noqa: E402
 
 DATA = REPO / "data"
 
 
-def build_sets() -> dict[str, Path]:
-    """The check folders, built where missing."""
+def build_sets(only: list[str] | None = None) -> dict[str, Path]:
+    """The check folders (``only`` these), built where missing."""
     from lightning_siamese.data.emoji import build_emoji
     from lightning_siamese.data.glyphs import build_glyphs
 
@@ -62,18 +64,23 @@ def build_sets() -> dict[str, Path]:
         "fluent/twitter": DATA / "emoji-twitter-fluent",
         "glyphs": DATA / "glyphs",
     }
-    if not (folders["fluent/google"] / "left").is_dir():
-        build_emoji(folders["fluent/google"], left="google", right="fluent")
-    if not (folders["fluent/twitter"] / "left").is_dir():
-        build_emoji(folders["fluent/twitter"], left="twitter", right="fluent")
-    if not (folders["glyphs"] / "left").is_dir():
-        build_glyphs(folders["glyphs"])
+    folders = {name: path for name, path in folders.items() if not only or name in only}
+    for name, folder in folders.items():
+        if (folder / "left").is_dir():
+            continue
+        if name == "glyphs":
+            build_glyphs(folder)
+        else:
+            build_emoji(folder, left=name.split("/")[1], right="fluent")
     return folders
 
 
-def recall_at_1(embeddings: torch.Tensor) -> float:
-    """Left -> right recall@1 of interleaved (left, right) embeddings, by cosine."""
-    return float(rank_metrics(retrieval_ranks(embeddings[0::2], embeddings[1::2]))["recall@1"])
+def recall_at_1(embeddings: torch.Tensor, csls: int | None = None) -> float:
+    """Left -> right recall@1 of interleaved (left, right) embeddings, by cosine (re-ranked by
+    CSLS with k = ``csls``)."""
+    left, right = embeddings[0::2], embeddings[1::2]
+    offset = gallery_offset("csls", left, right, min(csls, len(left))) if csls else None
+    return float(rank_metrics(retrieval_ranks(left, right, 1024, offset))["recall@1"])
 
 
 @torch.inference_mode()
@@ -113,10 +120,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="fit folders of the demo config")
     parser.add_argument("--wise", type=float, nargs="*", default=[0.5], help="WiSE-FT alphas")
+    parser.add_argument(
+        "--csls", type=int, nargs="*", default=[], help="also the trained model re-ranked, these k"
+    )
+    parser.add_argument(
+        "--only", nargs="*", help="these checks (fluent/google, fluent/twitter, glyphs)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
-    folders = build_sets()
+    folders = build_sets(args.only)
     columns = ["frozen", "frozen, its features", "trained", *(f"wise {a:g}" for a in args.wise)]
+    columns += [f"trained, CSLS k={k}" for k in args.csls]
     results: dict[str, dict[str, list[float]]] = {}
     for run in args.runs:
         (checkpoint,) = sorted((run / "checkpoints").glob("epoch*-recall1-*.ckpt"))
@@ -136,11 +150,15 @@ def main() -> None:
                 "trained": embed_paths(model, files),
                 **{f"wise {a:g}": embed_paths(other, files) for a, other in mixed.items()},
             }
+            rankings = {column: (values, None) for column, values in embeddings.items()}
+            for k in args.csls:
+                rankings[f"trained, CSLS k={k}"] = (embeddings["trained"], k)
             row = {}
-            for column, values in embeddings.items():
+            for column, (values, csls) in rankings.items():
                 recalls, start = [], 0
                 for gallery in galleries:  # the pairs' rows, gallery by gallery
-                    recalls.append(recall_at_1(values[2 * start : 2 * (start + len(gallery))]))
+                    rows = values[2 * start : 2 * (start + len(gallery))]
+                    recalls.append(recall_at_1(rows, csls))
                     start += len(gallery)
                 row[column] = statistics.mean(recalls)
             sizes = "+".join(str(len(g)) for g in galleries)
