@@ -28,7 +28,7 @@ from lightning_siamese.data.splits import read_split  # noqa: E402
 from lightning_siamese.retrieval.report import SplitEmbeddings  # noqa: E402
 
 KS = (1, 3, 5, 10, 20)
-SHOWN = ("recall@1", "recall@5", "mrr")
+SHOWN = ("recall@1", "recall@5", "recall@10", "mrr")
 
 
 def logged_test_recall(run: Path) -> float:
