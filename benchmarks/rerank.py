@@ -92,12 +92,13 @@ def main() -> None:
         test = results[seed]["test"]
         cells = [f"{test[n][m]:.3f}" for m in SHOWN for n in ("cosine", chosen)]
         print(f"| {seed} | " + " | ".join(cells) + " |")
-    cells = [
-        f"{statistics.mean(results[s]['test'][n][m] for s in args.seeds):.3f}"
-        for m in SHOWN
-        for n in ("cosine", chosen)
-    ]
-    print("| mean | " + " | ".join(cells) + " |")
+    cells = []
+    for m in SHOWN:
+        for n in ("cosine", chosen):
+            values = [results[s]["test"][n][m] for s in args.seeds]
+            spread = f" ({statistics.stdev(values):.3f})" if len(values) > 1 else ""
+            cells.append(f"{statistics.mean(values):.3f}{spread}")
+    print("| mean (sd) | " + " | ".join(cells) + " |")
     print("\nevery setting, test recall@1:")
     for name in settings:
         values = [results[s]["test"][name]["recall@1"] for s in args.seeds]
