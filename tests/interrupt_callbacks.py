@@ -44,6 +44,10 @@ class SignalWhileSaving(pl.Callback):
         if trainer.current_epoch != self.epoch:
             return
         real_save, number = torch.save, getattr(signal, self.signal_name)
+        if number == signal.SIGINT:  # Ctrl-C's usual effect, also where a shell that started
+            signal.signal(
+                signal.SIGINT, signal.default_int_handler
+            )  # us in the background ignores it
 
         def half_then_signal(obj: object, f: Any, *args: Any, **kwargs: Any) -> None:
             buffer = io.BytesIO()
