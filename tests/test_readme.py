@@ -81,6 +81,7 @@ COVERED = {
             "fingerprint_cost.py",
             "report_page.py",
             "rerank.py",
+            "demo_epoch.py",
         )
     },
     "torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint node0:29500 -m "
