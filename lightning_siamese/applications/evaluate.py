@@ -26,7 +26,7 @@ from lightning_siamese.outputs import claim_folder
 from lightning_siamese.retrieval.html_report import REPORT_FILE, write_html_report
 from lightning_siamese.retrieval.plots import save_figure
 from lightning_siamese.retrieval.report import SplitEmbeddings, write_table_csv
-from lightning_siamese.retrieval.reranking import check_rerank, resolve_rerank
+from lightning_siamese.retrieval.reranking import check_rerank, rerank_note, resolve_rerank
 from lightning_siamese.training.calibration import measured
 
 METRICS_FILE = "metrics.json"
@@ -89,7 +89,7 @@ def evaluate(
         DeviceError: ``device`` is not on this machine.
     """
     started = time.perf_counter()
-    check_rerank(rerank or "none", 1 if rerank_k is None else rerank_k)  # as given, at once
+    check_rerank(rerank, rerank_k)  # as given, before any work
     checkpoint, root = Path(checkpoint), Path(root)
     folder = Path(out) if out is not None else default_output(checkpoint, root)
     # The default folder is named by the pair folder's name alone: another folder of that name
@@ -167,7 +167,7 @@ def evaluate(
         rates = metrics["tmr@val_threshold"], metrics["fmr@val_threshold"]
         notes.append(measured(calibration, "these pairs", *rates))
     if rerank != "none":
-        notes.append(f"retrieval re-ranked by {rerank} (k={rerank_k}): top-k scores are CSLS")
+        notes.append(f"retrieval {rerank_note(rerank, rerank_k)}")
     shown = {key: value for key, value in metrics.items() if isinstance(value, int | float)}
     title = f"lightning-siamese evaluate: {display_path(root.resolve().name or root)}"
     written.append(

@@ -28,6 +28,7 @@ from lightning_siamese.retrieval.reranking import (
     check_rerank,
     csls_scores,
     gallery_offset,
+    rerank_note,
     resolve_rerank,
 )
 from lightning_siamese.training.model import SiameseModel
@@ -162,7 +163,7 @@ def search(
     """
     if not (isinstance(top_k_matches, int) and top_k_matches >= 1):
         raise ConfigError(f"top_k_matches must be an integer >= 1, got {top_k_matches!r}")
-    check_rerank(rerank or "none", 1 if rerank_k is None else rerank_k)  # as given, at once
+    check_rerank(rerank, rerank_k)  # as given, before any work
     if rerank not in (None, "none") and index not in ("auto", "exact"):
         raise ConfigError(f"re-ranking runs on exact search: drop --index {index}, or --rerank")
     gallery, query = Path(gallery), Path(query)
@@ -191,7 +192,7 @@ def search(
         )
         rerank = "none"
     kind = "exact" if rerank != "none" else resolve_kind(index, len(found.paths))
-    note = "" if rerank == "none" else f"re-ranked by {rerank} (k={rerank_k}); scores are CSLS"
+    note = rerank_note(rerank, rerank_k)
     if kind == "exact":
         offset = gallery_offset(rerank, queries.embeddings, found.embeddings, rerank_k, exclude)
         scores, indices = top_k(

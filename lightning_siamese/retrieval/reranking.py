@@ -53,12 +53,18 @@ def hubness(
     return _mean_top(gallery, queries, k, query_of)
 
 
-def check_rerank(rerank: str, k: int) -> None:
-    """Raise :class:`ConfigError` for an unknown method or a ``k`` below 1."""
-    if rerank not in RERANKS:
+def check_rerank(rerank: str | None, k: int | None) -> None:
+    """Raise :class:`ConfigError` for an unknown method or a ``k`` below 1 (None: not given,
+    nothing to check)."""
+    if rerank is not None and rerank not in RERANKS:
         raise ConfigError(f"rerank must be one of {', '.join(RERANKS)}; got {rerank!r}")
-    if not (isinstance(k, int) and k >= 1):
+    if k is not None and not (isinstance(k, int) and k >= 1):
         raise ConfigError(f"rerank_k must be an integer >= 1, got {k!r}")
+
+
+def rerank_note(rerank: str, k: int) -> str:
+    """The line a report shows about the ranking ("" for plain cosine)."""
+    return "" if rerank == "none" else f"re-ranked by {rerank} (k={k}); top-k scores are CSLS"
 
 
 def resolve_rerank(

@@ -34,6 +34,7 @@ from lightning_siamese.files import display_path
 from lightning_siamese.retrieval.html_report import REPORT_FILE, write_html_report
 from lightning_siamese.retrieval.plots import plot_triplets, save_figure
 from lightning_siamese.retrieval.report import SplitEmbeddings, write_table_csv
+from lightning_siamese.retrieval.reranking import rerank_note
 from lightning_siamese.training.calibration import measured
 
 
@@ -170,9 +171,7 @@ class LogMedia(pl.Callback):
             pairs = "the test split (pairs not used to choose it)"
             notes.append(measured(calibration, pairs, *rates))
         if split.rerank != "none":
-            notes.append(
-                f"retrieval re-ranked by {split.rerank} (k={split.rerank_k}): top-k scores are CSLS"
-            )
+            notes.append(f"retrieval {rerank_note(split.rerank, split.rerank_k)}")
         path = _folder(trainer, "test") / REPORT_FILE
         counts = split.verification(threshold)
         title = f"lightning-siamese test: {display_path(Path(trainer.default_root_dir).name)}"
