@@ -98,6 +98,40 @@ def test_cache_gives_the_same_training_without_reading_images(
         torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-5, msg=name)
 
 
+def test_cached_views_give_the_same_training_as_reading_them(
+    tmp_path: Path, reads: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fixed augmented views, 2 per image over 3 epochs (a second cycle): the cache of every
+    view trains as the loaders reading and augmenting the images do."""
+    root = tmp_path / "pairs"
+    write_pairs(root, 40)
+    views = ["--data.augment=true", "--data.augment_views=2", "--trainer.max_epochs=3"]
+    plain = fit(root, tmp_path / "plain", *views)
+    assert reads, "without the cache the loaders read the images"
+    reads.clear()
+    cache = ["--model.cache_frozen_features=true", "--model.frozen_graph=eager"]
+    with caplog.at_level(logging.INFO):
+        cached = fit(root, tmp_path / "cached", *views, *cache)
+    assert reads == [], "every view of every training image came from the cache"
+    train = list(csv.DictReader((tmp_path / "cached" / "split.csv").open()))
+    images = 2 * sum(row["split"] == "train" for row in train)
+    assert (
+        f"train: frozen-feature cache: 2 views of each image, {2 * images} images x" in caplog.text
+    )
+    assert f"train: frozen-feature cache: {2 * images} views (2 per image) in" in caplog.text
+    assert len(column(plain, "train/loss_step")) >= 3
+    for key in ("train/loss_step", "val/loss", "val/recall@1"):
+        torch.testing.assert_close(
+            torch.tensor(column(cached, key)), torch.tensor(column(plain, key)), rtol=0, atol=1e-5
+        )
+    weights = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for run in (tmp_path / "plain", tmp_path / "cached")
+    ]
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-5, msg=name)
+
+
 def test_cache_is_off_for_augmented_training_images(
     tmp_path: Path, reads: list[Path], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -105,7 +139,7 @@ def test_cache_is_off_for_augmented_training_images(
     write_pairs(root, 40)
     with caplog.at_level(logging.INFO):
         fit(root, tmp_path / "run", "--model.cache_frozen_features=true", "--data.augment=true")
-    assert "off for training images (augmentation is on)" in caplog.text
+    assert "off for training images (augmentation is on;" in caplog.text
     assert "val: frozen-feature cache" in caplog.text and "train: frozen-feature" not in caplog.text
     rows = list(csv.DictReader((tmp_path / "run" / "split.csv").open()))
     val = {row["name"] for row in rows if row["split"] == "val"}

@@ -138,6 +138,13 @@ def test_resume_restores_the_random_layers(tmp_path: Path) -> None:
     check_resumes(tmp_path, 1, False, ("mid-epoch",), *random_layers, pairs=30)
 
 
+def test_resume_with_cached_augmented_views(tmp_path: Path) -> None:
+    """Fixed views, their frozen features cached: the resumed fit rebuilds the cache and takes
+    each epoch's views from (seed, epoch) as the uninterrupted one does."""
+    views = ("--data.augment_views=2", "--model.cache_frozen_features=true")
+    check_resumes(tmp_path, 1, True, ("end-of-epoch",), *views, pairs=30)
+
+
 @pytest.mark.slow
 def test_resume_with_augmentation_mid_epoch(tmp_path: Path) -> None:
     check_resumes(tmp_path, 1, True, ("mid-epoch",))

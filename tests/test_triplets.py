@@ -116,7 +116,7 @@ def test_group_mates_are_negatives_only_when_allowed(pair_folder: Path) -> None:
     strict = TripletDataset(pairs, eval_transform(16))
     assert strict.groups == [pair.group for pair in pairs]
     assert strict.group_ids == [i // 4 for i in range(20)]
-    for anchor, negative, _ in TripletSampler(strict.groups, seed=0):
+    for anchor, negative, *_ in TripletSampler(strict.groups, seed=0):
         assert pairs[negative // 2].group != pairs[anchor].group
     item = strict[(0, 3)]  # pair 1 as pair 0's negative: the same group, number 0
     assert (item["group_id"], item["negative_group_id"]) == (0, 0)
@@ -128,10 +128,10 @@ def test_group_mates_are_negatives_only_when_allowed(pair_folder: Path) -> None:
     drawn = [
         pairs[negative // 2].group == pairs[anchor].group
         for seed in range(5)
-        for anchor, negative, _ in TripletSampler(loose.groups, seed=seed)
+        for anchor, negative, *_ in TripletSampler(loose.groups, seed=seed)
     ]
     assert any(drawn)  # group-mates do come up
-    assert all(n // 2 != a for a, n, _ in TripletSampler(loose.groups, seed=0))
+    assert all(n // 2 != a for a, n, *_ in TripletSampler(loose.groups, seed=0))
 
 
 def test_one_group_splits_and_replacement_negatives_follow_the_rule(pair_folder: Path) -> None:

@@ -24,7 +24,7 @@ from lightning_siamese.data.run_split import (
     check_resume,
     check_root,
     check_settings,
-    require_split,
+    require_stage,
     split_pairs,
     triplet_datasets,
     write_run_split,
@@ -42,6 +42,7 @@ from lightning_siamese.data.transforms import (
     train_transform,
 )
 from lightning_siamese.data.triplets import TripletDataset
+from lightning_siamese.data.views import check_views
 from lightning_siamese.data.workers import worker_context
 from lightning_siamese.errors import ConfigError
 
@@ -63,6 +64,9 @@ class SiameseDataModule(pl.LightningDataModule):
         check_images: decode every image once at setup, so bad files are reported up front.
         augment: random crop, flip and colour jitter on training images (the Keras example had
             none).
+        augment_views: draw ``K`` augmentations of each training image from ``seed`` and let
+            each epoch take one of them per image (:mod:`~lightning_siamese.data.views`), so the
+            frozen-feature cache can hold them all; unset: a fresh augmentation every epoch.
         group_mates_as_negatives: let pairs of the anchor's own group (``pairs.csv``: variants
             that look alike on purpose) be its negatives, drawn and mined; by default a negative
             always comes from another group when the split has one.
@@ -86,6 +90,7 @@ class SiameseDataModule(pl.LightningDataModule):
         strict: bool = False,
         check_images: bool = True,
         augment: bool = False,
+        augment_views: int | None = None,
         group_mates_as_negatives: bool = False,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
@@ -95,6 +100,7 @@ class SiameseDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_settings(split_fractions, image_size, batch_size, num_workers)
+        check_views(augment_views, augment)
         check_root(root, build_if_missing, predict_root)
         self.save_hyperparameters()
         self.root = Path(root)
@@ -138,16 +144,8 @@ class SiameseDataModule(pl.LightningDataModule):
         elif self.image_size != self._dataset_size:  # reused with a model of another size
             self._make_datasets()
         self._split_unwritten = stage == "fit"
-        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
-            stage or "fit", ()
-        )
-        for split in needed:
-            require_split(self.splits, split, stage, self.hparams["split_fractions"])
-        if stage == "fit" and len(self.datasets["train"]) < self.hparams["batch_size"]:
-            raise ConfigError(
-                f"batch_size ({self.hparams['batch_size']}) is larger than the train split "
-                f"({len(self.datasets['train'])} pairs): lower --data.batch_size"
-            )
+        hp = self.hparams
+        require_stage(self.splits, stage, hp["split_fractions"], hp["batch_size"])
 
     def _image_size(self) -> int:
         """``image_size``, or the size of the model the trainer fits (the model decides it:
@@ -198,6 +196,7 @@ class SiameseDataModule(pl.LightningDataModule):
             train_transform(size, hp["mean"], hp["std"], hp["augment"]),
             hp["seed"],
             hp["group_mates_as_negatives"],
+            hp["augment_views"],
         )
         self._dataset_size = size
 
@@ -223,14 +222,19 @@ class SiameseDataModule(pl.LightningDataModule):
         seed or other fractions than this data module's."""
         check_resume(self.state_dict(), state, checkpoint)
 
-    def cacheable_images(self, split: str) -> tuple[list[Path], Transform] | None:
-        """The image files of ``split`` (row ``2 * pair + side``) and the transform its
-        loaders apply, when the same file always gives the same tensor; None for augmented
-        training images or a split that is not set up."""
+    def cacheable_images(self, split: str) -> tuple[list[Path], Transform, list[int] | None] | None:
+        """A frozen-feature cache's rows for ``split``: its files (row ``2 * pair + side``),
+        the loaders' transform and None; under ``augment_views``, training's every view (row
+        ``view * images + image``) and their seeds; None where a row could differ each time."""
         dataset = self.datasets.get(split)
-        if dataset is None or (split == "train" and self.hparams["augment"]):
+        if dataset is None:
             return None
-        return dataset.image_files(), dataset.transform
+        if split != "train" or not self.hparams["augment"]:
+            return dataset.image_files(), dataset.transform, None
+        views = dataset.views
+        if views is None:
+            return None
+        return dataset.image_files() * views.views, dataset.transform, views.view_seeds()
 
     def serve_features(self, features: dict[str, FeatureTable]) -> None:
         """From now on the loaders of these splits read no image: their batches carry the rows
@@ -253,6 +257,7 @@ class SiameseDataModule(pl.LightningDataModule):
             seed=self.hparams["seed"],
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
+            views=dataset.views,
         )
         batches = len(sampler) // self.hparams["batch_size"]
         # drop_last: a last batch of one triplet would break the head's BatchNorm.
@@ -295,7 +300,8 @@ class SiameseDataModule(pl.LightningDataModule):
         elif self._features.get(split, (None,))[0] is self.datasets[split]:
             # Numbers only, and the rows gathered in this process.
             dataset, workers = self.datasets[split].without_images(), 0
-            kwargs["collate_fn"] = CollateWithFeatures(self._features[split][1])
+            images = 2 * len(self.datasets[split])  # a table of views holds K rows per image
+            kwargs["collate_fn"] = CollateWithFeatures(self._features[split][1], images)
         else:
             dataset = self.datasets[split]
         kwargs.setdefault("multiprocessing_context", worker_context(workers))

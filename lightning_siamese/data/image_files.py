@@ -59,10 +59,14 @@ class ImageFilesDataset(Dataset[Batch]):
         path = self.paths[index]
         item: Batch = {"index": index, "path": self.shown(path), "unreadable": ""}
         try:
-            return {"image": self.transform(load_image(path)), **item}
+            return {"image": self.preprocess(load_image(path), index), **item}
         except UNREADABLE as error:
-            blank = self.transform(Image.new("RGB", (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)))
+            blank = self.preprocess(Image.new("RGB", (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)), index)
             return {"image": blank, **item, "unreadable": unreadable_reason(error, path)}
+
+    def preprocess(self, image: Image.Image, index: int) -> torch.Tensor:
+        """Item ``index``'s image as a tensor: ``transform(image)``."""
+        return self.transform(image)
 
     def shown(self, path: Path) -> str:
         """``path`` as items name it: relative to ``root`` when there is one."""

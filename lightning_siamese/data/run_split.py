@@ -20,6 +20,7 @@ from lightning_siamese.data.splits import (
 )
 from lightning_siamese.data.transforms import Transform
 from lightning_siamese.data.triplets import TripletDataset
+from lightning_siamese.data.views import AugmentViews
 from lightning_siamese.errors import ConfigError
 
 
@@ -98,6 +99,21 @@ def require_split(
         )
 
 
+def require_stage(
+    splits: dict[str, list[Pair]], stage: Any, fractions: Sequence[float], batch_size: int
+) -> None:
+    """:func:`require_split` for every split ``stage`` uses, and for ``fit`` a train split of
+    at least ``batch_size`` pairs."""
+    needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+    for split in needed.get(stage or "fit", ()):
+        require_split(splits, split, stage, fractions)
+    if stage == "fit" and len(splits["train"]) < batch_size:
+        raise ConfigError(
+            f"batch_size ({batch_size}) is larger than the train split "
+            f"({len(splits['train'])} pairs): lower --data.batch_size"
+        )
+
+
 def check_resume(ours: dict[str, Any], theirs: dict[str, Any], checkpoint: Any) -> None:
     """A :class:`ConfigError` when the run ``checkpoint`` comes from (``theirs``: its data
     module's state or data hyper-parameters) was split with another ``seed`` or other
@@ -160,14 +176,17 @@ def triplet_datasets(
     training: Transform,
     seed: int,
     group_mates_as_negatives: bool = False,
+    augment_views: int | None = None,
 ) -> dict[str, TripletDataset]:
     """A :class:`TripletDataset` per split: training's negatives drawn by its sampler each
-    epoch, the other splits' fixed by ``seed`` (none where a split holds one group)."""
+    epoch (with ``augment_views``, its images' fixed views drawn from ``seed``), the other
+    splits' fixed by ``seed`` (none where a split holds one group)."""
     datasets = {}
     for split, pairs in splits.items():
         if split == "train":
+            views = AugmentViews(2 * len(pairs), augment_views, seed) if augment_views else None
             datasets[split] = TripletDataset(
-                pairs, training, group_mates_as_negatives=group_mates_as_negatives
+                pairs, training, group_mates_as_negatives=group_mates_as_negatives, views=views
             )
             continue
         groups = negative_groups(pairs, group_mates_as_negatives)

@@ -11,16 +11,19 @@ from typing import Any, NamedTuple, cast
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_siamese.data.negatives import draw_negative
+from lightning_siamese.data.views import AugmentViews
 from lightning_siamese.errors import ConfigError
 
 
 class TripletKey(NamedTuple):
-    """What :class:`TripletSampler` yields: the anchor pair, its negative (image index), and
-    the seed of the triplet's augmentation."""
+    """What :class:`TripletSampler` yields: the anchor pair, its negative (image index), the
+    seed of the triplet's augmentation, and under fixed augmented views the view each of its
+    three images takes (anchor, positive, negative; see :mod:`~lightning_siamese.data.views`)."""
 
     anchor: int
     negative: int
     augment_seed: int
+    views: tuple[int, int, int] | None = None
 
 
 class TripletSampler(DistributedSampler):
@@ -41,6 +44,8 @@ class TripletSampler(DistributedSampler):
         shuffle: shuffle the anchors (off: in pair order).
         num_replicas: the number of processes that share the split.
         rank: this process's number among them.
+        views: the fixed augmented views the images take, one per image and epoch (None:
+            each triplet drawn afresh from its augmentation seed).
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class TripletSampler(DistributedSampler):
         shuffle: bool = True,
         num_replicas: int = 1,
         rank: int = 0,
+        views: AugmentViews | None = None,
     ) -> None:
         super().__init__(
             cast(Dataset, range(len(groups))),
@@ -59,6 +65,7 @@ class TripletSampler(DistributedSampler):
             seed=seed,
         )
         self.groups = list(groups)
+        self.views = views
         self.num_samples = len(self.groups) // num_replicas
         self.total_size = self.num_samples * num_replicas
         self._start: tuple[int, int] | None = None
@@ -79,7 +86,14 @@ class TripletSampler(DistributedSampler):
             draw_negative(rng, anchor, self.groups, other_groups) for anchor in range(len(order))
         ]
         augment = random.Random(f"augment:{self.seed}:{epoch}")
-        return [TripletKey(a, negatives[a], augment.getrandbits(63)) for a in order]
+        seeds = [augment.getrandbits(63) for _ in order]
+        if self.views is None:
+            return [TripletKey(a, negatives[a], seed) for a, seed in zip(order, seeds, strict=True)]
+        view = self.views.epoch_views(epoch)
+        return [
+            TripletKey(a, negatives[a], seed, (view[2 * a], view[2 * a + 1], view[negatives[a]]))
+            for a, seed in zip(order, seeds, strict=True)
+        ]
 
     def __len__(self) -> int:
         return self.num_samples

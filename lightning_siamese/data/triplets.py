@@ -15,7 +15,9 @@ from torch.utils.data import Dataset
 from lightning_siamese.data.images import UNREADABLE, load_image
 from lightning_siamese.data.negatives import image_path, negative_groups
 from lightning_siamese.data.pairs import Pair
+from lightning_siamese.data.sampling import TripletKey
 from lightning_siamese.data.transforms import Transform
+from lightning_siamese.data.views import AugmentViews, load_view
 
 
 class UnreadableImageWarning(UserWarning):
@@ -26,13 +28,14 @@ class TripletDataset(Dataset):
     """Triplets of one split.
 
     Indexed by ``i`` (the negative fixed at construction: validation and test), by
-    ``(i, negative)``, or by a :class:`TripletKey` (the negative and the augmentation seed
-    chosen by :class:`TripletSampler`: training).
+    ``(i, negative)``, or by a :class:`TripletKey` (the negative, the augmentation seed and
+    under fixed views each image's view, chosen by :class:`TripletSampler`: training).
 
     Items are dicts: ``anchor``, ``positive``, ``negative`` (image tensors), ``index`` (the pair),
     ``negative_index`` (the image index of the negative), and ``group_id`` and
     ``negative_group_id`` (the anchor's and the negative's group, for in-batch mining to leave
-    group-mates out); from :meth:`without_images`, the numbers only (no file is read).
+    group-mates out), and with a key's views ``views`` (a tensor of three); from
+    :meth:`without_images`, the numbers only (no file is read).
 
     Args:
         pairs: the split's pairs.
@@ -40,6 +43,8 @@ class TripletDataset(Dataset):
         negatives: each pair's fixed negative (image index); None when a sampler draws them.
         group_mates_as_negatives: let an anchor's group-mates be its negatives (see
             :func:`negative_groups`).
+        views: the fixed augmented views of the split's images: a key's views pick each
+            image's seed (None: a key's one augmentation seed draws the whole triplet).
     """
 
     def __init__(
@@ -48,8 +53,10 @@ class TripletDataset(Dataset):
         transform: Transform,
         negatives: Sequence[int] | None = None,
         group_mates_as_negatives: bool = False,
+        views: AugmentViews | None = None,
     ) -> None:
         self.pairs = list(pairs)
+        self.views = views
         self.transform = transform
         self.negatives = list(negatives) if negatives is not None else None
         #: The groups that rule negatives, one per pair, and their ids (numbers from 0).
@@ -76,24 +83,25 @@ class TripletDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
-        seed = None
-        if isinstance(key, tuple):  # (i, negative) or a TripletKey with its augmentation seed
-            index, negative, *rest = key
-            seed = rest[0] if rest else None
+    def __getitem__(self, key: int | tuple[int, int] | TripletKey) -> dict[str, Any]:
+        seed, views = None, None
+        if isinstance(key, tuple):  # (i, negative) or a TripletKey
+            index, negative = key[0], key[1]
+            if isinstance(key, TripletKey):
+                seed, views = key.augment_seed, key.views
         else:
             if self.negatives is None:
                 raise TypeError("this dataset draws negatives in its sampler: index it by (i, j)")
             index, negative = key, self.negatives[key]
         if not self.load_images:
-            return self._numbers(index, negative)
+            return self._numbers(index, negative, views)
         # A file checked at start can go bad later (deleted, truncated, replaced): report it and
         # serve the next triplet whose files still read, instead of ending a long run.
         for step in range(len(self.pairs)):
             candidate = (index + step) % len(self.pairs)
             try:
                 return self.load_triplet(
-                    candidate, self._negative_for(candidate, negative, step), seed
+                    candidate, self._negative_for(candidate, negative, step), seed, views=views
                 )
             except UNREADABLE as error:
                 self._report_unreadable(error)
@@ -105,28 +113,37 @@ class TripletDataset(Dataset):
         negative: int,
         seed: int | None = None,
         read: Callable[[Path], Image.Image] | None = None,
+        views: tuple[int, int, int] | None = None,
     ) -> dict[str, Any]:
         """The triplet's tensors; with ``seed``, the random transforms draw from torch's
         generator seeded by it alone (the same in any process, worker or resumed run), and the
         process's own random state is put back after. (torchvision's transforms draw from
         torch's generator; a custom transform that uses ``random`` or NumPy is not seeded.)
-        ``read`` opens a file (default :func:`~lightning_siamese.data.images.load_image`)."""
-        pair = self.pairs[index]
+        With ``views`` (and :attr:`views`), each image is instead its own view's seeded
+        transform (:func:`~lightning_siamese.data.views.load_view`). ``read`` opens a file
+        (default :func:`~lightning_siamese.data.images.load_image`)."""
+        rows = (2 * index, 2 * index + 1, negative)
         read = read or load_image
         images = []
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            for path in (pair.left, pair.right, self.image_path(negative)):
+            for place, row in enumerate(rows):
+                path = self.image_path(row)
                 try:
-                    images.append(self.transform(read(path)))
+                    image = read(path)
+                    if views is not None and self.views is not None:
+                        seeded = self.views.view_seed(row, views[place])
+                        images.append(load_view(self.transform, image, seeded))
+                    else:
+                        images.append(self.transform(image))
                 except UNREADABLE as error:
                     raise OSError(f"{path}: {error}") from error
         return {
             "anchor": images[0],
             "positive": images[1],
             "negative": images[2],
-            **self._numbers(index, negative),
+            **self._numbers(index, negative, views),
         }
 
     def _negative_for(self, anchor: int, negative: int, step: int) -> int:
@@ -139,13 +156,18 @@ class TripletDataset(Dataset):
         other_group = [j for j in images if self.groups[j // 2] != self.groups[anchor]]
         return next(iter(other_group), next(j for j in images if j // 2 != anchor))
 
-    def _numbers(self, index: int, negative: int) -> dict[str, int]:
-        return {
+    def _numbers(
+        self, index: int, negative: int, views: tuple[int, int, int] | None = None
+    ) -> dict[str, Any]:
+        numbers: dict[str, Any] = {
             "index": index,
             "negative_index": negative,
             "group_id": self.group_ids[index],
             "negative_group_id": self.group_ids[negative // 2],
         }
+        if views is not None:
+            numbers["views"] = torch.tensor(views)
+        return numbers
 
     def _report_unreadable(self, error: BaseException) -> None:
         message = str(error)

@@ -3,6 +3,8 @@
 When everything before the trainable tail is frozen (eval-mode BatchNorm, no dropout) and the
 images are not augmented, an image's frozen features never change: computing them once and
 training only the tail gives the same losses and gradients at a fraction of the compute. The
+same holds for augmented images that take one of a fixed set of views
+(:mod:`~lightning_siamese.data.views`): the cache then holds every view. The
 features live in one preallocated tensor, in memory or memory-mapped from a file, sized before
 anything is computed (:class:`FeatureCache`, pure torch). :class:`CacheFrozenFeatures`, the
 callback a model with ``cache_frozen_features`` brings, builds the caches for the data module's
@@ -28,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from lightning_siamese.data.datamodule import SiameseDataModule
 from lightning_siamese.data.image_files import ImageFilesDataset, image_batches
 from lightning_siamese.data.transforms import Transform
+from lightning_siamese.data.views import ViewFilesDataset
 from lightning_siamese.errors import CacheMemoryError, ConfigError, PairDataError
 from lightning_siamese.models.embedding import EmbeddingNet
 from lightning_siamese.models.frozen_graph import FrozenGraph
@@ -142,6 +145,7 @@ def build_feature_cache(
     convert: Callable[[torch.Tensor], torch.Tensor] | None = None,
     processes: int = 1,
     graph: FrozenGraph | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> FeatureCache:
     """Decode and run every image through ``frozen`` once; return the filled cache.
 
@@ -157,9 +161,15 @@ def build_feature_cache(
         graph: runs the batches instead of ``frozen`` (a
             :class:`~lightning_siamese.models.frozen_graph.FrozenGraph` of it); the size probe is
             eager.
+        seeds: each row's seed for a random ``transform``: augmented views of the images
+            (:class:`~lightning_siamese.data.views.ViewFilesDataset`), a path once per view.
     """
     started = time.perf_counter()
-    dataset = ImageFilesDataset(paths, transform)
+    dataset = (
+        ImageFilesDataset(paths, transform)
+        if seeds is None
+        else ViewFilesDataset(paths, transform, seeds)
+    )
     convert = convert or (lambda images: images)
     first = dataset[0]
     if first["unreadable"]:
@@ -167,19 +177,25 @@ def build_feature_cache(
     probe = frozen(convert(first["image"][None].to(device)))
     shape, dtype = tuple(probe.shape[1:]), probe.dtype
     size = FeatureCache.size_of(len(paths), shape, dtype)
+    views = len(paths) // len(set(paths)) if seeds is not None else 1
+    what = f"{len(paths):,} images" if views == 1 else f"{len(paths):,} views ({views} per image)"
     each = f" in each of the {processes} processes on this host" if processes > 1 else ""
     available = available_memory()
     needed = size * processes
     if directory is None and available is not None and needed > max_memory_fraction * available:
         raise CacheMemoryError(
-            f"the frozen-feature cache needs {format_bytes(size)} for {len(paths):,} images"
+            f"the frozen-feature cache needs {format_bytes(size)} for {what}"
             f"{each} ({format_bytes(needed)} in all) but {format_bytes(available)} of memory is "
             "available: set --model.feature_cache_dir to a folder on a fast disk (a "
             "memory-mapped file), or --model.cache_frozen_features false"
+            + (", or fewer --data.augment_views" if views > 1 else "")
         )
     cache = FeatureCache(len(paths), shape, dtype, directory)
     total = f"{each}, {format_bytes(needed)} in all" if processes > 1 else ""
-    log(f"frozen-feature cache: {cache.describe()}{total}; computing")
+    described = (
+        cache.describe() if views == 1 else f"{views} views of each image, {cache.describe()}"
+    )
+    log(f"frozen-feature cache: {described}{total}; computing")
     unreadable: list[tuple[int, str]] = []
     try:
         for rows, features in image_batches(
@@ -197,7 +213,7 @@ def build_feature_cache(
             f"({listed}); fix or remove them and start again"
         )
     seconds = time.perf_counter() - started
-    log(f"frozen-feature cache: {len(paths):,} images in {seconds:.1f} s")
+    log(f"frozen-feature cache: {what} in {seconds:.1f} s")
     return cache
 
 
@@ -205,7 +221,8 @@ class CacheFrozenFeatures(pl.Callback):
     """At ``fit`` start, run every distinct training and validation image through the model's
     frozen part once, through one :class:`~lightning_siamese.models.frozen_graph.FrozenGraph`,
     under the trainer's precision, and have the data module serve those features instead of
-    the images until the fit ends (training images only when they are not augmented). A model
+    the images until the fit ends (training images when they are not augmented, or under
+    ``--data.augment_views`` every fixed view of them). A model
     with ``cache_frozen_features`` brings this callback itself (``configure_callbacks``).
 
     Args:
@@ -227,11 +244,14 @@ class CacheFrozenFeatures(pl.Callback):
             return
         wanted = {split: offer(split) for split in ("train", "val")}
         if wanted["train"] is None:
-            rank_zero_info("frozen-feature cache: off for training images (augmentation is on)")
-        splits = {split: files for split, files in wanted.items() if files is not None}
+            rank_zero_info(
+                "frozen-feature cache: off for training images (augmentation is on; "
+                "--data.augment_views K would cache K views of each)"
+            )
+        splits = {split: rows for split, rows in wanted.items() if rows is not None}
         batch_size = int(getattr(datamodule, "hparams", {}).get("batch_size", 64))
         workers = int(getattr(datamodule, "hparams", {}).get("num_workers", 0))
-        batches = sum(-(-len(paths) // batch_size) for paths, _ in splits.values())
+        batches = sum(-(-len(rows[0]) // batch_size) for rows in splits.values())
         frozen = cast(EmbeddingNet, pl_module.net).forward_frozen
 
         def log_graph(text: str) -> None:
@@ -242,7 +262,7 @@ class CacheFrozenFeatures(pl.Callback):
         # Under the trainer's precision: bf16-mixed autocasts (bf16 features, half the
         # memory); bf16-true and 16-true convert the inputs as they do for every batch.
         with plugin.forward_context():
-            for split, (paths, transform) in splits.items():
+            for split, (paths, transform, seeds) in splits.items():
 
                 def log(text: str, split: str = split) -> None:
                     rank_zero_info(f"{split}: {text}")
@@ -259,6 +279,7 @@ class CacheFrozenFeatures(pl.Callback):
                     convert=plugin.convert_input,
                     processes=trainer.num_devices,  # this node's processes
                     graph=graph,
+                    seeds=seeds,
                 )
         cast(SiameseDataModule, datamodule).serve_features(dict(self.caches))
 

@@ -73,7 +73,7 @@ class LogMedia(pl.Callback):
         dataset = _dataset(trainer.train_dataloader)
         if dataset is None:
             return
-        sampler = TripletSampler(dataset.groups, seed=0)
+        sampler = TripletSampler(dataset.groups, seed=0, views=dataset.views)
         picks = [key for key, _ in zip(sampler, range(self.triplets), strict=False)]
         mean = getattr(getattr(trainer, "datamodule", None), "hparams", {}).get("mean")
         std = getattr(getattr(trainer, "datamodule", None), "hparams", {}).get("std")
@@ -81,8 +81,10 @@ class LogMedia(pl.Callback):
         for key in picks:
             anchor, negative = key.anchor, key.negative
             # Read the files here (with the feature cache the loader's items carry no images),
-            # augmented by the key's own seed, as training would: no global random draw.
-            item = dataset.load_triplet(anchor, negative, key.augment_seed, read=load_image)
+            # augmented by the key's own seed (or views), as training would: no global draw.
+            item = dataset.load_triplet(
+                anchor, negative, key.augment_seed, read=load_image, views=key.views
+            )
             images = [item["anchor"], item["positive"], item["negative"]]
             if mean is not None and std is not None:
                 images = [denormalize(image, mean, std) for image in images]
