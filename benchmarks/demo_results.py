@@ -10,7 +10,9 @@ then ``test`` on its best-validation checkpoint, each in its own process, as ``s
 does. Printed per seed: validation recall@1 before training (step 0) and at the best epoch,
 test recall@1/5/10 and MRR, fit + test seconds; then the frozen-feature baseline on that test
 split (EfficientNet-Lite0 with its ImageNet weights, 224 px, global average pooling of its last
-feature map, cosine retrieval); then mean and standard deviation over the seeds. Arguments after
+feature map, cosine retrieval); then each fit's time-quality curve (validation recall@1 after each
+epoch against minutes since the fit started, timed by ``benchmarks/validation_clock.py``), and
+mean and standard deviation over the seeds. Arguments after
 ``--`` go to ``fit`` and ``test`` (settings to compare). Needs ``data/emoji`` (``lightning-siamese
 data emoji --out data/emoji``, or the demo builds it with npm).
 """
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,21 +51,35 @@ def metrics_rows(run: Path, version: int) -> list[dict[str, str]]:
     return list(csv.DictReader(path.open(encoding="utf-8")))
 
 
-def run_demo(seed: int, extra: list[str], run: Path) -> dict[str, float]:
+def run_demo(seed: int, extra: list[str], run: Path) -> dict[str, Any]:
     """fit + test of configs/demo.yaml on the split of ``seed``; the logged figures."""
     shutil.rmtree(run, ignore_errors=True)  # a run of its own: one fit log, one test log
     common = ["-c", "configs/demo.yaml", f"--trainer.default_root_dir={run}", f"--data.seed={seed}"]
     command = [sys.executable, "-m", "lightning_siamese"]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg"}
-    started = time.perf_counter()
-    subprocess.run([*command, "fit", *common, *extra], cwd=REPO, env=env, check=True)
+    path = os.pathsep.join(filter(None, [str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg", "PYTHONPATH": path}
+    clock = {  # the time of each validation: the time-quality curve
+        "class_path": "validation_clock.ValidationClock",
+        "init_args": {"path": str(run / "clock.jsonl")},
+    }
+    started = time.time()
+    fit = [*command, "fit", *common, *extra, f"--trainer.callbacks+={json.dumps(clock)}"]
+    subprocess.run(fit, cwd=REPO, env=env, check=True)
+    fitted = time.time()
     (best,) = sorted((run / "checkpoints").glob("epoch*-recall1-*.ckpt"))
     test = [*command, "test", *common, *extra, f"--ckpt_path={best}"]
     subprocess.run(test, cwd=REPO, env=env, check=True)
-    seconds = time.perf_counter() - started
+    seconds = time.time() - started
     validation = [float(r["val/recall@1"]) for r in metrics_rows(run, 0) if r.get("val/recall@1")]
     (tested,) = [r for r in metrics_rows(run, 1) if r.get("test/recall@1")]
-    result = {"val_before": validation[0], "val_best": max(validation[1:]), "seconds": seconds}
+    result: dict[str, Any] = {
+        "val_before": validation[0],
+        "val_best": max(validation[1:]),
+        "seconds": seconds,
+        "fit_seconds": fitted - started,
+    }
+    lines = (json.loads(line) for line in (run / "clock.jsonl").read_text().splitlines())
+    result["curve"] = [(round(p["time"] - started, 1), p["recall@1"]) for p in lines]
     result.update({name: float(tested[f"test/{name}"]) for name in (*SHOWN, *VERIFICATION)})
     calibration = torch.load(best, weights_only=True)["match_threshold"]
     result["val_threshold"] = calibration["threshold"]
@@ -126,7 +143,12 @@ def main() -> None:
         figures = [f"{r[name]:.3f}" for name in VERIFICATION[:4]]
         figures += [f"{r['val_threshold']:.3f}", f"{r['tmr@val_threshold']:.3f}"]
         print(f"| {r['seed']} | {' | '.join(figures)} | {r['fmr@val_threshold']:.4f} |")
+    print("\ntime-quality curve: validation recall@1 after each epoch, minutes since fit start")
+    for r in results:
+        points = ", ".join(f"{seconds / 60:.1f} {recall:.3f}" for seconds, recall in r["curve"])
+        print(f"seed {r['seed']} (fit {r['fit_seconds'] / 60:.1f} min): {points}")
     if len(results) > 1:
+        print(f"fit + test minutes: mean {statistics.mean(r['seconds'] for r in results) / 60:.1f}")
         for name in ("val_best", *SHOWN, *VERIFICATION, "frozen_recall@1"):
             values = [r[name] for r in results]
             print(f"{name}: mean {statistics.mean(values):.3f}, sd {statistics.stdev(values):.3f}")
