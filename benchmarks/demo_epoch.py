@@ -3,6 +3,8 @@ validation, checkpoints and pictures, timed inside one ``fit -c configs/demo.yam
 
     .venv/bin/python benchmarks/demo_epoch.py                 # 3 epochs, data seed 0
     .venv/bin/python benchmarks/demo_epoch.py --epochs 2 -- --data.seed 1
+    .venv/bin/python benchmarks/demo_epoch.py --setting fp32= --setting \
+        'bf16=--trainer.precision bf16-mixed'           # settings compared in one run
 
 Timers wrap the model's own calls (``forward_frozen``, ``forward_tail``), Lightning's hooks
 (backward, the optimizer step), the checkpoint writer and the pictures' callback; the loader's
@@ -138,24 +140,56 @@ class EpochClock(pl.Callback):
             self.epoch_seconds[self._epoch] = time.perf_counter() - self._marks["epoch"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("extra", nargs="*", help="after --: arguments for fit")
-    args = parser.parse_args()
+def timed_fit(epochs: int, extra: list[str]) -> tuple[Any, float]:
+    """One fit of the demo config with the clock: (the clock, the fit's seconds)."""
     with tempfile.TemporaryDirectory(prefix="demo-epoch-") as folder:
         started = time.perf_counter()
         cli = run(
             ["fit", "-c", str(REPO / "configs" / "demo.yaml"),
              f"--trainer.default_root_dir={folder}",
-             f"--trainer.max_epochs={args.epochs}", "--trainer.enable_progress_bar=false",
-             '--trainer.callbacks+={"class_path": "demo_epoch.EpochClock"}', *args.extra],
+             f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
+             '--trainer.callbacks+={"class_path": "demo_epoch.EpochClock"}', *extra],
         )  # fmt: skip
         total = time.perf_counter() - started
     # The CLI built the clock from its class path (the module ``demo_epoch``, not ``__main__``).
     callbacks = cli.trainer.callbacks  # type: ignore[attr-defined]
     (clock,) = [c for c in callbacks if type(c).__name__ == "EpochClock"]
-    report(clock, total)
+    return clock, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="compare settings in this one run: a fit per setting, its own fit arguments "
+        "(after those after --); e.g. --setting fp32= --setting 'bf16=--trainer.precision "
+        "bf16-mixed'",
+    )
+    parser.add_argument("extra", nargs="*", help="after --: arguments for fit")
+    args = parser.parse_args()
+    if not args.setting:
+        report(*timed_fit(args.epochs, args.extra))
+        return
+    summary = []
+    for setting in args.setting:
+        name, _, words = setting.partition("=")
+        print(f"\n## {name}: {' '.join([*args.extra, *words.split()])}")
+        clock, total = timed_fit(args.epochs, [*args.extra, *words.split()])
+        report(clock, total)
+        epochs = sorted(clock.epoch_seconds)
+        later = [clock.epoch_seconds[e] for e in epochs[1:] or epochs]
+        before = total - sum(clock.epoch_seconds.values())
+        summary.append((name, total, before, sum(later) / len(later)))
+    print("\n| setting | fit (s) | before epoch 0 (s) | later epoch, mean (s) | epoch vs first |")
+    print("|---|---|---|---|---|")
+    for name, total, before, epoch in summary:
+        print(
+            f"| {name} | {total:.1f} | {before:.1f} | {epoch:.1f} | {epoch / summary[0][3]:.2f}x |"
+        )
 
 
 def report(clock: Any, total: float) -> None:
