@@ -1,5 +1,6 @@
 """The frozen-trunk feature cache: same losses and weights as without it, no image read while
-training, in memory or memory-mapped, and off for augmented training images."""
+training, in memory or memory-mapped, off for freshly augmented training images and holding every
+view of them under fixed augmented views."""
 
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ def test_cached_views_give_the_same_training_as_reading_them(
     train = list(csv.DictReader((tmp_path / "cached" / "split.csv").open()))
     images = 2 * sum(row["split"] == "train" for row in train)
     assert (
-        f"train: frozen-feature cache: 2 views of each image, {2 * images} images x" in caplog.text
+        f"train: frozen-feature cache: 2 views of each image, {2 * images} views x" in caplog.text
     )
     assert f"train: frozen-feature cache: {2 * images} views (2 per image) in" in caplog.text
     assert len(column(plain, "train/loss_step")) >= 3

@@ -184,10 +184,21 @@ def test_a_resumed_fit_keeps_its_split(tmp_path: Path, capsys: pytest.CaptureFix
     from lightning_siamese.errors import ConfigError
 
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved["SiameseDataModule"] == {"seed": 1, "split_fractions": [0.6, 0.2, 0.2]}
+    assert saved["SiameseDataModule"] == {
+        "seed": 1,
+        "augment_views": None,
+        "split_fractions": [0.6, 0.2, 0.2],
+    }
     other = SiameseDataModule(str(root), seed=2, split_fractions=(0.6, 0.2, 0.2))
     with pytest.raises(ConfigError, match="start a new run"):
         other.check_resume(saved["SiameseDataModule"], "last.ckpt")
+    # Other fixed augmented views: resumed, with a warning that the augmentation changes.
+    fractions = (0.6, 0.2, 0.2)
+    views = SiameseDataModule(
+        str(root), seed=1, split_fractions=fractions, augment=True, augment_views=3
+    )
+    with pytest.warns(UserWarning, match="augment_views 3 is not the None of the run"):
+        views.check_resume(saved["SiameseDataModule"], "last.ckpt")
 
     # A new member of each of three groups: it joins its group's split.
     before = read_split(run / "split.csv")

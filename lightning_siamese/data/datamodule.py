@@ -202,9 +202,9 @@ class SiameseDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """What made the split, saved with every checkpoint: a resumed fit keeps it."""
-        return {
-            "seed": self.hparams["seed"],
-            "split_fractions": list(self.hparams["split_fractions"]),
+        hp = self.hparams
+        return {k: hp[k] for k in ("seed", "augment_views")} | {
+            "split_fractions": list(hp["split_fractions"])
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -300,7 +300,7 @@ class SiameseDataModule(pl.LightningDataModule):
         elif self._features.get(split, (None,))[0] is self.datasets[split]:
             # Numbers only, and the rows gathered in this process.
             dataset, workers = self.datasets[split].without_images(), 0
-            images = 2 * len(self.datasets[split])  # a table of views holds K rows per image
+            images = 2 * len(self.datasets[split])  # (a table of views: K rows per image)
             kwargs["collate_fn"] = CollateWithFeatures(self._features[split][1], images)
         else:
             dataset = self.datasets[split]

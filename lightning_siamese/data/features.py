@@ -35,6 +35,8 @@ def image_keys(batch: dict[str, Any], images: int = 0) -> torch.Tensor:
     views = batch.get("views")
     if views is None:
         return rows
+    if images <= 0:
+        raise ValueError("a batch of views needs the split's number of images")
     return rows + images * torch.as_tensor(views).T.reshape(-1)
 
 

@@ -5,6 +5,7 @@ stage needs, a resume that would move pairs between splits; the split from hashe
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,14 @@ def check_resume(ours: dict[str, Any], theirs: dict[str, Any], checkpoint: Any) 
                 f"--data.{key} {other} (or without the option), or start a new run: another "
                 "--trainer.default_root_dir, without --ckpt_path"
             )
+    views = ours.get("augment_views"), theirs.get("augment_views", ours.get("augment_views"))
+    if views[0] != views[1]:
+        warnings.warn(
+            f"--data.augment_views {views[0]} is not the {views[1]} of the run that "
+            f"{checkpoint} resumes: the rest of the fit is augmented otherwise than the run "
+            "would have been",
+            stacklevel=2,
+        )
 
 
 def split_pairs(

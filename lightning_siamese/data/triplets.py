@@ -96,7 +96,8 @@ class TripletDataset(Dataset):
         if not self.load_images:
             return self._numbers(index, negative, views)
         # A file checked at start can go bad later (deleted, truncated, replaced): report it and
-        # serve the next triplet whose files still read, instead of ending a long run.
+        # serve the next triplet whose files still read, instead of ending a long run (under
+        # fixed views, with the key's view numbers: a cached fit never reads files anyway).
         for step in range(len(self.pairs)):
             candidate = (index + step) % len(self.pairs)
             try:
@@ -126,8 +127,8 @@ class TripletDataset(Dataset):
         read = read or load_image
         images = []
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+            if seed is not None:  # the CPU generator only: fork_rng puts back the CPU's
+                torch.default_generator.manual_seed(seed)
             for place, row in enumerate(rows):
                 path = self.image_path(row)
                 try:

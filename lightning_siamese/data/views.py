@@ -8,7 +8,7 @@ cache) and the epochs train the tail alone, with the same losses as reading the 
 
 Every number here is a function of ``(seed, image, view)`` or ``(seed, epoch)`` alone: the same
 in any process, loader worker or resumed run. Epochs go in cycles of ``K``: within a cycle each
-image takes each of its views once, in an order drawn per image and cycle.
+image takes each of its views once, in an order drawn from ``(seed, cycle)``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def check_views(views: int | None, augment: bool) -> None:
     if views is None:
         return
     if views < 1:
-        raise ConfigError(f"augment_views must be >= 1 (or unset), got {views}")
+        raise ConfigError(f"--data.augment_views must be >= 1 (or unset), got {views}")
     if not augment:
         raise ConfigError(
-            "augment_views fixes K augmentations of each training image: it needs "
+            "--data.augment_views fixes K augmentations of each training image: it needs "
             "--data.augment true"
         )
 
@@ -87,7 +87,7 @@ def load_view(transform: Transform, image: Image.Image, seed: int) -> torch.Tens
     """``transform(image)`` with torch's generator seeded by ``seed`` alone; the process's
     own random state is put back after."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU's only: no GPU state is touched
         return transform(image)
 
 

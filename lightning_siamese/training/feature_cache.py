@@ -177,7 +177,7 @@ def build_feature_cache(
     probe = frozen(convert(first["image"][None].to(device)))
     shape, dtype = tuple(probe.shape[1:]), probe.dtype
     size = FeatureCache.size_of(len(paths), shape, dtype)
-    views = len(paths) // len(set(paths)) if seeds is not None else 1
+    views = len(paths) // len(set(paths)) if seeds is not None else 1  # a split's files differ
     what = f"{len(paths):,} images" if views == 1 else f"{len(paths):,} views ({views} per image)"
     each = f" in each of the {processes} processes on this host" if processes > 1 else ""
     available = available_memory()
@@ -192,9 +192,9 @@ def build_feature_cache(
         )
     cache = FeatureCache(len(paths), shape, dtype, directory)
     total = f"{each}, {format_bytes(needed)} in all" if processes > 1 else ""
-    described = (
-        cache.describe() if views == 1 else f"{views} views of each image, {cache.describe()}"
-    )
+    described = cache.describe()
+    if views > 1:
+        described = f"{views} views of each image, " + described.replace(" images x", " views x")
     log(f"frozen-feature cache: {described}{total}; computing")
     unreadable: list[tuple[int, str]] = []
     try:
@@ -207,9 +207,10 @@ def build_feature_cache(
         raise
     if unreadable:  # read fine when the pairs were checked, moments ago
         cache.close()
-        listed = "; ".join(f"{paths[index]}: {reason}" for index, reason in unreadable[:3])
+        bad = {str(paths[index]): reason for index, reason in unreadable}  # (once per view)
+        listed = "; ".join(f"{path}: {reason}" for path, reason in list(bad.items())[:3])
         raise PairDataError(
-            f"{len(unreadable)} image(s) became unreadable since the pairs were checked "
+            f"{len(bad)} image(s) became unreadable since the pairs were checked "
             f"({listed}); fix or remove them and start again"
         )
     seconds = time.perf_counter() - started

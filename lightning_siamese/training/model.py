@@ -86,7 +86,8 @@ class SiameseModel(pl.LightningModule):
         scheduler: learning-rate scheduler, stepped every epoch; default none.
         cache_frozen_features: run every distinct train/val image through the frozen part once
             at ``fit`` start and train only the tail (the same losses as without it, to the
-            rounding of a compiled frozen part; off for augmented training images).
+            rounding of a compiled frozen part; off for freshly augmented training images, on
+            for every view under ``--data.augment_views``).
         feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
             memory (removed at the end of ``fit``).
         frozen_graph: how the cache's pass runs the frozen part: ``auto`` (compiled with
