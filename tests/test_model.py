@@ -68,3 +68,22 @@ def test_optimizer_is_injectable_and_defaults_to_adam() -> None:
     assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.StepLR)
     frozen = {id(p) for p in tiny_model().parameters() if not p.requires_grad}
     assert not frozen & {id(p) for p in default.param_groups[0]["params"]}
+
+
+def test_a_one_cycle_schedule_must_span_the_fit() -> None:
+    """Stepped once an epoch, a one-cycle schedule of 10 steps fails at epoch 11: refused up
+    front for a longer fit, a warning for a shorter one (its learning rate never comes down)."""
+    from lightning_siamese.errors import ConfigError
+    from lightning_siamese.training.optimizers import check_one_cycle
+
+    weight = torch.nn.Parameter(torch.zeros(2))
+    cycle = torch.optim.lr_scheduler.OneCycleLR(
+        torch.optim.Adam([weight]), max_lr=1e-3, total_steps=10
+    )
+    with pytest.raises(ConfigError, match="total_steps 20 \\(= --trainer.max_epochs\\)"):
+        check_one_cycle(cycle, 20)
+    with pytest.warns(UserWarning, match="ends before the learning rate comes down"):
+        check_one_cycle(cycle, 2)
+    for fine in (10, None, -1):  # as long as the fit; no epoch limit set
+        check_one_cycle(cycle, fine)
+    check_one_cycle(torch.optim.lr_scheduler.StepLR(torch.optim.Adam([weight]), 3), 20)

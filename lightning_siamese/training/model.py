@@ -84,10 +84,9 @@ class SiameseModel(pl.LightningModule):
         optimizer: built from the trainable parameters; default (unset) Adam, lr 1e-4, fused
             kernels where supported (``training.optimizers.default_optimizer``).
         scheduler: learning-rate scheduler, stepped every epoch; default none.
-        cache_frozen_features: run every distinct train/val image through the frozen part once
-            at ``fit`` start and train only the tail (the same losses as without it, to the
-            rounding of a compiled frozen part; off for freshly augmented training images, on
-            for every view under ``--data.augment_views``).
+        cache_frozen_features: run every train/val image (or view: ``data.augment_views``)
+            through the frozen part once at ``fit`` start and train only the tail (the same
+            losses, to the rounding of a compiled frozen part; off for fresh augmentation).
         feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
             memory (removed at the end of ``fit``).
         frozen_graph: how the cache's pass runs the frozen part: ``auto`` (compiled with
@@ -318,4 +317,4 @@ class SiameseModel(pl.LightningModule):
         }
 
     def configure_optimizers(self) -> OptimizerLRScheduler:
-        return optimizers(self, self.optimizer, self.scheduler)
+        return optimizers(self, self.optimizer, self.scheduler, self._trainer)
