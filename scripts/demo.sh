@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quick start: set up .venv, build the emoji data (with npm, on first use), train
 # configs/demo.yaml, and test the best checkpoint on the held-out test pairs.
-# Extra arguments go to `fit` (e.g. --trainer.max_epochs 3); DEMO_RUN sets the run folder.
+# Extra arguments go to `fit` (e.g. --trainer.max_epochs 3 --model.scheduler.init_args.total_steps 3:
+# the one-cycle schedule steps once an epoch); DEMO_RUN sets the run folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -25,7 +25,8 @@ def test_demo_script_learns_on_emoji(tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "DEMO_RUN": str(run)}
     result = subprocess.run(
-        ["bash", "scripts/demo.sh", "--trainer.max_epochs", "2"],
+        ["bash", "scripts/demo.sh", "--trainer.max_epochs", "2"]
+        + ["--model.scheduler.init_args.total_steps", "2"],
         cwd=REPO,
         env=env,
         capture_output=True,
