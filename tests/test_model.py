@@ -80,7 +80,7 @@ def test_a_one_cycle_schedule_must_span_the_fit() -> None:
     cycle = torch.optim.lr_scheduler.OneCycleLR(
         torch.optim.Adam([weight]), max_lr=1e-3, total_steps=10
     )
-    with pytest.raises(ConfigError, match="total_steps 20 \\(= --trainer.max_epochs\\)"):
+    with pytest.raises(ConfigError, match=r"total_steps 20 \(= --trainer.max_epochs\)"):
         check_one_cycle(cycle, 20)
     with pytest.warns(UserWarning, match="ends before the learning rate comes down"):
         check_one_cycle(cycle, 2)
