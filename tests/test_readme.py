@@ -82,6 +82,7 @@ COVERED = {
             "report_page.py",
             "rerank.py",
             "demo_epoch.py",
+            "demo_results.py --seeds 0 1 2",
         )
     },
     "torchrun --nnodes 2 --nproc_per_node 4 --rdzv_backend c10d --rdzv_endpoint node0:29500 -m "
