@@ -38,6 +38,22 @@ def column(rows: list[dict[str, str]], key: str) -> list[float]:
     return [float(row[key]) for row in rows if row.get(key)]
 
 
+def assert_same_training(
+    tmp_path: Path, plain: list[dict[str, str]], cached: list[dict[str, str]], keys: tuple[str, ...]
+) -> None:
+    """The logged ``keys`` and the last weights of runs ``plain`` and ``cached`` agree to 1e-5."""
+    for key in keys:
+        torch.testing.assert_close(
+            torch.tensor(column(cached, key)), torch.tensor(column(plain, key)), rtol=0, atol=1e-5
+        )
+    weights = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for run in (tmp_path / "plain", tmp_path / "cached")
+    ]
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-5, msg=name)
+
+
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every image file the triplet datasets open (the loaders run in this process)."""
@@ -87,16 +103,8 @@ def test_cache_gives_the_same_training_without_reading_images(
     if on_disk:
         assert list((tmp_path / "features").iterdir()) == [], "the mapped files are removed"
 
-    for key in ("train/loss_step", "val/loss", "val/recall@1", "val/distance_positive"):
-        torch.testing.assert_close(
-            torch.tensor(column(cached, key)), torch.tensor(column(plain, key)), rtol=0, atol=1e-5
-        )
-    weights = [
-        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-        for run in (tmp_path / "plain", tmp_path / "cached")
-    ]
-    for name, value in weights[0].items():
-        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-5, msg=name)
+    keys = ("train/loss_step", "val/loss", "val/recall@1", "val/distance_positive")
+    assert_same_training(tmp_path, plain, cached, keys)
 
 
 def test_cached_views_give_the_same_training_as_reading_them(
@@ -121,16 +129,7 @@ def test_cached_views_give_the_same_training_as_reading_them(
     )
     assert f"train: frozen-feature cache: {2 * images} views (2 per image) in" in caplog.text
     assert len(column(plain, "train/loss_step")) >= 3
-    for key in ("train/loss_step", "val/loss", "val/recall@1"):
-        torch.testing.assert_close(
-            torch.tensor(column(cached, key)), torch.tensor(column(plain, key)), rtol=0, atol=1e-5
-        )
-    weights = [
-        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-        for run in (tmp_path / "plain", tmp_path / "cached")
-    ]
-    for name, value in weights[0].items():
-        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-5, msg=name)
+    assert_same_training(tmp_path, plain, cached, ("train/loss_step", "val/loss", "val/recall@1"))
 
 
 def test_cache_is_off_for_augmented_training_images(
