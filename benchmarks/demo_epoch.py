@@ -146,6 +146,7 @@ def timed_fit(epochs: int, extra: list[str]) -> tuple[Any, float]:
         started = time.perf_counter()
         cli = run(
             ["fit", "-c", str(REPO / "configs" / "demo.yaml"),
+             f"--data.root={REPO / 'data' / 'emoji'}",  # the checkout's, from any folder
              f"--trainer.default_root_dir={folder}",
              f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
              '--trainer.callbacks+={"class_path": "demo_epoch.EpochClock"}', *extra],
