@@ -4,6 +4,8 @@ like for like in fp32 and in bf16, from one run.
     python benchmarks/keras_comparison.py                   # data/bench-jpeg, 1,000 pairs
     python benchmarks/keras_comparison.py --runs fp32 keras # one precision only
     python benchmarks/keras_comparison.py --runs eager      # also: ours without the feature cache
+    python benchmarks/keras_comparison.py --runs fp32 compiled keras  # also: the cache's pass
+                                                            # compiled, whatever auto would choose
 
 One command, one run after the other on the same CPU, same images, same batch size (64, the
 Keras example's), same threads, 2 epochs:
@@ -55,9 +57,12 @@ def run(command: list[str], log: Path, extra_env: dict[str, str] | None = None) 
 
 
 def ours(
-    root: Path, out: Path, cache: bool, batch_size: int, bf16: bool = False
+    root: Path, out: Path, cache: bool, batch_size: int, bf16: bool = False, graph: str = "auto"
 ) -> dict[str, float | str]:
+    """Our fit; ``graph``: ``--model.frozen_graph`` for the cache's pass (``inductor``: compiled
+    whatever ``auto`` would say, with an empty inductor cache, so the compile is a first one)."""
     run_dir = out / (("ours-cache" if cache else "ours-eager") + ("-bf16" if bf16 else ""))
+    run_dir = run_dir.with_name(run_dir.name + ("" if graph == "auto" else f"-{graph}"))
     shutil.rmtree(run_dir, ignore_errors=True)
     command = [
         str(REPO / ".venv" / "bin" / "lightning-siamese"),
@@ -71,9 +76,13 @@ def ours(
         f"--trainer.default_root_dir={run_dir}",
         "--trainer.enable_progress_bar=false",
         "--validate_before_fit=false",
+        f"--model.frozen_graph={graph}",
         *(["--trainer.precision=bf16-mixed"] if bf16 else []),
     ]
-    seconds = run(command, out / f"{run_dir.name}.log")
+    inductor = out / f"{run_dir.name}-inductor-cache"
+    shutil.rmtree(inductor, ignore_errors=True)
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(inductor)}
+    seconds = run(command, out / f"{run_dir.name}.log", env)
     text = (out / f"{run_dir.name}.log").read_text()
     built = re.findall(r"frozen-feature cache: ([\d,]+) images in ([\d.]+) s", text)
     log = next(run_dir.glob("lightning_logs/version_*/metrics.csv"))
@@ -278,9 +287,11 @@ def main() -> None:
         "--runs",
         nargs="+",
         default=["fp32", "keras", "bf16", "keras-bf16"],
-        choices=["fp32", "keras", "bf16", "keras-bf16", "eager"],
+        choices=["fp32", "keras", "bf16", "keras-bf16", "eager", "compiled", "compiled-bf16"],
         help="fp32 / bf16: ours with the feature cache, in fp32 / bf16-mixed; keras / keras-bf16: "
-        "the Keras port in float32 / mixed_bfloat16; eager: ours in fp32 without the cache",
+        "the Keras port in float32 / mixed_bfloat16; eager: ours in fp32 without the cache; "
+        "compiled / compiled-bf16: ours with the cache's pass compiled (inductor) whatever "
+        "--model.frozen_graph auto would choose",
     )
     args = parser.parse_args()
     root = args.root.resolve()
@@ -295,17 +306,20 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     ours_runs = {
-        "fp32": ("fp32  ours, feature cache", True, False),
-        "bf16": ("bf16  ours, feature cache, bf16-mixed", True, True),
-        "eager": ("fp32  ours, eager (no cache)", False, False),
+        "fp32": ("fp32  ours, feature cache", True, False, "auto"),
+        "bf16": ("bf16  ours, feature cache, bf16-mixed", True, True, "auto"),
+        "eager": ("fp32  ours, eager (no cache)", False, False, "auto"),
+        "compiled": ("fp32  ours, cache, compiled", True, False, "inductor"),
+        "compiled-bf16": ("bf16  ours, cache, compiled", True, True, "inductor"),
     }
     folder = None
     for key in args.runs:  # in the order given
         if key in ours_runs:
-            name, cache, bf16 = ours_runs[key]
-            results[name] = ours(root, args.out, cache, args.batch_size, bf16)
+            name, cache, bf16, graph = ours_runs[key]
+            results[name] = ours(root, args.out, cache, args.batch_size, bf16, graph)
             run_dir = args.out / (("ours-cache" if cache else "ours-eager") + ("-bf16" * bf16))
-            folder = folder or train_split_folder(run_dir, root, args.out)
+            if folder is None and graph == "auto":
+                folder = train_split_folder(run_dir, root, args.out)
     for key in args.runs:
         if key.startswith("keras"):
             if folder is None:
