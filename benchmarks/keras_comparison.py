@@ -79,7 +79,7 @@ def ours(
         f"--model.frozen_graph={graph}",
         *(["--trainer.precision=bf16-mixed"] if bf16 else []),
     ]
-    inductor = out / f"{run_dir.name}-inductor-cache"
+    inductor = out / "inductor-caches" / run_dir.name
     shutil.rmtree(inductor, ignore_errors=True)
     env = {"TORCHINDUCTOR_CACHE_DIR": str(inductor)}
     seconds = run(command, out / f"{run_dir.name}.log", env)
