@@ -10,11 +10,11 @@ For each network (``ttl``: ``configs/ttl.yaml``'s ResNet50 tail, ``layer4[1:]`` 
 Flatten-Dense head, at 200 px; ``demo``: ``configs/demo.yaml``'s EfficientNet-Lite0 blocks 2.0 to
 4.2 and pooled head, at 96 px), random weights, batch 64, in training mode:
 
-1. the frozen part's forward in eval mode (as the cache runs it, eager), and the same with its
-   batch norms folded into the convolutions before them (``torch.fx``'s ``fuse``, unit by
-   unit; a unit fx cannot trace, or a batch norm that is not a plain ``BatchNorm2d``, stays as
-   it is); then the whole step of the tail (forward, then the backward of a sum of squares);
-   each the median of ``--repeats`` runs;
+1. the frozen part's forward in eval mode (the network's own pass), and the same with its
+   batch norms folded into the convolutions before them (``models/folding.py``: what the
+   feature cache runs, where there is a plain ``BatchNorm2d`` to fold); then the whole step of
+   the tail (forward, then the backward of a sum of squares); each the median of
+   ``--repeats`` runs;
 2. each leaf layer alone on the input it got in that pass (captured under the same precision),
    its forward and, in the tail, its backward (weights and input), median of ``--repeats``
    runs, its floating-point work counted by ``torch.utils.flop_counter``;
@@ -31,7 +31,6 @@ uses (``--threads``, default: every core).
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import sys
@@ -42,8 +41,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
-from torch import fx, nn
-from torch.fx.experimental.optimization import fuse
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +50,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from keras_comparison import peak_rates  # noqa: E402
 
-from lightning_siamese.models import backbones  # noqa: E402
 from lightning_siamese.models.embedding import EmbeddingNet  # noqa: E402
+from lightning_siamese.models.folding import FoldedFrozenPart  # noqa: E402
 
 #: The two configs' networks, as ``EmbeddingNet`` arguments, and their image sizes.
 NETS: dict[str, dict[str, object]] = {
@@ -190,33 +188,6 @@ def layer_costs(
     }
 
 
-def folded_frozen_part(net: EmbeddingNet) -> tuple[nn.Module, int]:
-    """The frozen units in eval mode, with their ``Conv2d -> BatchNorm2d`` pairs folded into
-    one convolution by ``torch.fx`` (over all the units at once, or unit by unit where fx
-    cannot trace them together); and how many batch norms that folded."""
-    units: list[nn.Module] = []
-    for name in net.units[: net.frozen_units]:
-        part = backbones.unit(net.backbone, name)
-        if not isinstance(part, nn.Module):
-            raise SystemExit(f"{name} is a method unit: not measured here")
-        units.append(copy.deepcopy(part).eval())
-
-    def folded(module: nn.Module) -> nn.Module:
-        try:
-            return fuse(module)
-        except (fx.proxy.TraceError, TypeError, NotImplementedError):
-            return module  # not traceable: as it is
-
-    whole = nn.Sequential(*units)
-    before = sum(isinstance(m, nn.BatchNorm2d) for m in whole.modules())
-    result = folded(whole)
-    if result is whole:
-        result = nn.Sequential(*(folded(unit) for unit in units))
-    if net.channels_last:
-        result = result.to(memory_format=torch.channels_last)
-    return result, before - sum(isinstance(m, nn.BatchNorm2d) for m in result.modules())
-
-
 def grouped(
     layers: list[tuple[str, nn.Module, torch.Tensor]],
     training: bool,
@@ -275,11 +246,10 @@ def report(name: str, dtype: str, batch: int, repeats: int, conv_rate: float) ->
 
     images = torch.randn(batch, 3, image_size, image_size)
     features = net.forward_frozen(images)
-    folded, count = folded_frozen_part(net)
+    folded = FoldedFrozenPart.of(net)
     with precision(), torch.no_grad():
         frozen_seconds = median_seconds(lambda: net.forward_frozen(images), repeats)
-        inputs = images.contiguous(memory_format=torch.channels_last)
-        folded_seconds = median_seconds(lambda: folded(inputs), repeats)
+        folded_seconds = median_seconds(lambda: folded(images), repeats) if folded else 0.0
     whole = median_seconds(lambda: step(net, features, precision()), repeats)
     frozen_layers = captured_inputs(net, lambda: net.forward_frozen(images), precision())
     tail_layers = captured_inputs(net, lambda: net.forward_tail(features), precision())
@@ -287,10 +257,16 @@ def report(name: str, dtype: str, batch: int, repeats: int, conv_rate: float) ->
     tail = grouped(tail_layers, True, precision, repeats)
     alone = sum(g.get("forward_seconds", 0.0) for g in frozen.values())
     print(f"\n{name}, {dtype}, batch {batch}, 3x3 convolution rate {conv_rate / 1e9:.0f} GFLOP/s")
+    folding = (
+        f"with {folded.folded} batch norms folded into their convolutions (the cache's pass) "
+        f"{folded_seconds * 1e3:.0f} ms ({frozen_seconds / folded_seconds:.2f}x"
+        + (")" if folded.state == "folded" else "; its check failed: the network's pass ran)")
+        if folded
+        else "no plain batch norm to fold"
+    )
     print_groups(
         f"the frozen part's forward: {frozen_seconds * 1e3:.0f} ms (its layers alone "
-        f"{alone * 1e3:.0f} ms); with {count} batch norms folded into their convolutions "
-        f"{folded_seconds * 1e3:.0f} ms ({frozen_seconds / folded_seconds:.2f}x)",
+        f"{alone * 1e3:.0f} ms); {folding}",
         frozen,
         conv_rate,
     )

@@ -141,6 +141,8 @@ def test_cache_is_off_for_augmented_training_images(
         fit(root, tmp_path / "run", "--model.cache_frozen_features=true", "--data.augment=true")
     assert "off for training images (augmentation is on;" in caplog.text
     assert "val: frozen-feature cache" in caplog.text and "train: frozen-feature" not in caplog.text
+    # auto: timm's test ResNet's frozen part runs with its batch norms folded (tests/test_folding)
+    assert "batch norms folded into their convolutions" in caplog.text
     rows = list(csv.DictReader((tmp_path / "run" / "split.csv").open()))
     val = {row["name"] for row in rows if row["split"] == "val"}
     train = {row["name"] for row in rows if row["split"] == "train"}
@@ -177,6 +179,7 @@ def test_cache_follows_bf16_true_precision(
     with caplog.at_level(logging.INFO):
         rows = fit(root, tmp_path / "run", *extra)
     assert "train: frozen-feature cache: " in caplog.text and " bfloat16 = " in caplog.text
+    assert "folded" not in caplog.text  # weights held in bfloat16 are not folded
     assert reads == []
     losses = column(rows, "train/loss_step")
     assert losses and all(torch.isfinite(torch.tensor(losses)))

@@ -33,6 +33,7 @@ from lightning_siamese.data.transforms import Transform
 from lightning_siamese.data.views import ViewFilesDataset
 from lightning_siamese.errors import CacheMemoryError, ConfigError, PairDataError
 from lightning_siamese.models.embedding import EmbeddingNet
+from lightning_siamese.models.folding import FoldedFrozenPart
 from lightning_siamese.models.frozen_graph import FrozenGraph
 
 
@@ -229,7 +230,9 @@ class CacheFrozenFeatures(pl.Callback):
     Args:
         directory: keep the features in memory-mapped files there instead of in memory.
         graph_mode: how the frozen part runs over the images (see
-            :class:`~lightning_siamese.models.frozen_graph.FrozenGraph`).
+            :class:`~lightning_siamese.models.frozen_graph.FrozenGraph`); but for ``eager``
+            (the network's own pass, as training runs it), its batch norms folded into the
+            convolutions first (:class:`~lightning_siamese.models.folding.FoldedFrozenPart`).
     """
 
     def __init__(self, directory: str | None = None, graph_mode: str = "auto") -> None:
@@ -253,11 +256,16 @@ class CacheFrozenFeatures(pl.Callback):
         batch_size = int(getattr(datamodule, "hparams", {}).get("batch_size", 64))
         workers = int(getattr(datamodule, "hparams", {}).get("num_workers", 0))
         batches = sum(-(-len(rows[0]) // batch_size) for rows in splits.values())
-        frozen = cast(EmbeddingNet, pl_module.net).forward_frozen
+        net = cast(EmbeddingNet, pl_module.net)
 
         def log_graph(text: str) -> None:
             rank_zero_info(f"frozen graph: {text}")
 
+        frozen = net.forward_frozen
+        folded = None if self.graph_mode == "eager" else FoldedFrozenPart.of(net, log_graph)
+        if folded is not None:
+            frozen = folded.forward
+            log_graph(f"{folded.folded} batch norms folded into their convolutions")
         graph = FrozenGraph(frozen, self.graph_mode, batches, log_graph)
         plugin = trainer.precision_plugin
         # Under the trainer's precision: bf16-mixed autocasts (bf16 features, half the

@@ -86,12 +86,12 @@ class SiameseModel(pl.LightningModule):
         scheduler: learning-rate scheduler, stepped every epoch; default none.
         cache_frozen_features: run every train/val image (or view: ``data.augment_views``)
             through the frozen part once at ``fit`` start and train only the tail (the same
-            losses, to the rounding of a compiled frozen part; off for fresh augmentation).
+            losses, to the rounding of a folded frozen part; off for fresh augmentation).
         feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
             memory (removed at the end of ``fit``).
-        frozen_graph: how the cache's pass runs the frozen part: ``auto`` (compiled with
-            ``torch.compile`` on the CPU when the pass is long enough to repay the compile),
-            ``inductor`` (always compiled; ``jit`` is its older name) or ``eager``.
+        frozen_graph: how the cache's pass runs the frozen part: ``auto`` (batch norms folded
+            into the convolutions; compiled on the CPU where that repays the compile),
+            ``inductor`` (folded, always compiled; ``jit``: older name) or ``eager`` (as is).
         retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
         match_fmr: the false-match rate (0 to 1) each validation calibrates the match threshold
             for; every checkpoint keeps it, and ``test``, ``evaluate``, ``compare`` use it.
