@@ -142,14 +142,20 @@ def layer_costs(
     """One layer alone: forward seconds and FLOPs, and backward ones where it has gradients
     to compute (none in the frozen part)."""
     base = source.detach().requires_grad_(needs_input_grad and source.is_floating_point())
+
+    def fresh(tensor: torch.Tensor) -> torch.Tensor:
+        """A copy for an in-place layer (which would overwrite ``base``), else ``base``
+        itself: a copy would add a pass over memory to the time of every other layer."""
+        return tensor.clone() if getattr(module, "inplace", False) else tensor
+
     trains = any(p.requires_grad for p in module.parameters())
     if not (base.requires_grad or trains):
         with torch.no_grad(), FlopCounterMode(display=False) as counter, precision():
-            module(base.clone())
+            module(fresh(base))
 
         def inference() -> None:
             with torch.no_grad(), precision():
-                module(base.clone())
+                module(fresh(base))
 
         return {
             "forward_seconds": median_seconds(inference, repeats),
@@ -158,7 +164,7 @@ def layer_costs(
 
     def forward() -> torch.Tensor:
         with precision():
-            return module(base.clone())  # a copy: in-place activations leave ``base`` as it is
+            return module(fresh(base))
 
     output = forward()
     grad = torch.randn_like(output)

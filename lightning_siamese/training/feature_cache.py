@@ -231,8 +231,9 @@ class CacheFrozenFeatures(pl.Callback):
         directory: keep the features in memory-mapped files there instead of in memory.
         graph_mode: how the frozen part runs over the images (see
             :class:`~lightning_siamese.models.frozen_graph.FrozenGraph`); but for ``eager``
-            (the network's own pass, as training runs it), its batch norms folded into the
-            convolutions first (:class:`~lightning_siamese.models.folding.FoldedFrozenPart`).
+            (the network's own pass, as training runs it), in float32 its batch norms are
+            folded into the convolutions first
+            (:class:`~lightning_siamese.models.folding.FoldedFrozenPart`).
     """
 
     def __init__(self, directory: str | None = None, graph_mode: str = "auto") -> None:
@@ -262,7 +263,10 @@ class CacheFrozenFeatures(pl.Callback):
             rank_zero_info(f"frozen graph: {text}")
 
         frozen = net.forward_frozen
-        folded = None if self.graph_mode == "eager" else FoldedFrozenPart.of(net, log_graph)
+        # Folded in float32 only: under bf16 autocast the folded ResNet50 ran 0.89x as fast
+        # (benchmarks/layer_rates.py; docs/benchmarks.md b).
+        fold = self.graph_mode != "eager" and str(trainer.precision) in ("32-true", "32")
+        folded = FoldedFrozenPart.of(net, log_graph) if fold else None
         if folded is not None:
             frozen = folded.forward
             log_graph(f"{folded.folded} batch norms folded into their convolutions")
