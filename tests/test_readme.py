@@ -73,6 +73,7 @@ COVERED = {
             "make_jpeg_pairs.py",
             "train_throughput.py",
             "keras_comparison.py",
+            "layer_rates.py",
             "retrieval.py",
             "ann_index.py",
             "ann_index.py --size 200000",

@@ -263,8 +263,8 @@ class CacheFrozenFeatures(pl.Callback):
             rank_zero_info(f"frozen graph: {text}")
 
         frozen = net.forward_frozen
-        # Folded in float32 only: under bf16 autocast the folded ResNet50 ran 0.89x as fast
-        # (benchmarks/layer_rates.py; docs/benchmarks.md b).
+        # Folded in float32 only (1.22-1.24x for the ResNet50 of configs/ttl.yaml): under bf16
+        # autocast it ran 0.89x and 1.07x as fast in two runs (benchmarks/layer_rates.py).
         fold = self.graph_mode != "eager" and str(trainer.precision) in ("32-true", "32")
         folded = FoldedFrozenPart.of(net, log_graph) if fold else None
         if folded is not None:
