@@ -85,6 +85,8 @@ def test_cache_gives_the_same_training_without_reading_images(
     reads.clear()
 
     # In memory through a compiled graph of the trunk (slow), memory-mapped eager: both exact.
+    # (auto's folded batch norms move a logged distance by ~1e-4 relative here, past the 1e-5
+    # this comparison allows: tests/test_folding.py checks the folded features themselves.)
     extra = [
         "--model.cache_frozen_features=true",
         f"--model.frozen_graph={'eager' if on_disk else 'inductor'}",
@@ -179,7 +181,7 @@ def test_cache_follows_bf16_true_precision(
     with caplog.at_level(logging.INFO):
         rows = fit(root, tmp_path / "run", *extra)
     assert "train: frozen-feature cache: " in caplog.text and " bfloat16 = " in caplog.text
-    assert "folded" not in caplog.text  # weights held in bfloat16 are not folded
+    assert "folded" not in caplog.text  # float32 runs only
     assert reads == []
     losses = column(rows, "train/loss_step")
     assert losses and all(torch.isfinite(torch.tensor(losses)))

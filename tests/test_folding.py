@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_siamese.models import folding
 from lightning_siamese.models.embedding import EmbeddingNet
 from lightning_siamese.models.folding import FoldedFrozenPart
 
@@ -36,16 +37,34 @@ def test_folded_copy_gives_the_networks_features_with_no_batch_norm_left() -> No
     folded = FoldedFrozenPart.of(net, log=pytest.fail)
     assert folded is not None and folded.folded == 15
     assert not [m for m in folded.modules() if isinstance(m, nn.BatchNorm2d)]
-    batch = images()
+    batch = images().requires_grad_()
     got = folded(batch)
     with torch.no_grad():
         want = net.forward_frozen(batch)
-    assert folded.state == "folded" and not got.requires_grad
+    assert folded.state == "folded" and not got.requires_grad  # no graph kept for a cache
     assert got.shape == want.shape
     assert ((got - want).norm() / want.norm()).item() < 1e-5
     for name, value in net.state_dict().items():  # the network itself is untouched
         assert torch.equal(value, before[name]), name
     assert all(p.requires_grad for p in net.head.parameters())
+
+
+def test_units_fx_cannot_trace_together_fold_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = resnet()
+    fuse = folding._fused
+    monkeypatch.setattr(  # as if fx could not trace the units as one sequence
+        folding,
+        "_fused",
+        lambda module: None if isinstance(module, nn.Sequential) else fuse(module),
+    )
+    folded = FoldedFrozenPart.of(net, log=pytest.fail)
+    # bn1 is a unit of its own after the unit conv1: those two stay apart, 14 of 15 fold
+    assert folded is not None and folded.folded == 14
+    batch = images()
+    with torch.no_grad():
+        want = net.forward_frozen(batch)
+    got = folded(batch)
+    assert ((got - want).norm() / want.norm()).item() < 1e-5
 
 
 def test_nothing_folds_where_there_is_nothing_to_fold() -> None:

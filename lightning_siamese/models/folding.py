@@ -8,10 +8,11 @@ inductor's freezing do, without their set-up). Measured on ``configs/ttl.yaml``'
 ResNet50 on 2 CPU cores by ``benchmarks/layer_rates.py`` (``docs/benchmarks.md`` b).
 
 Only an exact ``nn.BatchNorm2d`` right after a ``Conv2d`` whose output nothing else reads is
-folded (timm's ``BatchNormAct2d``, with its activation inside, is left as it is); a network
-``torch.fx`` cannot trace folds unit by unit, or not at all. The copy is checked against the
-network's own frozen pass on the first images it gets, and that pass takes over for good if
-they differ.
+counted and built for (``fuse`` also folds 1-d and 3-d pairs; timm's ``BatchNormAct2d``, with
+its activation inside, is left as it is); a network ``torch.fx`` cannot trace folds unit by
+unit, or not at all. The copy is checked against the network's own frozen pass on the first
+call's images (at most :data:`CHECKED_IMAGES`), and that pass takes over for good if they
+differ.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ CHECKED_IMAGES = 2
 
 
 def plain_batch_norms(module: nn.Module) -> int:
+    """How many exact ``nn.BatchNorm2d`` modules ``module`` holds."""
     return sum(type(child) is nn.BatchNorm2d for child in module.modules())
 
 
@@ -93,7 +95,11 @@ class FoldedFrozenPart(nn.Module):
         copies = [copy.deepcopy(part).eval() for part in parts]
         units = _fused(nn.Sequential(*copies))
         if units is None:  # unit by unit: a pair split across two units stays unfolded
-            units = nn.Sequential(*(_fused(part) or part for part in copies))
+            # (a unit that is one layer is left as it is: traced alone, a batch norm would
+            # turn into a function call and look folded)
+            units = nn.Sequential(
+                *((_fused(part) if list(part.children()) else None) or part for part in copies)
+            )
         folded = before - plain_batch_norms(units)
         if folded <= 0:
             return None

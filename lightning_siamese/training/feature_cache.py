@@ -230,9 +230,8 @@ class CacheFrozenFeatures(pl.Callback):
     Args:
         directory: keep the features in memory-mapped files there instead of in memory.
         graph_mode: how the frozen part runs over the images (see
-            :class:`~lightning_siamese.models.frozen_graph.FrozenGraph`); but for ``eager``
-            (the network's own pass, as training runs it), in float32 its batch norms are
-            folded into the convolutions first
+            :class:`~lightning_siamese.models.frozen_graph.FrozenGraph`); ``auto`` in float32
+            on the CPU folds the batch norms into the convolutions instead of compiling
             (:class:`~lightning_siamese.models.folding.FoldedFrozenPart`).
     """
 
@@ -262,15 +261,19 @@ class CacheFrozenFeatures(pl.Callback):
         def log_graph(text: str) -> None:
             rank_zero_info(f"frozen graph: {text}")
 
-        frozen = net.forward_frozen
-        # Folded in float32 only (1.22-1.24x for the ResNet50 of configs/ttl.yaml): under bf16
-        # autocast it ran 0.89x and 1.07x as fast in two runs (benchmarks/layer_rates.py).
-        fold = self.graph_mode != "eager" and str(trainer.precision) in ("32-true", "32")
+        frozen, mode = net.forward_frozen, self.graph_mode
+        # Folded in float32 on the CPU only, where it was measured (1.22-1.24x for the ResNet50
+        # of configs/ttl.yaml); under bf16 autocast it ran 0.89x and 1.07x as fast in two runs
+        # (benchmarks/layer_rates.py). Under `auto` only, which then stays eager: a compiled
+        # graph (`inductor`) folds the batch norms itself, and its measured speed-up was over
+        # the unfolded pass.
+        fold = mode == "auto" and str(trainer.precision) in ("32-true", "32")
+        fold = fold and pl_module.device.type == "cpu"
         folded = FoldedFrozenPart.of(net, log_graph) if fold else None
         if folded is not None:
-            frozen = folded.forward
+            frozen, mode = folded.forward, "eager"
             log_graph(f"{folded.folded} batch norms folded into their convolutions")
-        graph = FrozenGraph(frozen, self.graph_mode, batches, log_graph)
+        graph = FrozenGraph(frozen, mode, batches, log_graph)
         plugin = trainer.precision_plugin
         # Under the trainer's precision: bf16-mixed autocasts (bf16 features, half the
         # memory); bf16-true and 16-true convert the inputs as they do for every batch.

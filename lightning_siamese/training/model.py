@@ -89,9 +89,9 @@ class SiameseModel(pl.LightningModule):
             losses, to the rounding of a folded frozen part; off for fresh augmentation).
         feature_cache_dir: keep that cache in a memory-mapped file in this folder instead of in
             memory (removed at the end of ``fit``).
-        frozen_graph: how the cache's pass runs the frozen part: ``auto`` (batch norms folded
-            into the convolutions; compiled on the CPU where that repays the compile),
-            ``inductor`` (folded, always compiled; ``jit``: older name) or ``eager`` (as is).
+        frozen_graph: how the cache's pass runs the frozen part: ``auto`` (fp32 on the CPU:
+            batch norms folded; else compiled on the CPU where that repays the compile),
+            ``inductor`` (always compiled; ``jit``: older name) or ``eager`` (as it is).
         retrieval_block_size: query rows ranked at a time in the val/test retrieval metrics.
         match_fmr: the false-match rate (0 to 1) each validation calibrates the match threshold
             for; every checkpoint keeps it, and ``test``, ``evaluate``, ``compare`` use it.
