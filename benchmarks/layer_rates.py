@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from frozen_graph import DEMO_NET  # noqa: E402
 from keras_comparison import peak_rates  # noqa: E402
 
 from lightning_siamese.models.embedding import EmbeddingNet  # noqa: E402
@@ -56,15 +57,7 @@ from lightning_siamese.models.folding import FoldedFrozenPart  # noqa: E402
 #: The two configs' networks, as ``EmbeddingNet`` arguments, and their image sizes.
 NETS: dict[str, dict[str, object]] = {
     "ttl": {"backbone": "resnet50", "freeze": "layer4.0", "head": "mlp", "image_size": 200},
-    "demo": {
-        "backbone": "timm/tf_efficientnet_lite0",
-        "freeze": "blocks.1.1",
-        "feature_unit": "blocks.4.2",
-        "head": "pooled",
-        "pool_size": 4,
-        "normalize": True,
-        "image_size": 96,
-    },
+    "demo": dict(DEMO_NET),
 }
 
 
